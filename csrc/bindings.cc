@@ -1,0 +1,311 @@
+// pybind11 only: type and shape checks, buffer views, GIL release. Everything
+// that reaches the C++ core from Python passes through a check here first.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "dispatch.h"
+#include "matrix.h"
+#include "parallel.h"
+#include "spmm.h"
+
+namespace py = pybind11;
+using namespace pysparse;
+
+namespace {
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+py::array as_array(const py::handle& obj, const char* what) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(what) + " must be a numpy array, got " +
+                         py::str(py::type::of(obj)).cast<std::string>());
+  }
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+// A float32 array, or TypeError that says how to get one.
+py::array float32_array(const py::handle& obj, const char* what) {
+  py::array a = as_array(obj, what);
+  if (!a.dtype().is(py::dtype::of<float>())) {
+    throw py::type_error(std::string(what) + " must be float32, got " + dtype_str(a) + "; convert it with " +
+                         what + ".astype(numpy.float32)");
+  }
+  return a;
+}
+
+// An integer array converted to int64 (values are range-checked in C++ later).
+py::array_t<int64_t, py::array::c_style> index_array(const py::handle& obj, const char* what) {
+  py::array a = as_array(obj, what);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u') {
+    throw py::type_error(std::string(what) + " must be an integer array, got " + dtype_str(a));
+  }
+  if (a.ndim() != 1) throw py::value_error(std::string(what) + " must be 1-D, got " + std::to_string(a.ndim()) + "-D");
+  if (kind == 'u' && a.itemsize() == 8) {
+    // uint64 above 2**63 would wrap to negative: still rejected as out of range.
+  }
+  return py::array_t<int64_t, py::array::c_style>::ensure(a.attr("astype")("int64"));
+}
+
+py::array_t<float, py::array::c_style> c_contiguous(const py::array& a) {
+  return py::array_t<float, py::array::c_style>::ensure(a);
+}
+
+// A read-only numpy view of memory owned by `owner`.
+template <class T>
+py::array readonly_view(const T* data, int64_t n, py::handle owner) {
+  py::array a(py::dtype::of<T>(), {n}, {static_cast<int64_t>(sizeof(T))}, data, owner);
+  py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return a;
+}
+
+const KernelInfo* kernel_by_name(const py::object& name) {
+  if (name.is_none()) return nullptr;
+  const std::string s = name.cast<std::string>();
+  const KernelInfo* k = find_kernel(s);
+  if (k == nullptr) throw py::value_error("unknown kernel '" + s + "'; see pysparse._core.kernels()");
+  if (!isa_supported(k->isa)) throw py::value_error("kernel '" + s + "' cannot run on this CPU");
+  return k;
+}
+
+const float* bias_ptr(const py::object& bias, int64_t M, py::object& keep) {
+  if (bias.is_none()) return nullptr;
+  py::array b = float32_array(bias, "bias");
+  if (b.ndim() != 1 || b.shape(0) != M) {
+    throw py::value_error("bias must have shape (" + std::to_string(M) + ",), got " +
+                          py::str(b.attr("shape")).cast<std::string>());
+  }
+  auto c = c_contiguous(b);
+  keep = c;
+  return c.data();
+}
+
+void check_threads(int threads) {
+  if (threads < 0 || threads > kMaxThreads) throw py::value_error("threads must be between 0 (default) and " + std::to_string(kMaxThreads));
+}
+
+void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n) {
+  if (k == nullptr) return;
+  const bool csr = w.block_r() == 1 && w.block_c() == 1;
+  const bool format_ok = (k->format == Format::csr) ? csr : true;
+  if (!format_ok || k->block_r != w.block_r() || (k->batch == Batch::n1) != (n == 1)) {
+    throw py::value_error(std::string("kernel ") + k->name + " does not fit this matrix / batch");
+  }
+}
+
+py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::object& bias, int threads,
+                  const py::object& kernel_name) {
+  check_threads(threads);
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 1 && x.ndim() != 2) {
+    throw py::value_error("x must be 1-D (K,) or 2-D (K, N), got " + std::to_string(x.ndim()) + "-D");
+  }
+  const int64_t K = w.cols(), M = w.rows();
+  if (x.shape(0) != K) {
+    throw py::value_error("shape mismatch: W is " + std::to_string(M) + "x" + std::to_string(K) + " but x has " +
+                          std::to_string(x.shape(0)) + " rows; x must be (K, N) = (" + std::to_string(K) + ", N)");
+  }
+  const int64_t n = x.ndim() == 2 ? x.shape(1) : 1;
+  const KernelInfo* k = kernel_by_name(kernel_name);
+  check_kernel_matches(k, w, n);
+  // Rows of X need unit stride along N; any row stride >= N is fine.
+  int64_t ldx = n;
+  const bool usable = x.ndim() == 1 ? (x.strides(0) == 4 || K <= 1)
+                                    : ((x.strides(1) == 4 || n <= 1) && x.strides(0) >= 4 * n && x.strides(0) % 4 == 0);
+  if (usable) {
+    if (x.ndim() == 2 && K > 1) ldx = x.strides(0) / 4;
+  } else {
+    x = c_contiguous(x);
+  }
+  py::object keep;
+  const float* b = bias_ptr(bias, M, keep);
+  py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({M, n}) : py::array_t<float>({M});
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    spmm(w, xp, ldx, n, yp, n, 1, b, threads, k);
+  }
+  return y;
+}
+
+py::array linear_py(const py::object& x_obj, const SparseMatrix& w, const py::object& bias, int threads,
+                    const py::object& kernel_name) {
+  check_threads(threads);
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 1 && x.ndim() != 2) {
+    throw py::value_error("x must be 1-D (K,) or 2-D (batch, K), got " + std::to_string(x.ndim()) + "-D");
+  }
+  const int64_t K = w.cols(), M = w.rows();
+  const int64_t kx = x.shape(x.ndim() - 1);
+  if (kx != K) {
+    throw py::value_error("shape mismatch: W is " + std::to_string(M) + "x" + std::to_string(K) + " (out x in) but x has " +
+                          std::to_string(kx) + " features; x must be (batch, " + std::to_string(K) + ")");
+  }
+  const int64_t batch = x.ndim() == 2 ? x.shape(0) : 1;
+  const KernelInfo* k = kernel_by_name(kernel_name);
+  check_kernel_matches(k, w, batch);
+  bool transposed = false;
+  const int flags = x.flags();
+  if (x.ndim() == 2 && batch > 1 && !(flags & py::array::c_style) && (flags & py::array::f_style)) {
+    transposed = true;  // memory is X^T (K, batch), C-contiguous: zero copy
+  } else if (!(flags & py::array::c_style)) {
+    x = c_contiguous(x);
+  }
+  py::object keep;
+  const float* b = bias_ptr(bias, M, keep);
+  py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({batch, M}) : py::array_t<float>({M});
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    linear(w, xp, transposed, batch, yp, b, threads, k);
+  }
+  return y;
+}
+
+SparseMatrix from_dense_py(const py::object& a_obj, int block_r, int block_c) {
+  py::array a = float32_array(a_obj, "a");
+  if (a.ndim() != 2) throw py::value_error("a must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  auto c = c_contiguous(a);
+  const int64_t rows = c.shape(0), cols = c.shape(1);
+  py::gil_scoped_release nogil;
+  return SparseMatrix::from_dense(c.data(), rows, cols, cols, block_r, block_c);
+}
+
+SparseMatrix from_arrays_py(const py::tuple& shape, const py::tuple& block, const py::object& indptr,
+                            const py::object& indices, const py::object& data) {
+  if (shape.size() != 2) throw py::value_error("shape must be (rows, cols)");
+  if (block.size() != 2) throw py::value_error("block must be (R, C)");
+  const int64_t rows = shape[0].cast<int64_t>(), cols = shape[1].cast<int64_t>();
+  const int R = block[0].cast<int>(), C = block[1].cast<int>();
+  auto p = index_array(indptr, "indptr");
+  auto i = index_array(indices, "indices");
+  py::array d = float32_array(data, "data");
+  auto dc = c_contiguous(d.attr("reshape")(-1));
+  py::gil_scoped_release nogil;
+  return SparseMatrix::from_arrays(rows, cols, R, C, p.data(), p.size(), i.data(), i.size(), dc.data(), dc.size());
+}
+
+py::dict cpu_info_py() {
+  const CpuFeatures& f = cpu_features();
+  py::dict d;
+  d["isa"] = isa_name(active_isa());
+  d["arch"] = f.arch;
+  py::list runnable, built;
+  for (Isa isa : runnable_isas()) runnable.append(isa_name(isa));
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::neon})
+    if (isa_built(isa)) built.append(isa_name(isa));
+  d["runnable"] = runnable;
+  d["built"] = built;
+  py::dict feats;
+  feats["avx2"] = f.avx2;
+  feats["fma"] = f.fma;
+  feats["f16c"] = f.f16c;
+  feats["avx512f"] = f.avx512f;
+  feats["avx512vnni"] = f.avx512vnni;
+  feats["avx512bf16"] = f.avx512bf16;
+  feats["neon"] = f.neon;
+  feats["asimddp"] = f.asimddp;
+  d["features"] = feats;
+  d["threads"] = get_num_threads();
+  d["default_threads"] = default_num_threads();
+  py::dict in_use;
+  const Isa isa = active_isa();
+  in_use["csr_n1"] = select_kernel(isa, Format::csr, 1, Batch::n1).name;
+  in_use["csr_nx"] = select_kernel(isa, Format::csr, 1, Batch::nx).name;
+  for (int r : {1, 2, 4, 8, 16}) {
+    in_use[py::str("bsr_" + std::to_string(r) + "xc_n1")] = select_kernel(isa, Format::bsr, r, Batch::n1).name;
+    in_use[py::str("bsr_" + std::to_string(r) + "xc_nx")] = select_kernel(isa, Format::bsr, r, Batch::nx).name;
+  }
+  d["kernels"] = in_use;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pysparse C++ core: sparse formats, SIMD SpMM kernels, dispatch and thread pool";
+
+  // Resolve PYSPARSE_ISA now, so a bad value fails the import with its reason.
+  (void)active_isa();
+
+  py::class_<SparseMatrix>(m, "SparseMatrix")
+      .def_static("from_dense", &from_dense_py, py::arg("a"), py::arg("block_r") = 1, py::arg("block_c") = 1)
+      .def_static("from_arrays", &from_arrays_py, py::arg("shape"), py::arg("block"), py::arg("indptr"),
+                  py::arg("indices"), py::arg("data"))
+      .def_property_readonly("shape", [](const SparseMatrix& s) { return py::make_tuple(s.rows(), s.cols()); })
+      .def_property_readonly("block", [](const SparseMatrix& s) { return py::make_tuple(s.block_r(), s.block_c()); })
+      .def_property_readonly("nblocks", &SparseMatrix::nblocks)
+      .def_property_readonly("stored_values", &SparseMatrix::stored_values)
+      .def_property_readonly("nbytes", &SparseMatrix::nbytes)
+      .def_property_readonly("index_dtype",
+                             [](const SparseMatrix& s) {
+                               return s.view().index_width == IndexWidth::u16 ? "uint16" : "uint32";
+                             })
+      .def_property_readonly("indptr",
+                             [](py::object self) {
+                               const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               return readonly_view(s.view().ptr, s.block_rows() + 1, self);
+                             })
+      .def_property_readonly("indices",
+                             [](py::object self) {
+                               const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               if (s.view().index_width == IndexWidth::u16)
+                                 return readonly_view(s.view().idx16(), s.nblocks(), self);
+                               return readonly_view(s.view().idx32(), s.nblocks(), self);
+                             })
+      .def_property_readonly("values",
+                             [](py::object self) {
+                               const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               return readonly_view(s.view().values, s.stored_values(), self);
+                             })
+      .def("to_dense", [](const SparseMatrix& s) {
+        py::array_t<float> out({s.rows(), s.cols()});
+        float* p = out.mutable_data();
+        py::gil_scoped_release nogil;
+        s.to_dense(p);
+        return out;
+      });
+
+  m.def("spmm", &spmm_py, py::arg("w"), py::arg("x"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        py::arg("kernel") = py::none(), "Y = W @ X (+ bias[:, None]); X (K,) or (K, N) float32.");
+  m.def("linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
+  m.def("threads_for", [](const SparseMatrix& w, int64_t n, int threads) { return threads_for(w, n, threads); },
+        py::arg("w"), py::arg("n"), py::arg("threads") = 0);
+
+  m.def("set_num_threads", [](int n) {
+    py::gil_scoped_release nogil;
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("default_num_threads", &default_num_threads);
+  m.def("cpu_info", &cpu_info_py);
+  m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+  m.def("runnable_isas", [] {
+    py::list out;
+    for (Isa isa : runnable_isas()) out.append(isa_name(isa));
+    return out;
+  });
+  m.def("kernels", [] {
+    py::list out;
+    for (const KernelInfo& k : all_kernels()) {
+      py::dict d;
+      d["name"] = k.name;
+      d["isa"] = isa_name(k.isa);
+      d["format"] = k.format == Format::csr ? "csr" : "bsr";
+      d["block_r"] = k.block_r;
+      d["batch"] = k.batch == Batch::n1 ? "n1" : "nx";
+      d["runnable"] = isa_supported(k.isa);
+      out.append(d);
+    }
+    return out;
+  });
+}

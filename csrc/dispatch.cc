@@ -1,0 +1,168 @@
+// Dispatch: a path runs only if it is built *and* the CPU has it.
+//
+// Every kernel file for an ISA is compiled with that ISA's flags and nothing
+// else is, so the module itself loads on any CPU of its architecture. Here, once,
+// the CPU is asked what it supports; the best runnable ISA becomes the default,
+// and PYSPARSE_ISA (scalar | avx2 | neon) may force any other runnable one, which
+// is how the tests cover every path and how a bug report pins one down. Asking
+// for an ISA that is not built or not supported is an error, not a silent
+// fallback: a forced path that quietly runs another one would hide the bug.
+//
+// Kernels are looked up per call from a table built from kernels.inc; when the
+// active ISA has no kernel for a (format, block, batch) combination the scalar
+// twin runs, and cpu_info() reports which kernel that is.
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "kernels.h"
+
+#if defined(__linux__) && defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace pysparse {
+
+namespace {
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(_M_X64)
+  f.arch = "x86_64";
+#if defined(__GNUC__)
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.f16c = __builtin_cpu_supports("f16c");
+  f.avx512f = __builtin_cpu_supports("avx512f");
+  f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+  f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
+#endif
+#elif defined(__aarch64__)
+  f.arch = "aarch64";
+  f.neon = true;  // Advanced SIMD is mandatory in ARMv8-A
+#if defined(__linux__)
+  const unsigned long hw = getauxval(AT_HWCAP);
+#ifdef HWCAP_ASIMDDP
+  f.asimddp = (hw & HWCAP_ASIMDDP) != 0;
+#endif
+  (void)hw;
+#endif
+#else
+  f.arch = "unknown";
+#endif
+  return f;
+}
+
+Isa initial_isa() {
+  const char* env = std::getenv("PYSPARSE_ISA");
+  if (env != nullptr && env[0] != '\0') {
+    const Isa isa = isa_from_name(env);
+    if (!isa_supported(isa)) {
+      throw std::invalid_argument(std::string("PYSPARSE_ISA=") + env +
+                                  " is not runnable here (not built into this module, or this CPU lacks it); "
+                                  "unset it or choose one of the runnable ISAs");
+    }
+    return isa;
+  }
+  return runnable_isas().front();
+}
+
+std::atomic<int>& active_slot() {
+  static std::atomic<int> slot{static_cast<int>(initial_isa())};
+  return slot;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::neon: return "neon";
+  }
+  return "?";
+}
+
+Isa isa_from_name(const std::string& name) {
+  if (name == "scalar") return Isa::scalar;
+  if (name == "avx2") return Isa::avx2;
+  if (name == "neon") return Isa::neon;
+  throw std::invalid_argument("unknown ISA '" + name + "'; expected one of: scalar, avx2, neon");
+}
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+bool isa_built(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return true;
+    case Isa::avx2: return PYSPARSE_HAVE_AVX2 != 0;
+    case Isa::neon: return PYSPARSE_HAVE_NEON != 0;
+  }
+  return false;
+}
+
+bool isa_supported(Isa isa) {
+  if (!isa_built(isa)) return false;
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Isa::scalar: return true;
+    case Isa::avx2: return f.avx2 && f.fma;
+    case Isa::neon: return f.neon;
+  }
+  return false;
+}
+
+std::vector<Isa> runnable_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::avx2, Isa::neon, Isa::scalar}) {
+    if (isa_supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+Isa active_isa() { return static_cast<Isa>(active_slot().load(std::memory_order_relaxed)); }
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa)) {
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) +
+                                "' is not runnable here (not built into this module, or this CPU lacks it)");
+  }
+  active_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+const std::vector<KernelInfo>& all_kernels() {
+  static const std::vector<KernelInfo> table = {
+#define PYSPARSE_KERNEL(name, isa, format, block_r, batch) \
+  KernelInfo{#name, Isa::isa, Format::format, block_r, Batch::batch, &name},
+#include "kernels.inc"
+#undef PYSPARSE_KERNEL
+  };
+  return table;
+}
+
+const KernelInfo* find_kernel(const std::string& name) {
+  for (const KernelInfo& k : all_kernels()) {
+    if (name == k.name) return &k;
+  }
+  return nullptr;
+}
+
+const KernelInfo& select_kernel(Isa isa, Format format, int block_r, Batch batch) {
+  const KernelInfo* fallback = nullptr;
+  for (const KernelInfo& k : all_kernels()) {
+    if (k.format != format || k.block_r != block_r || k.batch != batch) continue;
+    if (k.isa == isa) return k;
+    if (k.isa == Isa::scalar) fallback = &k;
+  }
+  if (fallback == nullptr) throw std::logic_error("no scalar kernel for this format; kernels.inc is incomplete");
+  return *fallback;
+}
+
+}  // namespace pysparse

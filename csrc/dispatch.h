@@ -1,0 +1,55 @@
+// Which kernels run: CPU features, the ISA in use, and the kernel table.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "formats.h"
+
+namespace pysparse {
+
+enum class Isa : int { scalar = 0, avx2 = 1, neon = 2 };
+enum class Format : int { csr = 0, bsr = 1 };
+enum class Batch : int { n1 = 0, nx = 1 };
+
+struct CpuFeatures {
+  std::string arch;     // "x86_64", "aarch64", ...
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512vnni = false;
+  bool avx512bf16 = false;
+  bool neon = false;
+  bool asimddp = false;  // aarch64 dot product
+};
+
+struct KernelInfo {
+  const char* name;
+  Isa isa;
+  Format format;
+  int block_r;
+  Batch batch;
+  SpmmFn fn;
+};
+
+const char* isa_name(Isa isa);
+// Throws std::invalid_argument for a name that is not an ISA.
+Isa isa_from_name(const std::string& name);
+
+const CpuFeatures& cpu_features();
+bool isa_built(Isa isa);
+bool isa_supported(Isa isa);  // built and this CPU can run it
+std::vector<Isa> runnable_isas();  // best first; scalar always last
+
+// The ISA the dispatcher uses: the best runnable one, or PYSPARSE_ISA if set.
+Isa active_isa();
+// Throws std::invalid_argument if `isa` is not runnable here.
+void set_active_isa(Isa isa);
+
+const std::vector<KernelInfo>& all_kernels();  // every kernel built into this module
+const KernelInfo* find_kernel(const std::string& name);
+// The kernel for (format, block_r, batch) at `isa`, falling back to scalar.
+const KernelInfo& select_kernel(Isa isa, Format format, int block_r, Batch batch);
+
+}  // namespace pysparse

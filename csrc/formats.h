@@ -1,0 +1,83 @@
+// Sparse weight formats as plain views over arrays someone else owns.
+//
+// One struct covers every format the kernels run. CSR is the 1x1 case of the
+// block-sparse layout, so a kernel, the validator and the partitioner deal with a
+// single shape of data:
+//
+//   W (rows x cols) is cut into block rows of R consecutive rows. Each block row b
+//   stores, in ptr[b] .. ptr[b+1], blocks of R x C weights that start at column
+//   idx[j] and cover columns idx[j] .. idx[j] + C - 1. Starts are strictly
+//   increasing within a block row and idx[j] + C <= cols, so a kernel never
+//   reads x outside its K rows. (A matrix whose K is not a multiple of C keeps
+//   its last block of a row shifted left to start at K - C, with zeros where it
+//   overlaps the block before; values of such an overlap add up.)
+//
+//   Block j's values sit at values[j * R * C ...], column by column: the R
+//   weights of column idx[j] + 0, then of idx[j] + 1, ... So an (R, C) block is
+//   C consecutive (R, 1) blocks, and the batch-1 kernel's "one broadcast of
+//   x[k] feeds R lanes" works for every C.
+//
+//   The last block row may hang over the bottom of W when rows % R != 0; its
+//   missing rows are stored as zeros and kernels never write them to Y.
+//
+// Column indices are as narrow as cols allows: uint16 for cols <= 65536. At batch
+// 1 the kernel streams values + indices from memory once, so 6 instead of 8 bytes
+// per nonzero is worth 25%.
+//
+// Padding contract (owned storage in matrix.h provides it, kernels rely on it):
+// idx has kIndexPad readable entries after the last block and values has
+// kValuePad readable floats after the last value, so a SIMD kernel may load a
+// full vector of indices/values at a row's end and mask what it does not use.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pysparse {
+
+enum class IndexWidth : uint8_t { u16 = 0, u32 = 1 };
+
+inline constexpr int64_t kIndexPad = 16;  // entries of idx readable past the end
+inline constexpr int64_t kValuePad = 16;  // floats of values readable past the end
+inline constexpr int64_t kMaxU16Cols = 65536;
+
+struct SparseView {
+  int64_t rows;        // M: rows of W (output features)
+  int64_t cols;        // K: columns of W (input features)
+  int64_t nblocks;     // stored blocks (== nnz for CSR)
+  const int64_t* ptr;  // block_rows() + 1 entries; ptr[0] == 0, non-decreasing
+  const void* idx;     // nblocks (+ kIndexPad) first-column indices, uint16 or uint32
+  const float* values; // nblocks * R * C (+ kValuePad) floats
+  int32_t block_r;     // R (1 for CSR)
+  int32_t block_c;     // C (1 for CSR)
+  IndexWidth index_width;
+  uint8_t reserved_[7];
+
+  int64_t block_rows() const { return (rows + block_r - 1) / block_r; }
+  const uint16_t* idx16() const { return static_cast<const uint16_t*>(idx); }
+  const uint32_t* idx32() const { return static_cast<const uint32_t*>(idx); }
+};
+static_assert(sizeof(SparseView) == 64, "SparseView is a plain 64-byte struct");
+
+// One call of a kernel: block rows [block_begin, block_end) of
+//   Y = W X (+ bias[:, None])
+// X[k, j] = x[k * ldx + j] for k < cols, j < n (unit stride along n).
+// Y[i, j] = y[i * y_rs + j * y_cs]; the rows of Y the range covers are
+// overwritten, never accumulated into. x and y must not overlap.
+// bias is null or has `rows` entries.
+struct SpmmArgs {
+  const SparseView* w;
+  int64_t block_begin;
+  int64_t block_end;
+  int64_t n;
+  const float* x;
+  int64_t ldx;
+  float* y;
+  int64_t y_rs;
+  int64_t y_cs;
+  const float* bias;
+};
+
+using SpmmFn = void (*)(const SpmmArgs&);
+
+}  // namespace pysparse

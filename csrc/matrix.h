@@ -1,0 +1,74 @@
+// SparseMatrix: owned, validated, padded storage behind a SparseView.
+//
+// The C++ side trusts nothing it has not checked, so every matrix is built here
+// from either a dense array or caller-supplied arrays that are validated and
+// copied in one pass. After construction the storage is immutable; kernels get a
+// SparseView whose invariants (formats.h) hold, padding included.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "formats.h"
+
+namespace pysparse {
+
+// 64-byte aligned, zero-initialised bytes.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t bytes);
+  void* data() { return ptr_.get(); }
+  const void* data() const { return ptr_.get(); }
+  size_t size() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> ptr_;
+  size_t bytes_ = 0;
+};
+
+class SparseMatrix {
+ public:
+  // Drops exact zeros (blocks whose weights are all zero). a[i * lda + k].
+  // Throws std::invalid_argument for a bad shape or block.
+  static SparseMatrix from_dense(const float* a, int64_t rows, int64_t cols, int64_t lda, int block_r,
+                                 int block_c);
+
+  // Validates and copies. ptr has block_rows + 1 entries, idx nblocks, values
+  // nblocks * R * C laid out as (block, column, row) -- see formats.h. Throws
+  // std::invalid_argument naming the first problem found.
+  static SparseMatrix from_arrays(int64_t rows, int64_t cols, int block_r, int block_c, const int64_t* ptr,
+                                  int64_t ptr_len, const int64_t* idx, int64_t idx_len, const float* values,
+                                  int64_t values_len);
+
+  const SparseView& view() const { return view_; }
+  int64_t rows() const { return view_.rows; }
+  int64_t cols() const { return view_.cols; }
+  int block_r() const { return view_.block_r; }
+  int block_c() const { return view_.block_c; }
+  int64_t nblocks() const { return view_.nblocks; }
+  int64_t block_rows() const { return view_.block_rows(); }
+  int64_t stored_values() const { return view_.nblocks * view_.block_r * view_.block_c; }
+  // Bytes of ptr + idx + values as stored (padding excluded).
+  int64_t nbytes() const;
+
+  void to_dense(float* out) const;  // out: rows * cols, overwritten
+
+  static void check_shape(int64_t rows, int64_t cols, int block_r, int block_c);
+
+ private:
+  SparseMatrix() = default;
+  void allocate(int64_t rows, int64_t cols, int block_r, int block_c, int64_t nblocks);
+
+  SparseView view_{};
+  std::vector<int64_t> ptr_;
+  AlignedBuffer idx_;
+  AlignedBuffer values_;
+};
+
+}  // namespace pysparse

@@ -1,0 +1,224 @@
+// The thread pool.
+//
+// Batch-1 layers take tens of microseconds, so waking a sleeping thread
+// (several microseconds through the kernel) would eat the gain of a second
+// core. Workers therefore spin for a short while after each job (kSpinNs) and
+// only then sleep on a condition variable; layer after layer of one forward pass
+// finds them awake, an idle process sleeps after a fraction of a millisecond and
+// leaves the cores to torch or anyone else.
+//
+// Never more threads run than asked: the pool holds exactly get_num_threads() - 1
+// workers and the caller does task 0. One job at a time: a caller that finds the
+// pool busy (another Python thread is in a kernel, the GIL being released) runs
+// its tasks itself. After fork() the child has no workers; the pool notices and
+// starts new ones on first use.
+#include "parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define PYSPARSE_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define PYSPARSE_PAUSE() __asm__ __volatile__("yield")
+#else
+#define PYSPARSE_PAUSE() ((void)0)
+#endif
+
+namespace pysparse {
+
+namespace {
+
+constexpr int64_t kSpinNs = 200 * 1000;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+class Pool {
+ public:
+  Pool() : requested_(default_num_threads()) {}
+
+  int requested() const { return requested_.load(); }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
+    requested_.store(n);
+    stop_workers();
+  }
+
+  void run(int n, TaskFn fn, void* ctx) {
+    n = std::max(1, std::min(n, requested_.load()));
+    if (n == 1) {
+      fn(ctx, 0);
+      return;
+    }
+    std::unique_lock<std::mutex> run_lock(run_mutex_, std::try_to_lock);
+    if (!run_lock.owns_lock()) {
+      for (int t = 0; t < n; ++t) fn(ctx, t);
+      return;
+    }
+    if (static_cast<int>(workers_.size()) != requested_.load() - 1) start_workers();
+    job_fn_ = fn;
+    job_ctx_ = ctx;
+    job_n_ = n;
+    // Every worker acknowledges every job, taking part or not, so none can still
+    // be reading this job's fields when the next one is posted.
+    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lk(sleep_mutex_);
+      sleep_cv_.notify_all();
+    }
+    fn(ctx, 0);
+    while (pending_.load(std::memory_order_acquire) != 0) PYSPARSE_PAUSE();
+  }
+
+  // In a forked child the workers do not exist: forget them (never join or
+  // destroy them) and reset the synchronisation state.
+  void after_fork_child() {
+    for (std::thread*& t : workers_) t = nullptr;  // leaked on purpose
+    workers_.clear();
+    new (&run_mutex_) std::mutex();
+    new (&sleep_mutex_) std::mutex();
+    new (&sleep_cv_) std::condition_variable();
+    sleepers_.store(0);
+    stop_.store(false);
+  }
+
+ private:
+  void start_workers() {
+    stop_workers();
+    stop_.store(false);
+    const int count = requested_.load() - 1;
+    const uint64_t gen = generation_.load();
+    for (int w = 1; w <= count; ++w) workers_.push_back(new std::thread(&Pool::worker, this, w, gen));
+  }
+
+  void stop_workers() {
+    if (workers_.empty()) return;
+    stop_.store(true);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    {
+      std::lock_guard<std::mutex> lk(sleep_mutex_);
+      sleep_cv_.notify_all();
+    }
+    for (std::thread* t : workers_) {
+      t->join();
+      delete t;
+    }
+    workers_.clear();
+  }
+
+  void worker(int index, uint64_t seen) {
+    for (;;) {
+      seen = wait_for_job(seen);
+      if (stop_.load(std::memory_order_acquire)) return;
+      if (index < job_n_) job_fn_(job_ctx_, index);
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  uint64_t wait_for_job(uint64_t seen) {
+    const int64_t deadline = now_ns() + kSpinNs;
+    for (int i = 0;; ++i) {
+      const uint64_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      PYSPARSE_PAUSE();
+      if ((i & 255) == 255 && now_ns() > deadline) break;
+    }
+    std::unique_lock<std::mutex> lk(sleep_mutex_);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t g;
+    sleep_cv_.wait(lk, [&] { return (g = generation_.load(std::memory_order_seq_cst)) != seen; });
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    return g;
+  }
+
+  std::atomic<int> requested_;
+  std::mutex run_mutex_;
+  std::vector<std::thread*> workers_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::mutex sleep_mutex_;
+  std::condition_variable sleep_cv_;
+  TaskFn job_fn_ = nullptr;
+  void* job_ctx_ = nullptr;
+  int job_n_ = 0;
+};
+
+Pool& pool() {
+  // Leaked: workers must not be joined during static destruction at exit.
+  static Pool* p = [] {
+    Pool* created = new Pool();
+#if defined(__linux__)
+    pthread_atfork(nullptr, nullptr, [] { pool().after_fork_child(); });
+#endif
+    return created;
+  }();
+  return *p;
+}
+
+}  // namespace
+
+int default_num_threads() {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    std::set<std::pair<std::string, std::string>> cores;
+    int cpus = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (!CPU_ISSET(cpu, &set)) continue;
+      ++cpus;
+      const std::string base = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+      std::ifstream pkg(base + "physical_package_id"), core(base + "core_id");
+      std::string p, c;
+      if (pkg >> p && core >> c) {
+        cores.insert({p, c});
+      } else {
+        cores.insert({"cpu", std::to_string(cpu)});
+      }
+    }
+    if (!cores.empty()) return std::min<int>(static_cast<int>(cores.size()), kMaxThreads);
+    if (cpus > 0) return std::min(cpus, kMaxThreads);
+  }
+#endif
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : std::min<int>(static_cast<int>(hc), kMaxThreads);
+}
+
+int get_num_threads() { return pool().requested(); }
+
+void set_num_threads(int n) {
+  if (n < 1 || n > kMaxThreads) {
+    throw std::invalid_argument("number of threads must be between 1 and " + std::to_string(kMaxThreads) +
+                                ", got " + std::to_string(n));
+  }
+  pool().resize(n);
+}
+
+void parallel_run(int n, TaskFn fn, void* ctx) { pool().run(n, fn, ctx); }
+
+}  // namespace pysparse

@@ -1,0 +1,104 @@
+#include "spmm.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "parallel.h"
+
+namespace pysparse {
+
+namespace {
+
+// Multiply-adds below which one more thread does not pay for its wake-up.
+constexpr int64_t kMinWorkPerThread = 32 * 1024;
+// A row costs something even when empty (pointer loads, horizontal sum, store).
+constexpr int64_t kRowCost = 8;
+
+// Block rows [begin, end) for thread t of T, balanced by stored weights (plus a
+// per-row cost) rather than by rows: pruned layers are far from uniform.
+struct Partition {
+  const SparseView& w;
+  int T;
+  int64_t cost(int64_t b) const { return w.ptr[b] * w.block_r * w.block_c + b * w.block_r * kRowCost; }
+  int64_t boundary(int t) const {
+    const int64_t B = w.block_rows();
+    if (t <= 0) return 0;
+    if (t >= T) return B;
+    const int64_t target = cost(B) * t / T;
+    int64_t lo = 0, hi = B;  // first b with cost(b) >= target
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (cost(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+};
+
+thread_local std::vector<float> tl_scratch;
+
+float* scratch(size_t floats) {
+  if (tl_scratch.size() < floats) tl_scratch.resize(floats);
+  return tl_scratch.data();
+}
+
+}  // namespace
+
+int threads_for(const SparseMatrix& w, int64_t n, int nthreads) {
+  if (nthreads <= 0) nthreads = get_num_threads();
+  const int64_t work = (w.stored_values() + w.rows() * kRowCost) * std::max<int64_t>(n, 1);
+  const int64_t by_work = std::max<int64_t>(1, work / kMinWorkPerThread);
+  const int64_t by_rows = std::max<int64_t>(1, w.block_rows());
+  return static_cast<int>(std::min<int64_t>({static_cast<int64_t>(nthreads), by_work, by_rows}));
+}
+
+void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t y_rs, int64_t y_cs,
+          const float* bias, int nthreads, const KernelInfo* kernel) {
+  const SparseView& v = w.view();
+  if (v.rows == 0 || n == 0) return;
+  const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
+  if (kernel == nullptr) {
+    const Format format = (v.block_r == 1 && v.block_c == 1) ? Format::csr : Format::bsr;
+    kernel = &select_kernel(active_isa(), format, v.block_r, batch);
+  }
+  if (n == 1) ldx = 1;  // n1 kernels read x as one contiguous column
+  const int T = threads_for(w, n, nthreads);
+  SpmmArgs base{&v, 0, v.block_rows(), n, x, ldx, y, y_rs, y_cs, bias};
+  if (T == 1) {
+    kernel->fn(base);
+    return;
+  }
+  const Partition part{v, T};
+  const SpmmFn fn = kernel->fn;
+  parallel_for(T, [&](int t) {
+    SpmmArgs a = base;
+    a.block_begin = part.boundary(t);
+    a.block_end = part.boundary(t + 1);
+    if (a.block_begin < a.block_end) fn(a);
+  });
+}
+
+void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t batch, float* y, const float* bias,
+            int nthreads, const KernelInfo* kernel) {
+  const int64_t K = w.cols(), M = w.rows();
+  if (batch == 0 || M == 0) return;
+  if (batch == 1 || x_transposed) {
+    // Y^T = W X^T with X^T (K, batch) as given; Y^T[i, b] lands at y[b * M + i].
+    spmm(w, x, batch, batch, y, 1, M, bias, nthreads, kernel);
+    return;
+  }
+  // Pack X^T (K, batch) so the kernel reads rows of X^T with unit stride. The
+  // pack is O((K) * batch), small beside the O(nnz * batch) product.
+  float* xt = scratch(static_cast<size_t>(K * batch));
+  constexpr int64_t kTile = 32;
+  for (int64_t b0 = 0; b0 < batch; b0 += kTile) {
+    const int64_t b1 = std::min(batch, b0 + kTile);
+    for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+      const int64_t k1 = std::min(K, k0 + kTile);
+      for (int64_t b = b0; b < b1; ++b)
+        for (int64_t k = k0; k < k1; ++k) xt[k * batch + b] = x[b * K + k];
+    }
+  }
+  spmm(w, xt, batch, batch, y, 1, M, bias, nthreads, kernel);
+}
+
+}  // namespace pysparse

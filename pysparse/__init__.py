@@ -1,0 +1,60 @@
+"""pysparse: prune PyTorch models and run the sparse result fast on CPUs.
+
+The kernel side (formats, ops, runtime) needs only numpy and the compiled
+``_core``; the training side (``pysparse.prune``, ``pysparse.distill``,
+``pysparse.fold``, ``pysparse.convert``) imports torch when first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core
+from .formats import BSRMatrix, CSRMatrix, SparseMatrixBase
+from .ops import linear, spmm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BSRMatrix",
+    "CSRMatrix",
+    "SparseMatrixBase",
+    "cpu_info",
+    "get_num_threads",
+    "linear",
+    "set_num_threads",
+    "spmm",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Threads every pysparse kernel call may use (the caller included)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.get_num_threads()
+
+
+def cpu_info() -> dict[str, Any]:
+    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use."""
+    return _core.cpu_info()
+
+
+# Submodules that need torch (or are large) load on first use, so that
+# `import pysparse` stays torch-free.
+_LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
+_LAZY_ATTRS: dict[str, tuple[str, str]] = {}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRS:
+        mod, attr = _LAZY_ATTRS[name]
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+    raise AttributeError(f"module 'pysparse' has no attribute {name!r}")
