@@ -67,9 +67,10 @@ class Pool {
   }
 
   void run(int n, TaskFn fn, void* ctx) {
-    n = std::max(1, std::min(n, requested_.load()));
-    if (n == 1) {
-      fn(ctx, 0);
+    if (n <= 0) return;
+    const int T = std::min(n, requested_.load());
+    if (T == 1) {
+      for (int t = 0; t < n; ++t) fn(ctx, t);
       return;
     }
     std::unique_lock<std::mutex> run_lock(run_mutex_, std::try_to_lock);
@@ -81,6 +82,7 @@ class Pool {
     job_fn_ = fn;
     job_ctx_ = ctx;
     job_n_ = n;
+    job_stride_ = T;
     // Every worker acknowledges every job, taking part or not, so none can still
     // be reading this job's fields when the next one is posted.
     pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
@@ -89,7 +91,7 @@ class Pool {
       std::lock_guard<std::mutex> lk(sleep_mutex_);
       sleep_cv_.notify_all();
     }
-    fn(ctx, 0);
+    for (int t = 0; t < n; t += T) fn(ctx, t);
     while (pending_.load(std::memory_order_acquire) != 0) PYSPARSE_PAUSE();
   }
 
@@ -133,7 +135,9 @@ class Pool {
     for (;;) {
       seen = wait_for_job(seen);
       if (stop_.load(std::memory_order_acquire)) return;
-      if (index < job_n_) job_fn_(job_ctx_, index);
+      if (index < job_stride_) {
+        for (int t = index; t < job_n_; t += job_stride_) job_fn_(job_ctx_, t);
+      }
       pending_.fetch_sub(1, std::memory_order_release);
     }
   }
@@ -166,6 +170,7 @@ class Pool {
   TaskFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int job_n_ = 0;
+  int job_stride_ = 1;  // participants: participant p runs tasks p, p + stride, ...
 };
 
 Pool& pool() {

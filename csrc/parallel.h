@@ -17,9 +17,9 @@ inline constexpr int kMaxThreads = 256;
 
 using TaskFn = void (*)(void* ctx, int task);
 
-// Runs fn(ctx, t) for t in [0, n), task 0 on the calling thread, the rest on
-// pool workers, and returns when all are done. n is clamped to
-// get_num_threads(). If another thread is already using the pool, the tasks run
+// Runs fn(ctx, t) for t in [0, n) and returns when all are done: at most
+// get_num_threads() threads take part, the caller running task 0 (and every
+// further task number congruent to 0 modulo the threads taking part). If another thread is already using the pool, the tasks run
 // one after another on the calling thread instead of waiting: correct, never a
 // deadlock, and Python threads calling at once each make progress.
 void parallel_run(int n, TaskFn fn, void* ctx);

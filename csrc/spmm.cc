@@ -44,7 +44,8 @@ float* scratch(size_t floats) {
 }  // namespace
 
 int threads_for(const SparseMatrix& w, int64_t n, int nthreads) {
-  if (nthreads <= 0) nthreads = get_num_threads();
+  // Never more threads than the pool has: set_num_threads() is the ceiling.
+  nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
   const int64_t work = (w.stored_values() + w.rows() * kRowCost) * std::max<int64_t>(n, 1);
   const int64_t by_work = std::max<int64_t>(1, work / kMinWorkPerThread);
   const int64_t by_rows = std::max<int64_t>(1, w.block_rows());

@@ -8,6 +8,7 @@ allows (uint16 below 65,537 columns).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,9 @@ class CSRMatrix(SparseMatrixBase):
             raise TypeError(f"expected a torch tensor, got {type(t).__name__}")
         if str(t.layout) == "torch.strided":
             return cls.from_dense(t)
-        t = t.detach().cpu().to_sparse_csr()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            t = t.detach().cpu().to_sparse_csr()
         return cls(
             t.crow_indices().numpy(),
             t.col_indices().numpy(),

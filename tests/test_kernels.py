@@ -1,0 +1,185 @@
+"""Every kernel against a float64 reference and against its scalar twin.
+
+Sizes follow ruy/XNNPACK practice: 1-10, tile-1 / tile / tile+1 around 8 and 64,
+odd primes; densities from empty to fully dense; empty rows; every block shape;
+uint16 and uint32 column indices; batches around the 8-wide vector and the
+64-wide register tile.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import pysparse as ps
+from pysparse import _core
+
+from pstest import F32_PATHS_RTOL, F32_SUM_RTOL, random_sparse, relerr
+
+ROWS = [1, 2, 7, 8, 9, 17, 63, 64, 65]
+COLS = [1, 3, 8, 31, 64, 97]
+DENSITIES = [0.0, 0.01, 0.1, 0.5, 1.0]
+BATCHES = [1, 3, 8, 17, 32, 65, 129]
+BLOCKS = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (1, 4), (4, 2), (8, 3)]
+
+KERNELS = [k for k in _core.kernels() if k["runnable"]]
+SIMD_KERNELS = [k for k in KERNELS if k["isa"] != "scalar"]
+
+
+def make(a, block):
+    return ps.CSRMatrix.from_dense(a) if block == (1, 1) else ps.BSRMatrix.from_dense(a, block=block)
+
+
+def twin(kernel):
+    for k in _core.kernels():
+        if k["isa"] == "scalar" and (k["format"], k["block_r"], k["batch"]) == (
+            kernel["format"],
+            kernel["block_r"],
+            kernel["batch"],
+        ):
+            return k["name"]
+    raise AssertionError(f"{kernel['name']} has no scalar twin")
+
+
+def blocks_for(kernel):
+    if kernel["format"] == "csr":
+        return [(1, 1)]
+    r = kernel["block_r"]
+    return [(r, 1), (r, 2), (r, 5)]
+
+
+def test_every_simd_kernel_has_a_scalar_twin():
+    for k in _core.kernels():
+        if k["isa"] != "scalar":
+            twin(k)
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k["name"])
+def test_kernel_matches_float64_reference(kernel, rng):
+    batches = [1] if kernel["batch"] == "n1" else [2, 3, 8, 9, 17, 64, 65, 129]
+    for block in blocks_for(kernel):
+        for m, k in itertools.product([1, 7, 16, 17, 33], [5, 8, 61]):
+            if block[1] > k:
+                continue
+            for density in (0.0, 0.15, 1.0):
+                a = random_sparse(rng, (m, k), density, block=block)
+                w = make(a, block)
+                bias = rng.standard_normal(m).astype(np.float32)
+                for n in batches:
+                    x = rng.standard_normal((k, n)).astype(np.float32)
+                    ref = a.astype(np.float64) @ x + bias[:, None]
+                    y = _core.spmm(w._m, x if n > 1 else x[:, 0], bias, 1, kernel["name"])
+                    assert relerr(y.reshape(m, n), ref) <= F32_SUM_RTOL, (block, m, k, density, n)
+
+
+@pytest.mark.parametrize("kernel", SIMD_KERNELS, ids=lambda k: k["name"])
+def test_simd_kernel_matches_scalar_twin(kernel, rng):
+    scalar = twin(kernel)
+    batches = [1] if kernel["batch"] == "n1" else [2, 7, 8, 15, 16, 24, 63, 64, 65, 130]
+    for block in blocks_for(kernel):
+        for m, k in [(1, 1), (9, 10), (63, 64), (65, 67), (130, 257)]:
+            if block[1] > k:
+                continue
+            for density in (0.0, 0.05, 0.5, 1.0):
+                a = random_sparse(rng, (m, k), density, block=block, empty_rows=m // 4)
+                w = make(a, block)
+                for n in batches:
+                    x = rng.standard_normal((k, n)).astype(np.float32)
+                    xin = x if n > 1 else x[:, 0]
+                    y_simd = _core.spmm(w._m, xin, None, 1, kernel["name"])
+                    y_ref = _core.spmm(w._m, xin, None, 1, scalar)
+                    assert relerr(y_simd, y_ref) <= F32_PATHS_RTOL, (block, m, k, density, n)
+
+
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("k", COLS)
+@pytest.mark.parametrize("density", DENSITIES)
+def test_csr_shapes_and_densities(isa, rng, m, k, density):
+    a = random_sparse(rng, (m, k), density)
+    w = ps.CSRMatrix.from_dense(a)
+    for n in (1, 3, 8, 17):
+        x = rng.standard_normal((k, n)).astype(np.float32)
+        assert relerr(w @ x, a.astype(np.float64) @ x) <= F32_SUM_RTOL
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("density", DENSITIES)
+def test_bsr_blocks_with_ragged_shapes(isa, rng, block, density):
+    for m, k in [(7, 9), (8, 8), (17, 33), (65, 70)]:
+        a = random_sparse(rng, (m, k), density, block=block)
+        w = ps.BSRMatrix.from_dense(a, block=block)
+        for n in (1, 8, 17, 129):
+            x = rng.standard_normal((k, n)).astype(np.float32)
+            assert relerr(w @ x, a.astype(np.float64) @ x) <= F32_SUM_RTOL, (m, k, n)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("block", [(1, 1), (4, 1), (8, 1), (16, 1)])
+def test_linear_batches_with_bias(isa, rng, batch, block):
+    a = random_sparse(rng, (67, 129), 0.1, block=block, empty_rows=5)
+    w = make(a, block)
+    bias = rng.standard_normal(67).astype(np.float32)
+    x = rng.standard_normal((batch, 129)).astype(np.float32)
+    ref = x.astype(np.float64) @ a.T.astype(np.float64) + bias
+    assert relerr(ps.linear(x, w, bias), ref) <= F32_SUM_RTOL
+    assert relerr(ps.linear(x, w), ref - bias) <= F32_SUM_RTOL
+
+
+def test_uint32_indices_above_65536_columns(isa, rng):
+    k = 70_001
+    a = np.zeros((9, k), dtype=np.float32)
+    cols = rng.choice(k, size=(9, 40))
+    for i in range(9):
+        a[i, cols[i]] = rng.standard_normal(40)
+    a[:, k - 1] = 1.5  # the last column, where a narrow index would wrap
+    for w in (ps.CSRMatrix.from_dense(a), ps.BSRMatrix.from_dense(a, block=(8, 1))):
+        assert w.index_dtype == np.uint32
+        for n in (1, 5, 16):
+            x = rng.standard_normal((k, n)).astype(np.float32)
+            assert relerr(w @ x, a.astype(np.float64) @ x) <= F32_SUM_RTOL
+
+
+def test_uint16_indices_up_to_65536_columns(rng):
+    k = 65_536
+    a = np.zeros((3, k), dtype=np.float32)
+    a[:, [0, 1000, k - 1]] = 2.0
+    w = ps.CSRMatrix.from_dense(a)
+    assert w.index_dtype == np.uint16
+    x = rng.standard_normal(k).astype(np.float32)
+    assert relerr(w @ x, a.astype(np.float64) @ x) <= F32_SUM_RTOL
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("block", [(1, 1), (8, 1)])
+def test_every_thread_count_gives_identical_results(isa, rng, threads, block):
+    """Each row is computed by one thread, so results are bitwise independent of threads."""
+    # Big enough that even batch 1 is split across 4 threads; unbalanced on purpose.
+    a = random_sparse(rng, (1001, 257), 0.7, block=block, empty_rows=100)
+    a[:40] = rng.standard_normal((40, 257))
+    w = make(a, block)
+    previous = ps.get_num_threads()
+    try:
+        ps.set_num_threads(threads)
+        for n in (1, 32):
+            x = rng.standard_normal((257, n)).astype(np.float32)
+            assert _core.threads_for(w._m, n) == threads
+            y1 = ps.spmm(w, x, threads=1)
+            yt = ps.spmm(w, x)
+            np.testing.assert_array_equal(y1, yt)
+            assert relerr(yt, a.astype(np.float64) @ x) <= F32_SUM_RTOL
+            # A per-call request above the pool size is capped, never drops rows.
+            np.testing.assert_array_equal(ps.spmm(w, x, threads=threads + 3), y1)
+    finally:
+        ps.set_num_threads(previous)
+
+
+def test_default_isa_is_the_best_runnable():
+    assert _core.get_isa() == _core.runnable_isas()[0]
+    info = ps.cpu_info()
+    assert info["isa"] == _core.runnable_isas()[0]
+    assert "scalar" in info["runnable"]
+    if info["features"]["avx2"] and info["features"]["fma"] and "avx2" in info["built"]:
+        assert info["isa"] == "avx2"
+        assert info["kernels"]["csr_n1"] == "f32_spmm_csr_n1__avx2"
