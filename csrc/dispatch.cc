@@ -165,4 +165,16 @@ const KernelInfo& select_kernel(Isa isa, Format format, int block_r, Batch batch
   return *fallback;
 }
 
+TransposeFn select_transpose(Isa isa) {
+  switch (isa) {
+#if PYSPARSE_HAVE_AVX2
+    case Isa::avx2: return &x32_transpose__avx2;
+#endif
+#if PYSPARSE_HAVE_NEON
+    case Isa::neon: return &x32_transpose__neon;
+#endif
+    default: return &x32_transpose__scalar;
+  }
+}
+
 }  // namespace pysparse

@@ -51,5 +51,7 @@ const std::vector<KernelInfo>& all_kernels();  // every kernel built into this m
 const KernelInfo* find_kernel(const std::string& name);
 // The kernel for (format, block_r, batch) at `isa`, falling back to scalar.
 const KernelInfo& select_kernel(Isa isa, Format format, int block_r, Batch batch);
+// The transpose for `isa` (scalar if the ISA has none).
+TransposeFn select_transpose(Isa isa);
 
 }  // namespace pysparse

@@ -80,4 +80,18 @@ struct SpmmArgs {
 
 using SpmmFn = void (*)(const SpmmArgs&);
 
+// dst[c * ldd + r] = src[r * lds + c] for r in [row_begin, row_end), c < cols:
+// the packing `linear` needs around the kernels (X^T in, Y^T out).
+struct TransposeArgs {
+  const float* src;
+  int64_t lds;
+  int64_t row_begin;
+  int64_t row_end;
+  int64_t cols;
+  float* dst;
+  int64_t ldd;
+};
+
+using TransposeFn = void (*)(const TransposeArgs&);
+
 }  // namespace pysparse

@@ -17,4 +17,13 @@ namespace pysparse {
 #include "kernels.inc"
 #undef PYSPARSE_KERNEL
 
+// Transposes, one per ISA (not in kernels.inc: a different signature).
+void x32_transpose__scalar(const TransposeArgs& args);
+#if PYSPARSE_HAVE_AVX2
+void x32_transpose__avx2(const TransposeArgs& args);
+#endif
+#if PYSPARSE_HAVE_NEON
+void x32_transpose__neon(const TransposeArgs& args);
+#endif
+
 }  // namespace pysparse

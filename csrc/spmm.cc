@@ -78,28 +78,50 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
   });
 }
 
+namespace {
+
+// Transposes src (rows x cols) into dst (cols x rows) on up to nthreads threads.
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nthreads) {
+  constexpr int64_t kMinPerThread = 64 * 1024;
+  const int T = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, rows * cols / kMinPerThread)));
+  const TransposeFn fn = select_transpose(active_isa());
+  const TransposeArgs base{src, cols, 0, rows, cols, dst, rows};
+  if (T == 1) {
+    fn(base);
+    return;
+  }
+  parallel_for(T, [&](int t) {
+    TransposeArgs a = base;
+    a.row_begin = rows * t / T;
+    a.row_end = rows * (t + 1) / T;
+    fn(a);
+  });
+}
+
+}  // namespace
+
 void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t batch, float* y, const float* bias,
             int nthreads, const KernelInfo* kernel) {
   const int64_t K = w.cols(), M = w.rows();
   if (batch == 0 || M == 0) return;
-  if (batch == 1 || x_transposed) {
-    // Y^T = W X^T with X^T (K, batch) as given; Y^T[i, b] lands at y[b * M + i].
-    spmm(w, x, batch, batch, y, 1, M, bias, nthreads, kernel);
+  if (batch == 1) {
+    spmm(w, x, 1, 1, y, 1, 1, bias, nthreads, kernel);
     return;
   }
-  // Pack X^T (K, batch) so the kernel reads rows of X^T with unit stride. The
-  // pack is O((K) * batch), small beside the O(nnz * batch) product.
-  float* xt = scratch(static_cast<size_t>(K * batch));
-  constexpr int64_t kTile = 32;
-  for (int64_t b0 = 0; b0 < batch; b0 += kTile) {
-    const int64_t b1 = std::min(batch, b0 + kTile);
-    for (int64_t k0 = 0; k0 < K; k0 += kTile) {
-      const int64_t k1 = std::min(K, k0 + kTile);
-      for (int64_t b = b0; b < b1; ++b)
-        for (int64_t k = k0; k < k1; ++k) xt[k * batch + b] = x[b * K + k];
-    }
+  nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
+  // The kernels want X^T (K, batch) with unit stride along the batch, and write
+  // rows of Y^T (M, batch) contiguously. Both transposes are O((K + M) batch),
+  // small beside the O(nnz batch) product; writing Y^T straight into the
+  // (batch, M) output instead would touch `batch` cache lines per row.
+  float* buf = scratch(static_cast<size_t>((x_transposed ? 0 : K * batch) + M * batch));
+  const float* xt = x;
+  if (!x_transposed) {
+    transpose(x, batch, K, buf, nthreads);
+    xt = buf;
   }
-  spmm(w, xt, batch, batch, y, 1, M, bias, nthreads, kernel);
+  float* yt = buf + (x_transposed ? 0 : K * batch);
+  spmm(w, xt, batch, batch, yt, batch, 1, bias, nthreads, kernel);
+  transpose(yt, M, batch, y, nthreads);
 }
 
 }  // namespace pysparse

@@ -1,16 +1,24 @@
 // CSR and BSR, any batch, AVX2 + FMA: vectorised across the columns of X.
 //
-// Each stored weight w multiplies a whole row of X: Y[i, j..j+8) += w * X[k, j..j+8).
-// A register tile holds RB output rows x V vectors of 8 columns, always 8
-// accumulators (RB * V == 8): 1 x 64, 2 x 32, 4 x 16 or 8 x 8. Per block column
-// that is V loads of X and RB broadcasts of weights feeding 8 FMAs, so the tile
-// is FMA-bound while X's rows stay in L1/L2. Blocks of R = 16 rows take two
-// passes of 8. Columns left over after the wide tile go 8 at a time, then one
-// masked vector.
+// Each stored weight w multiplies a row of X: Y[i, j..j+8) += w * X[k, j..j+8).
+// A register tile covers RB output rows x V vectors of 8 columns. FMA latency
+// is 4 cycles and two issue per cycle, so a tile needs 8 independent
+// accumulator chains to run at full rate: when RB * V < 8 the loop over stored
+// blocks is unrolled U = 8 / (RB * V) times with U separate accumulator sets,
+// summed once at the end. Tiles are as wide as the batch allows (V = 8/RB, then
+// halving down to one vector), so batch 32 in CSR is one 1 x 32 tile with U = 2,
+// not four passes of one chain each. Blocks of R = 16 rows take two passes of 8.
+// Per block column a tile does V loads of X and RB broadcasts of weights for
+// RB * V FMAs, so it is FMA-bound while X's rows stay in L1/L2.
 //
-// Contract: X rows are contiguous along n (ldx >= n). Y's columns may be strided
-// (y_cs != 1 stores through a scratch vector, used by `linear`, which wants
-// Y^T). Masked tails never touch X or Y outside n columns. No alignment required.
+// Accumulators live in registers only: the epilogue copies them to a stack
+// buffer once per tile and writes Y from there, so no runtime-indexed access to
+// the accumulator array can force it into memory inside the hot loop.
+//
+// Contract: X rows are contiguous along n (ldx >= n). Y's columns may be
+// strided (y_cs != 1, used by `linear`, which writes Y^T straight into the
+// (batch, M) output). Masked tails never touch X or Y outside n columns. No
+// alignment required.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -21,56 +29,92 @@
 namespace pysparse {
 namespace {
 
+#define PYSPARSE_UNROLL _Pragma("GCC unroll 16")
+
 inline __m256i tail_mask(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Writes rows [0, rows) x cols [0, cols) of out (row stride ldo) to Y at
+// (row0, j). Not a template: one copy serves every tile shape.
+void write_tile(const SpmmArgs& a, int64_t row0, int rows, int64_t j, int64_t cols, const float* out, int ldo) {
+  for (int r = 0; r < rows; ++r) {
+    float* yr = a.y + (row0 + r) * a.y_rs + j * a.y_cs;
+    const float* o = out + r * ldo;
+    if (a.y_cs == 1) {
+      for (int64_t u = 0; u < cols; ++u) yr[u] = o[u];
+    } else {
+      for (int64_t u = 0; u < cols; ++u) yr[u * a.y_cs] = o[u];
+    }
+  }
 }
 
 // One register tile: rows [r0, r0 + RB) of block row b, columns [j, j + 8 V).
 // kMasked: V == 1 and only `count` (< 8) columns exist.
 template <class Index, int R, int RB, int V, bool kC1, bool kMasked>
 inline void tile(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j, int64_t count) {
+  constexpr int U = (RB * V >= 8) ? 1 : 8 / (RB * V);
   const SparseView& w = *a.w;
   const Index* idx = static_cast<const Index*>(w.idx);
   const int64_t C = kC1 ? 1 : w.block_c;
+  const int64_t ldx = a.ldx;
+  const float* x = a.x + j;
+  const float* values = w.values + r0;
   const int64_t row0 = b * R + r0;
   const __m256i mask = kMasked ? tail_mask(count) : _mm256_setzero_si256();
 
-  __m256 acc[RB][V];
-  for (int r = 0; r < RB; ++r) {
-    const float init = (a.bias != nullptr && r < rows_pass) ? a.bias[row0 + r] : 0.0f;
-    for (int t = 0; t < V; ++t) acc[r][t] = _mm256_set1_ps(init);
-  }
-  const int64_t end = w.ptr[b + 1];
-  for (int64_t p = w.ptr[b]; p < end; ++p) {
-    const float* xk = a.x + static_cast<int64_t>(idx[p]) * a.ldx + j;
-    const float* vp = w.values + p * R * C + r0;
-    for (int64_t c = 0; c < C; ++c, xk += a.ldx, vp += R) {
+  __m256 acc[U][RB][V];
+  PYSPARSE_UNROLL for (int u = 0; u < U; ++u)
+    PYSPARSE_UNROLL for (int r = 0; r < RB; ++r)
+      PYSPARSE_UNROLL for (int t = 0; t < V; ++t) acc[u][r][t] = _mm256_setzero_ps();
+
+  // acc[u] += block p's columns times X's rows.
+  auto step = [&](int u, int64_t p) {
+    const float* xk = x + static_cast<int64_t>(idx[p]) * ldx;
+    const float* vp = values + p * R * C;
+    for (int64_t c = 0; c < C; ++c, xk += ldx, vp += R) {
       __m256 xv[V];
-      for (int t = 0; t < V; ++t) xv[t] = kMasked ? _mm256_maskload_ps(xk, mask) : _mm256_loadu_ps(xk + 8 * t);
-      for (int r = 0; r < RB; ++r) {
+      PYSPARSE_UNROLL for (int t = 0; t < V; ++t) xv[t] = kMasked ? _mm256_maskload_ps(xk, mask) : _mm256_loadu_ps(xk + 8 * t);
+      PYSPARSE_UNROLL for (int r = 0; r < RB; ++r) {
         const __m256 wv = _mm256_broadcast_ss(vp + r);
-        for (int t = 0; t < V; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        PYSPARSE_UNROLL for (int t = 0; t < V; ++t) acc[u][r][t] = _mm256_fmadd_ps(wv, xv[t], acc[u][r][t]);
       }
+    }
+  };
+  int64_t p = w.ptr[b];
+  const int64_t end = w.ptr[b + 1];
+  for (; p + U <= end; p += U) {
+    PYSPARSE_UNROLL for (int u = 0; u < U; ++u) step(u, p + u);
+  }
+  for (; p < end; ++p) step(0, p);
+
+  alignas(32) float out[RB][8 * V];
+  PYSPARSE_UNROLL for (int r = 0; r < RB; ++r) {
+    const float bias = (a.bias != nullptr && r < rows_pass) ? a.bias[row0 + r] : 0.0f;
+    PYSPARSE_UNROLL for (int t = 0; t < V; ++t) {
+      __m256 s = acc[0][r][t];
+      PYSPARSE_UNROLL for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][r][t]);
+      _mm256_store_ps(&out[r][8 * t], _mm256_add_ps(s, _mm256_set1_ps(bias)));
     }
   }
-  for (int r = 0; r < RB; ++r) {
-    if (r >= rows_pass) break;
-    float* yr = a.y + (row0 + r) * a.y_rs + j * a.y_cs;
-    for (int t = 0; t < V; ++t) {
-      if (a.y_cs == 1) {
-        if (kMasked) {
-          _mm256_maskstore_ps(yr, mask, acc[r][t]);
-        } else {
-          _mm256_storeu_ps(yr + 8 * t, acc[r][t]);
-        }
-      } else {
-        alignas(32) float tmp[8];
-        _mm256_store_ps(tmp, acc[r][t]);
-        const int64_t m = kMasked ? count : 8;
-        for (int64_t u = 0; u < m; ++u) yr[(8 * t + u) * a.y_cs] = tmp[u];
-      }
-    }
+  if (!kMasked && a.y_cs == 1 && rows_pass == RB) {
+    PYSPARSE_UNROLL for (int r = 0; r < RB; ++r)
+      PYSPARSE_UNROLL for (int t = 0; t < V; ++t)
+        _mm256_storeu_ps(a.y + (row0 + r) * a.y_rs + j + 8 * t, _mm256_load_ps(&out[r][8 * t]));
+  } else {
+    write_tile(a, row0, rows_pass, j, kMasked ? count : 8 * V, &out[0][0], 8 * V);
+  }
+}
+
+// Columns [j, n) of one pass, widest tile first.
+template <class Index, int R, int RB, int V, bool kC1>
+inline void columns(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j) {
+  for (; j + 8 * V <= a.n; j += 8 * V) tile<Index, R, RB, V, kC1, false>(a, b, r0, rows_pass, j, 8 * V);
+  if constexpr (V > 1) {
+    columns<Index, R, RB, V / 2, kC1>(a, b, r0, rows_pass, j);
+  } else {
+    if (j < a.n) tile<Index, R, RB, 1, kC1, true>(a, b, r0, rows_pass, j, a.n - j);
   }
 }
 
@@ -78,17 +122,11 @@ template <class Index, int R, bool kC1>
 void spmm_nx(const SpmmArgs& a) {
   constexpr int RB = R < 8 ? R : 8;
   constexpr int V = 8 / RB;
-  const int64_t n = a.n;
   for (int64_t b = a.block_begin; b < a.block_end; ++b) {
     const int64_t rows_left = a.w->rows - b * R;
     for (int r0 = 0; r0 < R && r0 < rows_left; r0 += RB) {
       const int rows_pass = static_cast<int>(std::min<int64_t>(RB, rows_left - r0));
-      int64_t j = 0;
-      if (V > 1) {
-        for (; j + 8 * V <= n; j += 8 * V) tile<Index, R, RB, V, kC1, false>(a, b, r0, rows_pass, j, 8 * V);
-      }
-      for (; j + 8 <= n; j += 8) tile<Index, R, RB, 1, kC1, false>(a, b, r0, rows_pass, j, 8);
-      if (j < n) tile<Index, R, RB, 1, kC1, true>(a, b, r0, rows_pass, j, n - j);
+      columns<Index, R, RB, V, kC1>(a, b, r0, rows_pass, 0);
     }
   }
 }
