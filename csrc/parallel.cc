@@ -7,11 +7,14 @@
 // finds them awake, an idle process sleeps after a fraction of a millisecond and
 // leaves the cores to torch or anyone else.
 //
-// Never more threads run than asked: the pool holds exactly get_num_threads() - 1
-// workers and the caller does task 0. One job at a time: a caller that finds the
-// pool busy (another Python thread is in a kernel, the GIL being released) runs
-// its tasks itself. After fork() the child has no workers; the pool notices and
-// starts new ones on first use.
+// Never more threads run than asked: a job wakes get_num_threads() - 1 workers,
+// each through its own slot, and the caller does task 0. set_num_threads() is
+// cheap both ways (benchmarks alternate 1 and 2 threads call by call): growing
+// starts workers on the next job, shrinking leaves the surplus asleep. Workers
+// are never joined; they live as long as the process. One job at a time: a
+// caller that finds the pool busy (another Python thread is in a kernel, the
+// GIL being released) runs its tasks itself. After fork() the child has no
+// workers; the pool forgets them and starts new ones on first use.
 #include "parallel.h"
 
 #include <algorithm>
@@ -60,11 +63,9 @@ class Pool {
 
   int requested() const { return requested_.load(); }
 
-  void resize(int n) {
-    std::lock_guard<std::mutex> run_lock(run_mutex_);
-    requested_.store(n);
-    stop_workers();
-  }
+  // Cheap in both directions: growing starts workers lazily on the next job,
+  // shrinking just stops handing jobs to the surplus ones, which go to sleep.
+  void resize(int n) { requested_.store(n); }
 
   void run(int n, TaskFn fn, void* ctx) {
     if (n <= 0) return;
@@ -78,19 +79,16 @@ class Pool {
       for (int t = 0; t < n; ++t) fn(ctx, t);
       return;
     }
-    if (static_cast<int>(workers_.size()) != requested_.load() - 1) start_workers();
+    while (static_cast<int>(workers_.size()) < T - 1) start_worker();
     job_fn_ = fn;
     job_ctx_ = ctx;
     job_n_ = n;
     job_stride_ = T;
-    // Every worker acknowledges every job, taking part or not, so none can still
-    // be reading this job's fields when the next one is posted.
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-      std::lock_guard<std::mutex> lk(sleep_mutex_);
-      sleep_cv_.notify_all();
-    }
+    // Only the T - 1 workers taking part are woken, and the caller returns only
+    // after all of them are done, so no worker can still be reading this job's
+    // fields when the next one is posted.
+    pending_.store(T - 1, std::memory_order_relaxed);
+    for (int w = 1; w < T; ++w) workers_[w - 1]->post();
     for (int t = 0; t < n; t += T) fn(ctx, t);
     while (pending_.load(std::memory_order_acquire) != 0) PYSPARSE_PAUSE();
   }
@@ -98,75 +96,66 @@ class Pool {
   // In a forked child the workers do not exist: forget them (never join or
   // destroy them) and reset the synchronisation state.
   void after_fork_child() {
-    for (std::thread*& t : workers_) t = nullptr;  // leaked on purpose
+    for (Worker*& w : workers_) w = nullptr;  // leaked on purpose
     workers_.clear();
     new (&run_mutex_) std::mutex();
-    new (&sleep_mutex_) std::mutex();
-    new (&sleep_cv_) std::condition_variable();
-    sleepers_.store(0);
-    stop_.store(false);
   }
 
  private:
-  void start_workers() {
-    stop_workers();
-    stop_.store(false);
-    const int count = requested_.load() - 1;
-    const uint64_t gen = generation_.load();
-    for (int w = 1; w <= count; ++w) workers_.push_back(new std::thread(&Pool::worker, this, w, gen));
-  }
+  // One worker: a thread and its own wake-up slot. post() bumps `go`; the thread
+  // spins on it for kSpinNs after each job, then sleeps on its own condition
+  // variable, so waking one worker never disturbs another.
+  struct alignas(64) Worker {
+    std::atomic<uint64_t> go{0};
+    std::atomic<bool> sleeping{false};
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::thread thread;
 
-  void stop_workers() {
-    if (workers_.empty()) return;
-    stop_.store(true);
-    generation_.fetch_add(1, std::memory_order_seq_cst);
-    {
-      std::lock_guard<std::mutex> lk(sleep_mutex_);
-      sleep_cv_.notify_all();
-    }
-    for (std::thread* t : workers_) {
-      t->join();
-      delete t;
-    }
-    workers_.clear();
-  }
-
-  void worker(int index, uint64_t seen) {
-    for (;;) {
-      seen = wait_for_job(seen);
-      if (stop_.load(std::memory_order_acquire)) return;
-      if (index < job_stride_) {
-        for (int t = index; t < job_n_; t += job_stride_) job_fn_(job_ctx_, t);
+    void post() {
+      go.fetch_add(1, std::memory_order_seq_cst);
+      if (sleeping.load(std::memory_order_seq_cst)) {
+        std::lock_guard<std::mutex> lk(mutex);
+        cv.notify_one();
       }
-      pending_.fetch_sub(1, std::memory_order_release);
     }
-  }
 
-  uint64_t wait_for_job(uint64_t seen) {
-    const int64_t deadline = now_ns() + kSpinNs;
-    for (int i = 0;; ++i) {
-      const uint64_t g = generation_.load(std::memory_order_acquire);
-      if (g != seen) return g;
-      PYSPARSE_PAUSE();
-      if ((i & 255) == 255 && now_ns() > deadline) break;
+    uint64_t wait(uint64_t seen) {
+      const int64_t deadline = now_ns() + kSpinNs;
+      for (int i = 0;; ++i) {
+        const uint64_t g = go.load(std::memory_order_acquire);
+        if (g != seen) return g;
+        PYSPARSE_PAUSE();
+        if ((i & 255) == 255 && now_ns() > deadline) break;
+      }
+      std::unique_lock<std::mutex> lk(mutex);
+      sleeping.store(true, std::memory_order_seq_cst);
+      uint64_t g;
+      cv.wait(lk, [&] { return (g = go.load(std::memory_order_seq_cst)) != seen; });
+      sleeping.store(false, std::memory_order_relaxed);
+      return g;
     }
-    std::unique_lock<std::mutex> lk(sleep_mutex_);
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    uint64_t g;
-    sleep_cv_.wait(lk, [&] { return (g = generation_.load(std::memory_order_seq_cst)) != seen; });
-    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-    return g;
+  };
+
+  void start_worker() {
+    const int index = static_cast<int>(workers_.size()) + 1;
+    Worker* w = new Worker();  // lives as long as the process (see pool())
+    workers_.push_back(w);
+    w->thread = std::thread([this, w, index] {
+      uint64_t seen = 0;
+      for (;;) {
+        seen = w->wait(seen);
+        for (int t = index; t < job_n_; t += job_stride_) job_fn_(job_ctx_, t);
+        pending_.fetch_sub(1, std::memory_order_release);
+      }
+    });
+    w->thread.detach();
   }
 
   std::atomic<int> requested_;
   std::mutex run_mutex_;
-  std::vector<std::thread*> workers_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> generation_{0};
+  std::vector<Worker*> workers_;
   std::atomic<int> pending_{0};
-  std::atomic<int> sleepers_{0};
-  std::mutex sleep_mutex_;
-  std::condition_variable sleep_cv_;
   TaskFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int job_n_ = 0;

@@ -82,7 +82,7 @@ namespace {
 
 // Transposes src (rows x cols) into dst (cols x rows) on up to nthreads threads.
 void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nthreads) {
-  constexpr int64_t kMinPerThread = 64 * 1024;
+  constexpr int64_t kMinPerThread = 8 * 1024;
   const int T = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, rows * cols / kMinPerThread)));
   const TransposeFn fn = select_transpose(active_isa());
   const TransposeArgs base{src, cols, 0, rows, cols, dst, rows};
