@@ -91,8 +91,8 @@ void check_threads(int threads) {
 
 void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n) {
   if (k == nullptr) return;
-  const bool csr = w.block_r() == 1 && w.block_c() == 1;
-  const bool format_ok = (k->format == Format::csr) ? csr : true;
+  const bool csr = !w.is_nm() && w.block_r() == 1 && w.block_c() == 1;
+  const bool format_ok = k->format == Format::csr ? csr : (k->format == Format::nm) == w.is_nm();
   if (!format_ok || k->block_r != w.block_r() || (k->batch == Batch::n1) != (n == 1)) {
     throw py::value_error(std::string("kernel ") + k->name + " does not fit this matrix / batch");
   }
@@ -178,6 +178,26 @@ SparseMatrix from_dense_py(const py::object& a_obj, int block_r, int block_c) {
   return SparseMatrix::from_dense(c.data(), rows, cols, cols, block_r, block_c);
 }
 
+SparseMatrix from_dense_nm_py(const py::object& a_obj, int n, int m) {
+  py::array a = float32_array(a_obj, "a");
+  if (a.ndim() != 2) throw py::value_error("a must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  auto c = c_contiguous(a);
+  const int64_t rows = c.shape(0), cols = c.shape(1);
+  py::gil_scoped_release nogil;
+  return SparseMatrix::from_dense_nm(c.data(), rows, cols, cols, n, m);
+}
+
+SparseMatrix from_arrays_nm_py(const py::tuple& shape, int n, int m, const py::object& values,
+                               const py::object& offsets) {
+  if (shape.size() != 2) throw py::value_error("shape must be (rows, cols)");
+  const int64_t rows = shape[0].cast<int64_t>(), cols = shape[1].cast<int64_t>();
+  py::array v = float32_array(values, "values");
+  auto vc = c_contiguous(v.attr("reshape")(-1));
+  auto o = index_array(py::array(offsets.attr("reshape")(-1)), "offsets");
+  py::gil_scoped_release nogil;
+  return SparseMatrix::from_arrays_nm(rows, cols, n, m, vc.data(), vc.size(), o.data(), o.size());
+}
+
 SparseMatrix from_arrays_py(const py::tuple& shape, const py::tuple& block, const py::object& indptr,
                             const py::object& indices, const py::object& data) {
   if (shape.size() != 2) throw py::value_error("shape must be (rows, cols)");
@@ -223,6 +243,8 @@ py::dict cpu_info_py() {
     in_use[py::str("bsr_" + std::to_string(r) + "xc_n1")] = select_kernel(isa, Format::bsr, r, Batch::n1).name;
     in_use[py::str("bsr_" + std::to_string(r) + "xc_nx")] = select_kernel(isa, Format::bsr, r, Batch::nx).name;
   }
+  in_use["nm_8xm_n1"] = select_kernel(isa, Format::nm, 8, Batch::n1).name;
+  in_use["nm_8xm_nx"] = select_kernel(isa, Format::nm, 8, Batch::nx).name;
   d["kernels"] = in_use;
   return d;
 }
@@ -239,6 +261,13 @@ PYBIND11_MODULE(_core, m) {
       .def_static("from_dense", &from_dense_py, py::arg("a"), py::arg("block_r") = 1, py::arg("block_c") = 1)
       .def_static("from_arrays", &from_arrays_py, py::arg("shape"), py::arg("block"), py::arg("indptr"),
                   py::arg("indices"), py::arg("data"))
+      .def_static("from_dense_nm", &from_dense_nm_py, py::arg("a"), py::arg("n"), py::arg("m"))
+      .def_static("from_arrays_nm", &from_arrays_nm_py, py::arg("shape"), py::arg("n"), py::arg("m"),
+                  py::arg("values"), py::arg("offsets"))
+      .def_property_readonly("layout", [](const SparseMatrix& s) { return s.is_nm() ? "nm" : "bsr"; })
+      .def_property_readonly("nm", [](const SparseMatrix& s) {
+        return py::make_tuple(static_cast<int>(s.view().nm_n), s.block_c());
+      })
       .def_property_readonly("shape", [](const SparseMatrix& s) { return py::make_tuple(s.rows(), s.cols()); })
       .def_property_readonly("block", [](const SparseMatrix& s) { return py::make_tuple(s.block_r(), s.block_c()); })
       .def_property_readonly("nblocks", &SparseMatrix::nblocks)
@@ -246,16 +275,22 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("nbytes", &SparseMatrix::nbytes)
       .def_property_readonly("index_dtype",
                              [](const SparseMatrix& s) {
-                               return s.view().index_width == IndexWidth::u16 ? "uint16" : "uint32";
+                               switch (s.view().index_width) {
+                                 case IndexWidth::u16: return "uint16";
+                                 case IndexWidth::u32: return "uint32";
+                                 default: return "uint8";
+                               }
                              })
       .def_property_readonly("indptr",
                              [](py::object self) {
                                const SparseMatrix& s = self.cast<const SparseMatrix&>();
-                               return readonly_view(s.view().ptr, s.block_rows() + 1, self);
+                               if (s.is_nm()) return py::object(py::none());
+                               return py::object(readonly_view(s.view().ptr, s.block_rows() + 1, self));
                              })
       .def_property_readonly("indices",
                              [](py::object self) {
                                const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               if (s.is_nm()) return readonly_view(s.view().idx8(), s.stored_values(), self);
                                if (s.view().index_width == IndexWidth::u16)
                                  return readonly_view(s.view().idx16(), s.nblocks(), self);
                                return readonly_view(s.view().idx32(), s.nblocks(), self);
@@ -300,7 +335,7 @@ PYBIND11_MODULE(_core, m) {
       py::dict d;
       d["name"] = k.name;
       d["isa"] = isa_name(k.isa);
-      d["format"] = k.format == Format::csr ? "csr" : "bsr";
+      d["format"] = k.format == Format::csr ? "csr" : k.format == Format::bsr ? "bsr" : "nm";
       d["block_r"] = k.block_r;
       d["batch"] = k.batch == Batch::n1 ? "n1" : "nx";
       d["runnable"] = isa_supported(k.isa);

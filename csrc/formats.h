@@ -24,6 +24,15 @@
 // 1 the kernel streams values + indices from memory once, so 6 instead of 8 bytes
 // per nonzero is worth 25%.
 //
+// N:M (format == Layout::nm): every group of M consecutive weights along a row
+// (M in {2, 4, 8}) holds at most N nonzeros. Rows go in interleaved groups of 8
+// (block_r == 8, block_c == M, nm_n == N): for block row b, column group g and
+// slot s < N, values[((b * G + g) * N + s) * 8 + lane] is row 8b + lane's
+// s-th kept weight in group g and idx (uint8) holds its column offset inside
+// the group (< M); G = ceil(K / M). Unused slots are zeros at offset 0. ptr is
+// null: every block row costs the same. The batch-1 kernel loads a group's M
+// inputs into one register and picks each lane's input with one permute.
+//
 // Padding contract (owned storage in matrix.h provides it, kernels rely on it):
 // idx has kIndexPad readable entries after the last block and values has
 // kValuePad readable floats after the last value, so a SIMD kernel may load a
@@ -35,7 +44,8 @@
 
 namespace pysparse {
 
-enum class IndexWidth : uint8_t { u16 = 0, u32 = 1 };
+enum class IndexWidth : uint8_t { u16 = 0, u32 = 1, u8 = 2 };
+enum class Layout : uint8_t { bsr = 0, nm = 1 };  // CSR is the 1x1 BSR
 
 inline constexpr int64_t kIndexPad = 16;  // entries of idx readable past the end
 inline constexpr int64_t kValuePad = 16;  // floats of values readable past the end
@@ -51,9 +61,13 @@ struct SparseView {
   int32_t block_r;     // R (1 for CSR)
   int32_t block_c;     // C (1 for CSR)
   IndexWidth index_width;
-  uint8_t reserved_[7];
+  Layout layout;
+  uint8_t nm_n;        // N of N:M (0 for BSR)
+  uint8_t reserved_[5];
 
   int64_t block_rows() const { return (rows + block_r - 1) / block_r; }
+  int64_t nm_groups() const { return (cols + block_c - 1) / block_c; }
+  const uint8_t* idx8() const { return static_cast<const uint8_t*>(idx); }
   const uint16_t* idx16() const { return static_cast<const uint16_t*>(idx); }
   const uint32_t* idx32() const { return static_cast<const uint32_t*>(idx); }
 };

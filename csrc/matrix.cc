@@ -65,6 +65,7 @@ void SparseMatrix::allocate(int64_t rows, int64_t cols, int block_r, int block_c
 }
 
 int64_t SparseMatrix::nbytes() const {
+  if (is_nm()) return stored_values() * static_cast<int64_t>(sizeof(float) + 1);
   const int64_t isize = view_.index_width == IndexWidth::u16 ? 2 : 4;
   return static_cast<int64_t>(ptr_.size() * sizeof(int64_t)) + view_.nblocks * isize +
          stored_values() * static_cast<int64_t>(sizeof(float));
@@ -190,8 +191,102 @@ SparseMatrix SparseMatrix::from_arrays(int64_t rows, int64_t cols, int block_r, 
   return m;
 }
 
+void SparseMatrix::check_nm(int64_t rows, int64_t cols, int n, int m) {
+  check_shape(rows, cols, 8, 1);
+  if (m != 2 && m != 4 && m != 8) throw std::invalid_argument("N:M needs M in {2, 4, 8}; got M=" + str(m));
+  if (n < 1 || n > m) {
+    throw std::invalid_argument("N:M needs 1 <= N <= M; got " + str(n) + ":" + str(m));
+  }
+}
+
+// Slots: nblocks counts (block row, group, slot) triples; each holds 8 lanes.
+void SparseMatrix::allocate_nm(int64_t rows, int64_t cols, int n, int m) {
+  view_.rows = rows;
+  view_.cols = cols;
+  view_.block_r = 8;
+  view_.block_c = m;
+  view_.nm_n = static_cast<uint8_t>(n);
+  view_.layout = Layout::nm;
+  view_.index_width = IndexWidth::u8;
+  view_.ptr = nullptr;
+  view_.nblocks = view_.block_rows() * view_.nm_groups() * n;
+  idx_ = AlignedBuffer(static_cast<size_t>(view_.nblocks * 8 + kIndexPad));
+  values_ = AlignedBuffer(static_cast<size_t>(view_.nblocks * 8 + kValuePad) * sizeof(float));
+  view_.idx = idx_.data();
+  view_.values = static_cast<const float*>(values_.data());
+}
+
+SparseMatrix SparseMatrix::from_dense_nm(const float* a, int64_t rows, int64_t cols, int64_t lda, int n, int m) {
+  check_nm(rows, cols, n, m);
+  SparseMatrix mat;
+  mat.allocate_nm(rows, cols, n, m);
+  const int64_t B = mat.view_.block_rows(), G = mat.view_.nm_groups();
+  float* vals = static_cast<float*>(mat.values_.data());
+  uint8_t* offs = static_cast<uint8_t*>(mat.idx_.data());
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t b = i / 8, lane = i % 8;
+    for (int64_t g = 0; g < G; ++g) {
+      int64_t s = 0;
+      for (int64_t k = g * m; k < std::min<int64_t>(cols, (g + 1) * m); ++k) {
+        const float v = a[i * lda + k];
+        if (v == 0.0f) continue;
+        if (s == n) {
+          throw std::invalid_argument("not " + str(n) + ":" + str(m) + " sparse: row " + str(i) + ", columns " +
+                                      str(g * m) + ".." + str(std::min<int64_t>(cols, (g + 1) * m) - 1) +
+                                      " hold more than " + str(n) + " nonzeros; prune with pattern '" + str(n) + ":" +
+                                      str(m) + "' first");
+        }
+        const int64_t q = ((b * G + g) * n + s) * 8 + lane;
+        vals[q] = v;
+        offs[q] = static_cast<uint8_t>(k - g * m);
+        ++s;
+      }
+    }
+  }
+  (void)B;
+  return mat;
+}
+
+SparseMatrix SparseMatrix::from_arrays_nm(int64_t rows, int64_t cols, int n, int m, const float* values,
+                                          int64_t values_len, const int64_t* offsets, int64_t offsets_len) {
+  check_nm(rows, cols, n, m);
+  SparseMatrix mat;
+  mat.allocate_nm(rows, cols, n, m);
+  const int64_t total = mat.view_.nblocks * 8;
+  if (values_len != total || offsets_len != total) {
+    throw std::invalid_argument("N:M arrays must hold " + str(total) + " entries (block rows x groups x N x 8), got " +
+                                str(values_len) + " values and " + str(offsets_len) + " offsets");
+  }
+  const int64_t G = mat.view_.nm_groups();
+  float* vals = static_cast<float*>(mat.values_.data());
+  uint8_t* offs = static_cast<uint8_t*>(mat.idx_.data());
+  for (int64_t q = 0; q < total; ++q) {
+    const int64_t g = (q / 8 / n) % G;
+    const int64_t width = std::min<int64_t>(m, cols - g * m);
+    if (offsets[q] < 0 || offsets[q] >= width) {
+      throw std::invalid_argument("N:M offset " + str(offsets[q]) + " at position " + str(q) + " is out of range [0, " +
+                                  str(width) + ")");
+    }
+    const int64_t lane = q % 8, b = q / 8 / n / G;
+    const bool row_exists = b * 8 + lane < rows;
+    vals[q] = row_exists ? values[q] : 0.0f;
+    offs[q] = row_exists ? static_cast<uint8_t>(offsets[q]) : 0;
+  }
+  return mat;
+}
+
 void SparseMatrix::to_dense(float* out) const {
   const int64_t M = view_.rows, K = view_.cols;
+  if (is_nm()) {
+    std::fill(out, out + M * K, 0.0f);
+    const int64_t G = view_.nm_groups(), n = view_.nm_n, m = view_.block_c;
+    for (int64_t q = 0; q < view_.nblocks * 8; ++q) {
+      const int64_t lane = q % 8, g = (q / 8 / n) % G, b = q / 8 / n / G;
+      const int64_t i = b * 8 + lane;
+      if (i < M) out[i * K + g * m + view_.idx8()[q]] += view_.values[q];
+    }
+    return;
+  }
   const int R = view_.block_r, C = view_.block_c;
   std::fill(out, out + M * K, 0.0f);
   const float* vals = view_.values;

@@ -46,14 +46,25 @@ class SparseMatrix {
                                   int64_t ptr_len, const int64_t* idx, int64_t idx_len, const float* values,
                                   int64_t values_len);
 
+  // N:M along rows (formats.h). from_dense_nm throws std::invalid_argument
+  // naming the first group with more than n nonzeros.
+  static SparseMatrix from_dense_nm(const float* a, int64_t rows, int64_t cols, int64_t lda, int n, int m);
+  // values and offsets as laid out in formats.h: block_rows * G * n * 8 each.
+  static SparseMatrix from_arrays_nm(int64_t rows, int64_t cols, int n, int m, const float* values,
+                                     int64_t values_len, const int64_t* offsets, int64_t offsets_len);
+  static void check_nm(int64_t rows, int64_t cols, int n, int m);
+
   const SparseView& view() const { return view_; }
+  bool is_nm() const { return view_.layout == Layout::nm; }
   int64_t rows() const { return view_.rows; }
   int64_t cols() const { return view_.cols; }
   int block_r() const { return view_.block_r; }
   int block_c() const { return view_.block_c; }
   int64_t nblocks() const { return view_.nblocks; }
   int64_t block_rows() const { return view_.block_rows(); }
-  int64_t stored_values() const { return view_.nblocks * view_.block_r * view_.block_c; }
+  int64_t stored_values() const {
+    return is_nm() ? view_.nblocks * 8 : view_.nblocks * view_.block_r * view_.block_c;
+  }
   // Bytes of ptr + idx + values as stored (padding excluded).
   int64_t nbytes() const;
 
@@ -64,6 +75,7 @@ class SparseMatrix {
  private:
   SparseMatrix() = default;
   void allocate(int64_t rows, int64_t cols, int block_r, int block_c, int64_t nblocks);
+  void allocate_nm(int64_t rows, int64_t cols, int n, int m);
 
   SparseView view_{};
   std::vector<int64_t> ptr_;

@@ -19,7 +19,10 @@ constexpr int64_t kRowCost = 8;
 struct Partition {
   const SparseView& w;
   int T;
-  int64_t cost(int64_t b) const { return w.ptr[b] * w.block_r * w.block_c + b * w.block_r * kRowCost; }
+  int64_t cost(int64_t b) const {
+    if (w.layout == Layout::nm) return b;  // every block row costs the same
+    return w.ptr[b] * w.block_r * w.block_c + b * w.block_r * kRowCost;
+  }
   int64_t boundary(int t) const {
     const int64_t B = w.block_rows();
     if (t <= 0) return 0;
@@ -58,7 +61,9 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
   if (v.rows == 0 || n == 0) return;
   const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
   if (kernel == nullptr) {
-    const Format format = (v.block_r == 1 && v.block_c == 1) ? Format::csr : Format::bsr;
+    const Format format = v.layout == Layout::nm                       ? Format::nm
+                          : (v.block_r == 1 && v.block_c == 1) ? Format::csr
+                                                               : Format::bsr;
     kernel = &select_kernel(active_isa(), format, v.block_r, batch);
   }
   if (n == 1) ldx = 1;  // n1 kernels read x as one contiguous column

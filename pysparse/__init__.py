@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core
-from .formats import BSRMatrix, CSRMatrix, SparseMatrixBase
+from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase
 from .ops import linear, spmm
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BSRMatrix",
     "CSRMatrix",
+    "NMMatrix",
     "SparseMatrixBase",
     "cpu_info",
     "get_num_threads",

@@ -16,7 +16,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float32_matrix, is_torch_tensor
 
-__all__ = ["SparseMatrixBase", "CSRMatrix", "BSRMatrix"]
+__all__ = ["SparseMatrixBase", "CSRMatrix", "BSRMatrix", "NMMatrix"]
 
 BLOCK_ROWS = (1, 2, 4, 8, 16)
 
@@ -229,3 +229,79 @@ class BSRMatrix(SparseMatrixBase):
     def data(self) -> np.ndarray:
         r, c = self.block
         return self._m.values.reshape(self.nblocks, c, r).transpose(0, 2, 1)
+
+
+def parse_nm(pattern: Any) -> tuple[int, int]:
+    """'2:4' or (2, 4) -> (2, 4), with a clear error for anything else."""
+    try:
+        if isinstance(pattern, str):
+            n, m = (int(v) for v in pattern.split(":"))
+        else:
+            n, m = (int(v) for v in pattern)
+    except (TypeError, ValueError):
+        raise ValueError(f"an N:M pattern is 'N:M' like '2:4' or a pair (N, M), got {pattern!r}") from None
+    if m not in NM_GROUPS:
+        raise ValueError(f"N:M needs M in {NM_GROUPS}, got {n}:{m}")
+    if not 1 <= n <= m:
+        raise ValueError(f"N:M needs 1 <= N <= M, got {n}:{m}")
+    return n, m
+
+
+NM_GROUPS = (2, 4, 8)
+
+
+class NMMatrix(SparseMatrixBase):
+    """N:M sparsity along rows: every M consecutive inputs of a row keep at most N weights.
+
+    Stored for the kernels: rows in interleaved groups of 8, N slots per group of
+    M inputs, a float32 value and a uint8 offset per slot (``data`` and
+    ``offsets``, both shaped (ceil(rows / 8), ceil(cols / M), N, 8)). At batch 1
+    one register permute picks 8 rows' inputs, so N:M beats dense even at 2:4.
+    """
+
+    format = "nm"
+
+    def __init__(self, data: Any, offsets: Any, shape: Any, nm: Any) -> None:
+        m_rows, k = _check_shape(shape)
+        n, m = parse_nm(nm)
+        data = np.asarray(data)
+        if data.dtype != np.float32:
+            raise TypeError(f"data must be float32, got {data.dtype}; use data.astype(numpy.float32)")
+        self._m = _core.SparseMatrix.from_arrays_nm((m_rows, k), n, m, data, np.asarray(offsets))
+
+    @classmethod
+    def from_dense(cls, a: Any, nm: Any = "2:4") -> NMMatrix:
+        """From a 2-D array-like that is N:M sparse along its rows (ValueError otherwise)."""
+        n, m = parse_nm(nm)
+        return cls._wrap(_core.SparseMatrix.from_dense_nm(as_float32_matrix(a), n, m))
+
+    @property
+    def nm(self) -> tuple[int, int]:
+        return self._m.nm
+
+    @property
+    def block(self) -> tuple[int, int]:
+        return self.nm
+
+    def _grid(self) -> tuple[int, int, int, int]:
+        rows, cols = self.shape
+        n, m = self.nm
+        return (rows + 7) // 8, (cols + m - 1) // m, n, 8
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._m.values.reshape(self._grid())
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._m.indices.reshape(self._grid())
+
+    @property
+    def nnz(self) -> int:
+        """Stored slots (zeros in unused slots count, like BSR's zeros in blocks)."""
+        return self._m.stored_values
+
+    def __repr__(self) -> str:
+        n, m = self.nm
+        rows, cols = self.shape
+        return f"NMMatrix(shape=({rows}, {cols}), nm={n}:{m}, nnz={self.nnz}, density={self.density:.3f})"

@@ -22,7 +22,7 @@ def _threads(threads: int | None) -> int:
 def _matrix(w: Any) -> _core.SparseMatrix:
     if not isinstance(w, SparseMatrixBase):
         raise TypeError(
-            f"W must be a pysparse CSRMatrix or BSRMatrix, got {type(w).__name__}; "
+            f"W must be a pysparse CSRMatrix, BSRMatrix or NMMatrix, got {type(w).__name__}; "
             "build one with pysparse.CSRMatrix.from_dense(W)"
         )
     return w._m

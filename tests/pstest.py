@@ -32,3 +32,19 @@ def relerr(y, ref):
     if ref.size == 0:
         return 0.0
     return float(np.max(np.abs(y - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def random_nm(rng, shape, n, m, fill=1.0):
+    """A float32 matrix whose rows keep at most n of every m consecutive weights
+    (exactly n where fill == 1; fewer, down to none, as fill drops)."""
+    rows, cols = shape
+    groups = -(-cols // m)
+    # Rank m random keys per (row, group); keep the n smallest that exist.
+    keys = rng.random((rows, groups, m))
+    keys.reshape(rows, -1)[:, cols:] = np.inf  # columns past K never win
+    ranks = keys.argsort(axis=2).argsort(axis=2)
+    keep = (ranks < n) & np.isfinite(keys) & (rng.random(keys.shape) < fill)
+    keep = keep.reshape(rows, -1)[:, :cols]
+    a = rng.standard_normal((rows, cols)).astype(np.float32)
+    a[~keep] = 0.0
+    return a

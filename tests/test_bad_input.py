@@ -43,7 +43,7 @@ def test_wrong_ndim_and_shape(w):
 def test_not_an_array(w):
     with pytest.raises(TypeError, match="numpy array or a torch tensor"):
         ps.linear([[1.0] * 6], w)
-    with pytest.raises(TypeError, match="CSRMatrix or BSRMatrix"):
+    with pytest.raises(TypeError, match="CSRMatrix, BSRMatrix or NMMatrix"):
         ps.linear(np.ones((1, 6), np.float32), np.eye(4, 6, dtype=np.float32))
 
 

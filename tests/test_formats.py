@@ -9,7 +9,7 @@ import pytest
 
 import pysparse as ps
 
-from pstest import random_sparse
+from pstest import random_nm, random_sparse
 
 
 @pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0), (1, 1), (7, 9), (64, 65), (130, 3)])
@@ -143,3 +143,43 @@ def test_not_picklable_by_design():
 def test_repr_mentions_shape_and_density():
     r = repr(ps.BSRMatrix.from_dense(np.eye(8, dtype=np.float32), block=(8, 1)))
     assert "shape=(8, 8)" in r and "block=(8, 1)" in r
+
+
+def test_nm_round_trip_and_layout(rng):
+    a = random_nm(rng, (10, 13), 2, 4)
+    w = ps.NMMatrix.from_dense(a, "2:4")
+    np.testing.assert_array_equal(w.to_dense(), a)
+    assert w.nm == (2, 4)
+    assert w.data.shape == w.offsets.shape == (2, 4, 2, 8)
+    assert w.offsets.dtype == np.uint8 and int(w.offsets.max()) < 4
+    assert w.nbytes == w.data.size * 5
+    again = ps.NMMatrix(np.array(w.data), np.array(w.offsets), w.shape, (2, 4))
+    np.testing.assert_array_equal(again.to_dense(), a)
+
+
+def test_nm_rejects_matrices_that_are_not_nm():
+    a = np.ones((2, 8), dtype=np.float32)
+    a[0, 1] = 0.0
+    with pytest.raises(ValueError, match="not 2:4 sparse: row 0, columns 0..3"):
+        ps.NMMatrix.from_dense(a, "2:4")
+
+
+@pytest.mark.parametrize("bad", ["2:3", "0:4", "5:4", "2-4", (2,), "a:b", (4, 16)])
+def test_nm_bad_patterns(bad):
+    with pytest.raises(ValueError, match="N:M"):
+        ps.NMMatrix.from_dense(np.zeros((8, 8), np.float32), bad)
+
+
+def test_nm_hostile_arrays(rng):
+    w = ps.NMMatrix.from_dense(random_nm(rng, (8, 6), 1, 4), "1:4")
+    data, offsets = np.array(w.data), np.array(w.offsets, dtype=np.int64)
+    offsets[0, 1, 0, 3] = 2  # the last group has only 2 columns (K = 6)
+    with pytest.raises(ValueError, match="out of range"):
+        ps.NMMatrix(data, offsets, (8, 6), "1:4")
+    offsets[0, 1, 0, 3] = -1
+    with pytest.raises(ValueError, match="out of range"):
+        ps.NMMatrix(data, offsets, (8, 6), "1:4")
+    with pytest.raises(ValueError, match="must hold"):
+        ps.NMMatrix(data[:, :1], offsets[:, :1], (8, 6), "1:4")
+    with pytest.raises(TypeError, match="float32"):
+        ps.NMMatrix(data.astype(np.float64), w.offsets, (8, 6), "1:4")

@@ -16,7 +16,7 @@ import pytest
 import pysparse as ps
 from pysparse import _core
 
-from pstest import F32_PATHS_RTOL, F32_SUM_RTOL, random_sparse, relerr
+from pstest import F32_PATHS_RTOL, F32_SUM_RTOL, random_nm, random_sparse, relerr
 
 ROWS = [1, 2, 7, 8, 9, 17, 63, 64, 65]
 COLS = [1, 3, 8, 31, 64, 97]
@@ -29,7 +29,18 @@ SIMD_KERNELS = [k for k in KERNELS if k["isa"] != "scalar"]
 
 
 def make(a, block):
+    if block[0] == "nm":
+        return ps.NMMatrix.from_dense(a, block[1:])
     return ps.CSRMatrix.from_dense(a) if block == (1, 1) else ps.BSRMatrix.from_dense(a, block=block)
+
+
+def generate(rng, shape, density, block, empty_rows=0):
+    if block[0] == "nm":
+        a = random_nm(rng, shape, block[1], block[2], fill=min(1.0, density * 2))
+        if empty_rows:
+            a[rng.choice(shape[0], size=min(empty_rows, shape[0]), replace=False)] = 0.0
+        return a
+    return random_sparse(rng, shape, density, block=block, empty_rows=empty_rows)
 
 
 def twin(kernel):
@@ -43,9 +54,14 @@ def twin(kernel):
     raise AssertionError(f"{kernel['name']} has no scalar twin")
 
 
+NM_PATTERNS = [(1, 2), (2, 2), (1, 4), (2, 4), (3, 4), (1, 8), (2, 8), (4, 8), (8, 8)]
+
+
 def blocks_for(kernel):
     if kernel["format"] == "csr":
         return [(1, 1)]
+    if kernel["format"] == "nm":
+        return [("nm", n, m) for n, m in NM_PATTERNS]
     r = kernel["block_r"]
     return [(r, 1), (r, 2), (r, 5)]
 
@@ -61,10 +77,10 @@ def test_kernel_matches_float64_reference(kernel, rng):
     batches = [1] if kernel["batch"] == "n1" else [2, 3, 8, 9, 17, 64, 65, 129]
     for block in blocks_for(kernel):
         for m, k in itertools.product([1, 7, 16, 17, 33], [5, 8, 61]):
-            if block[1] > k:
+            if block[0] != "nm" and block[1] > k:
                 continue
             for density in (0.0, 0.15, 1.0):
-                a = random_sparse(rng, (m, k), density, block=block)
+                a = generate(rng, (m, k), density, block)
                 w = make(a, block)
                 bias = rng.standard_normal(m).astype(np.float32)
                 for n in batches:
@@ -80,10 +96,10 @@ def test_simd_kernel_matches_scalar_twin(kernel, rng):
     batches = [1] if kernel["batch"] == "n1" else [2, 7, 8, 15, 16, 24, 63, 64, 65, 130]
     for block in blocks_for(kernel):
         for m, k in [(1, 1), (9, 10), (63, 64), (65, 67), (130, 257)]:
-            if block[1] > k:
+            if block[0] != "nm" and block[1] > k:
                 continue
             for density in (0.0, 0.05, 0.5, 1.0):
-                a = random_sparse(rng, (m, k), density, block=block, empty_rows=m // 4)
+                a = generate(rng, (m, k), density, block, empty_rows=m // 4)
                 w = make(a, block)
                 for n in batches:
                     x = rng.standard_normal((k, n)).astype(np.float32)
@@ -183,3 +199,29 @@ def test_default_isa_is_the_best_runnable():
     if info["features"]["avx2"] and info["features"]["fma"] and "avx2" in info["built"]:
         assert info["isa"] == "avx2"
         assert info["kernels"]["csr_n1"] == "f32_spmm_csr_n1__avx2"
+
+
+@pytest.mark.parametrize("nm", NM_PATTERNS)
+@pytest.mark.parametrize("batch", [1, 3, 8, 33])
+def test_nm_linear_ragged_shapes(isa, rng, nm, batch):
+    for shape in [(1, 1), (7, 9), (8, 8), (17, 30), (65, 67)]:
+        a = random_nm(rng, shape, *nm)
+        w = ps.NMMatrix.from_dense(a, nm)
+        np.testing.assert_array_equal(w.to_dense(), a)
+        bias = rng.standard_normal(shape[0]).astype(np.float32)
+        x = rng.standard_normal((batch, shape[1])).astype(np.float32)
+        assert relerr(ps.linear(x, w, bias), x.astype(np.float64) @ a.T + bias) <= F32_SUM_RTOL
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_nm_thread_counts_identical(isa, rng, threads):
+    a = random_nm(rng, (1000, 256), 2, 4)
+    w = ps.NMMatrix.from_dense(a, "2:4")
+    previous = ps.get_num_threads()
+    try:
+        ps.set_num_threads(threads)
+        for n in (1, 32):
+            x = rng.standard_normal((256, n)).astype(np.float32)
+            np.testing.assert_array_equal(ps.spmm(w, x), ps.spmm(w, x, threads=1))
+    finally:
+        ps.set_num_threads(previous)
