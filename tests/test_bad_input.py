@@ -140,21 +140,24 @@ def test_set_isa_rejects_unknown_or_unrunnable():
                 _core.set_isa(name)
 
 
-def _run(code, env_isa):
+def _run(code, env_isa, cwd):
     import os
 
     env = {**os.environ, "PYSPARSE_ISA": env_isa}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    # cwd away from the source tree, so the installed package is what imports.
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=cwd
+    )
 
 
 @pytest.mark.parametrize("name", _core.runnable_isas())
-def test_pysparse_isa_env_forces_a_path(name):
-    r = _run("import pysparse as ps; print(ps.cpu_info()['isa'])", name)
+def test_pysparse_isa_env_forces_a_path(name, tmp_path):
+    r = _run("import pysparse as ps; print(ps.cpu_info()['isa'])", name, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == name
 
 
-def test_pysparse_isa_env_bad_value_fails_import_with_reason():
-    r = _run("import pysparse", "avx9000")
+def test_pysparse_isa_env_bad_value_fails_import_with_reason(tmp_path):
+    r = _run("import pysparse", "avx9000", tmp_path)
     assert r.returncode != 0
     assert "unknown ISA 'avx9000'" in r.stderr
