@@ -111,6 +111,14 @@ class SparseMatrixBase:
             f"density={self.density:.3f}, index_dtype={self.index_dtype})"
         )
 
+    # The storage is immutable, so copies may share it: deepcopy of a model that
+    # holds pysparse weights works and costs nothing.
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
     def __getstate__(self) -> Any:
         raise TypeError(
             f"{type(self).__name__} is not picklable by design; save models with pysparse.save"

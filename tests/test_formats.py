@@ -134,6 +134,16 @@ def test_torch_sources(rng):
     np.testing.assert_array_equal(ps.BSRMatrix.from_dense(t, block=(4, 1)).to_dense(), a)
 
 
+def test_copy_and_deepcopy_share_immutable_storage():
+    import copy
+
+    w = ps.BSRMatrix.from_dense(np.eye(8, dtype=np.float32), block=(8, 1))
+    holder = {"w": w, "other": [1, 2]}
+    clone = copy.deepcopy(holder)
+    assert clone["w"] is w and clone["other"] is not holder["other"]
+    assert copy.copy(w) is w
+
+
 def test_not_picklable_by_design():
     w = ps.CSRMatrix.from_dense(np.eye(2, dtype=np.float32))
     with pytest.raises(TypeError, match="pysparse.save"):
