@@ -55,26 +55,32 @@ int threads_for(const SparseMatrix& w, int64_t n, int nthreads) {
   return static_cast<int>(std::min<int64_t>({static_cast<int64_t>(nthreads), by_work, by_rows}));
 }
 
+namespace {
+
+const KernelInfo& kernel_for(const SparseView& v, int64_t n, const KernelInfo* forced) {
+  if (forced != nullptr) return *forced;
+  const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
+  const Format format = v.layout == Layout::nm                       ? Format::nm
+                        : (v.block_r == 1 && v.block_c == 1) ? Format::csr
+                                                             : Format::bsr;
+  return select_kernel(active_isa(), format, v.block_r, batch);
+}
+
+}  // namespace
+
 void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t y_rs, int64_t y_cs,
           const float* bias, int nthreads, const KernelInfo* kernel) {
   const SparseView& v = w.view();
   if (v.rows == 0 || n == 0) return;
-  const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
-  if (kernel == nullptr) {
-    const Format format = v.layout == Layout::nm                       ? Format::nm
-                          : (v.block_r == 1 && v.block_c == 1) ? Format::csr
-                                                               : Format::bsr;
-    kernel = &select_kernel(active_isa(), format, v.block_r, batch);
-  }
+  const SpmmFn fn = kernel_for(v, n, kernel).fn;
   if (n == 1) ldx = 1;  // n1 kernels read x as one contiguous column
   const int T = threads_for(w, n, nthreads);
   SpmmArgs base{&v, 0, v.block_rows(), n, x, ldx, y, y_rs, y_cs, bias};
   if (T == 1) {
-    kernel->fn(base);
+    fn(base);
     return;
   }
   const Partition part{v, T};
-  const SpmmFn fn = kernel->fn;
   parallel_for(T, [&](int t) {
     SpmmArgs a = base;
     a.block_begin = part.boundary(t);
@@ -125,8 +131,27 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
     xt = buf;
   }
   float* yt = buf + (x_transposed ? 0 : K * batch);
-  spmm(w, xt, batch, batch, yt, batch, 1, bias, nthreads, kernel);
-  transpose(yt, M, batch, y, nthreads);
+  const SparseView& v = w.view();
+  const SpmmFn fn = kernel_for(v, batch, kernel).fn;
+  const TransposeFn tr = select_transpose(active_isa());
+  // One parallel region: each thread computes its rows of Y^T and transposes
+  // those same rows into y while they are still in its own cache.
+  auto rows = [&](int64_t b0, int64_t b1) {
+    SpmmArgs a{&v, b0, b1, batch, xt, batch, yt, batch, 1, bias};
+    fn(a);
+    const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
+    tr(TransposeArgs{yt, batch, r0, r1, batch, y, M});
+  };
+  const int T = threads_for(w, batch, nthreads);
+  if (T == 1) {
+    rows(0, v.block_rows());
+    return;
+  }
+  const Partition part{v, T};
+  parallel_for(T, [&](int t) {
+    const int64_t b0 = part.boundary(t), b1 = part.boundary(t + 1);
+    if (b0 < b1) rows(b0, b1);
+  });
 }
 
 }  // namespace pysparse

@@ -1,0 +1,255 @@
+"""Run the kernel benchmark grid and write results.json, results.md and PNG plots.
+
+    python bench/report.py            # the full grid (about 10-15 min on 2 cores)
+    python bench/report.py --quick    # a small grid for a smoke run (< 1 min)
+
+Every figure is a median over interleaved rounds in this one process; speedups
+are the median of round-by-round ratios against torch dense (F.linear), so they
+compare contenders measured side by side. Check `uptime` first: a figure taken
+while something else runs is worthless (the script warns when the load is high).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+# torch's OpenMP workers otherwise keep spinning for up to 200 ms after each
+# call and steal a core from whatever contender runs next; set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pysparse as ps  # noqa: E402
+from _contenders import build_cell, check, measure, threads  # noqa: E402
+
+FULL = dict(
+    shapes=[(768, 768), (3072, 768), (768, 3072), (4096, 4096)],
+    sparsities=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+    batches=[1, 8, 32, 128],
+    threads=[1, 2],
+    rounds=15,
+)
+QUICK = dict(shapes=[(3072, 768)], sparsities=[0.5, 0.9], batches=[1, 32], threads=[1, 2], rounds=7)
+PEERS = ("torch_csr", "scipy_csr")
+
+
+def environment() -> dict:
+    import torch
+
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": ps.cpu_info(),
+        "torch": torch.__version__,
+        "torch_mkl": torch.backends.mkl.is_available(),
+        "numpy": np.__version__,
+        "load_1min": os.getloadavg()[0],
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            env["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import threadpoolctl  # noqa: F401
+
+        env["blas_threads_limited"] = True
+    except ImportError:
+        env["blas_threads_limited"] = False
+    return env
+
+
+def run(cfg: dict, seed: int = 0, progress: bool = True) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    cells = [
+        (shape, s, b, t)
+        for shape in cfg["shapes"]
+        for s in cfg["sparsities"]
+        for b in cfg["batches"]
+        for t in cfg["threads"]
+    ]
+    try:
+        from tqdm import tqdm
+
+        it = tqdm(cells, desc="cells", disable=not progress)
+    except ImportError:
+        it = cells
+    rows = []
+    for shape, s, b, t in it:
+        with threads(t):
+            cell = build_cell(rng, shape, s, b, t)
+            check(cell)
+            res = measure(cell, cfg["rounds"], seed=seed)
+        m, k = shape
+        for c in cell.contenders:
+            r = res[c.name]
+            rows.append(
+                dict(
+                    shape=[m, k], sparsity=s, batch=b, threads=t, contender=c.name, weights=c.weights,
+                    nnz=c.nnz, **r,
+                    dense_gflops=2 * m * k * b / r["median_s"] / 1e9,
+                    nonzero_gflops=2 * c.nnz * b / r["median_s"] / 1e9,
+                )
+            )
+    return rows
+
+
+def _get(rows, **key):
+    out = [r for r in rows if all((r[k] == v) if k != "shape" else (tuple(r[k]) == v) for k, v in key.items())]
+    return out[0] if out else None
+
+
+def targets(rows: list[dict]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets: (what, measured, passed); None where the grid lacks the cell."""
+    out = []
+    for shape in [(3072, 768), (768, 3072)]:
+        sh = f"{shape[0]}x{shape[1]}"
+        c1 = _get(rows, shape=shape, sparsity=0.9, batch=1, threads=1, contender="pysparse_csr")
+        if c1 is None:
+            continue
+        peers = [_get(rows, shape=shape, sparsity=0.9, batch=1, threads=1, contender=p) for p in PEERS]
+        best_peer = min(p["median_s"] for p in peers if p)
+        out.append((f"{sh} 90% batch 1, 1 thread: CSR >= 5x torch dense", f"{c1['speedup_vs_torch_dense']:.2f}x",
+                    c1["speedup_vs_torch_dense"] >= 5))
+        vs = best_peer / c1["median_s"]
+        out.append((f"{sh} 90% batch 1: CSR >= 2.5x best of torch CSR / scipy", f"{vs:.2f}x", vs >= 2.5))
+        b1 = _get(rows, shape=shape, sparsity=0.9, batch=1, threads=1, contender="pysparse_bsr8x1")
+        out.append((f"{sh} 90% batch 1: BSR 8x1 (block-pruned) vs torch dense", f"{b1['speedup_vs_torch_dense']:.2f}x",
+                    None))
+        c32 = _get(rows, shape=shape, sparsity=0.9, batch=32, threads=1, contender="pysparse_csr")
+        if c32:
+            out.append((f"{sh} 90% batch 32: CSR >= 4x torch dense", f"{c32['speedup_vs_torch_dense']:.2f}x",
+                        c32["speedup_vs_torch_dense"] >= 4))
+        h32 = _get(rows, shape=shape, sparsity=0.5, batch=32, threads=1, contender="pysparse_csr")
+        if h32:
+            out.append((f"{sh} 50% batch 32: CSR no slower than torch dense", f"{h32['speedup_vs_torch_dense']:.2f}x",
+                        h32["speedup_vs_torch_dense"] >= 1.0))
+        for b in (1, 32):
+            bb = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender="pysparse_bsr8x1")
+            cc = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender="pysparse_csr")
+            if bb and cc:
+                r = cc["median_s"] / bb["median_s"]
+                out.append((f"{sh} 90% batch {b}: BSR 8x1 faster than CSR", f"{r:.2f}x", r > 1.0))
+            for name in ("pysparse_csr", "pysparse_bsr8x1"):
+                one = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender=name)
+                two = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender=name + "@2t")
+                if one and two and b == 32:
+                    r = one["median_s"] / two["median_s"]
+                    out.append((f"{sh} 90% batch 32: {name} 2 threads >= 1.6x of 1 thread", f"{r:.2f}x", r >= 1.6))
+    return out
+
+
+def write_markdown(rows: list[dict], env: dict, path: Path) -> None:
+    lines = ["# Kernel benchmark", ""]
+    lines.append(
+        f"{env['date']}, {env.get('cpu_model', '?')} ({env['cpu']['isa']}), torch {env['torch']} "
+        f"(MKL {env['torch_mkl']}), numpy {env['numpy']}, load {env['load_1min']:.2f} at start. "
+        "Speedup = median over rounds of (torch dense time / contender time), measured interleaved in one "
+        "process; +- is the IQR of that ratio. GFLOP/s are effective dense (2 M K batch / t)."
+    )
+    lines += ["", "## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
+    for what, val, ok in targets(rows):
+        lines.append(f"| {what} | {val} | {'PASS' if ok else ('FAIL' if ok is False else '')} |")
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
+        for t in dict.fromkeys(r["threads"] for r in rows):
+            sel = [r for r in rows if tuple(r["shape"]) == shape and r["threads"] == t]
+            cols = [n for n in names if any(r["contender"] == n for r in sel) and n != "torch_dense"]
+            lines += ["", f"## {shape[0]}x{shape[1]}, {t} thread{'s' if t > 1 else ''}", ""]
+            lines.append("| sparsity | batch | torch dense | " + " | ".join(cols) + " |")
+            lines.append("| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |")
+            for s in dict.fromkeys(r["sparsity"] for r in sel):
+                for b in dict.fromkeys(r["batch"] for r in sel):
+                    d = _get(sel, sparsity=s, batch=b, contender="torch_dense")
+                    if d is None:
+                        continue
+                    cells = []
+                    for n in cols:
+                        r = _get(sel, sparsity=s, batch=b, contender=n)
+                        cells.append("" if r is None else f"{r['speedup_vs_torch_dense']:.2f}x ±{r['speedup_iqr'] / 2:.2f}")
+                    lines.append(
+                        f"| {s:.2f} | {b} | {d['median_s'] * 1e3:.3f} ms ({d['dense_gflops']:.0f} GF/s) | "
+                        + " | ".join(cells) + " |"
+                    )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    names = [n for n in dict.fromkeys(r["contender"] for r in rows) if n != "torch_dense" and "@2t" not in n]
+    for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
+        ts = list(dict.fromkeys(r["threads"] for r in rows))
+        bs = list(dict.fromkeys(r["batch"] for r in rows))
+        fig, axes = plt.subplots(len(ts), len(bs), figsize=(4 * len(bs), 3.4 * len(ts)), squeeze=False, sharey=True)
+        for i, t in enumerate(ts):
+            for j, b in enumerate(bs):
+                ax = axes[i][j]
+                for n in names:
+                    pts = sorted(
+                        (r["sparsity"], r["speedup_vs_torch_dense"])
+                        for r in rows
+                        if tuple(r["shape"]) == shape and r["threads"] == t and r["batch"] == b and r["contender"] == n
+                    )
+                    if pts:
+                        ax.plot(*zip(*pts), marker="o", ms=3, label=n)
+                ax.axhline(1.0, color="k", lw=0.8, ls="--")
+                ax.set_yscale("log", base=2)
+                ax.set_title(f"batch {b}, {t} thread{'s' if t > 1 else ''}", fontsize=9)
+                ax.set_xlabel("sparsity")
+                if j == 0:
+                    ax.set_ylabel("speedup over torch dense")
+                ax.grid(True, which="both", alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="upper left")
+        fig.suptitle(f"y = x W^T, W {shape[0]}x{shape[1]} (median of interleaved rounds)")
+        fig.tight_layout()
+        p = out / f"speedup_{shape[0]}x{shape[1]}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small grid for a smoke run")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--rounds", type=int, help="rounds per cell (default: 15, quick: 7)")
+    ap.add_argument("--shapes", nargs="+", help="e.g. 3072x768 768x3072")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        cfg["rounds"] = args.rounds
+    if args.shapes:
+        cfg["shapes"] = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes]
+    env = environment()
+    if env["load_1min"] > 0.5:
+        print(f"WARNING: 1-minute load is {env['load_1min']:.2f}: something else is running; figures will be noisy.")
+    rows = run(cfg, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"env": env, "config": cfg, "rows": rows}, indent=1))
+    write_markdown(rows, env, args.out / "results.md")
+    pngs = plot(rows, args.out)
+    for what, val, ok in targets(rows):
+        print(f"{'PASS' if ok else ('FAIL' if ok is False else 'info')}  {what}: {val}")
+    print(f"wrote {args.out / 'results.md'}, {args.out / 'results.json'}, " + ", ".join(p.name for p in pngs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
