@@ -142,12 +142,14 @@ def test_set_isa_rejects_unknown_or_unrunnable():
 
 def _run(code, env_isa, cwd):
     import os
+    import shlex
 
     env = {**os.environ, "PYSPARSE_ISA": env_isa}
+    # Under qemu-user (.ci/aarch64) the interpreter must be started through the
+    # emulator: PYSPARSE_TEST_PYTHON holds that command line.
+    python = shlex.split(os.environ.get("PYSPARSE_TEST_PYTHON", "")) or [sys.executable]
     # cwd away from the source tree, so the installed package is what imports.
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=cwd
-    )
+    return subprocess.run(python + ["-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", _core.runnable_isas())

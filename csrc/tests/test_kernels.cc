@@ -1,0 +1,190 @@
+// Kernel tests without a framework: every kernel of one family in kernels.inc
+// that this CPU runs, against its scalar twin and against a double-precision
+// product of the dense matrix. Built once per family (PYSPARSE_TEST_FAMILY =
+// csr | bsr | nm) and run by CTest, natively and under qemu-aarch64 for cross
+// builds. Prints "N passed, M failed" and exits non-zero on any failure.
+//
+// Sizes follow ruy/XNNPACK practice: 1-10, tile-1 / tile / tile+1 around 4, 8
+// and 64, odd primes; densities empty to fully dense; empty rows; uint16 and
+// uint32 indices; n = 1 and batches around the vector width.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "kernels.h"
+#include "matrix.h"
+
+using namespace pysparse;
+
+namespace {
+
+// Tolerances, relative to the largest |reference| entry of one result.
+constexpr double kVsFloat64 = 2e-5;  // float32 sums of up to ~300 terms vs double
+constexpr double kVsTwin = 2 * kVsFloat64;  // two paths, each within kVsFloat64 of the truth
+
+int passed = 0, failed = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (ok) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+double relerr(const std::vector<float>& y, const std::vector<double>& ref) {
+  double err = 0, scale = 1e-30;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    err = std::max(err, std::fabs(y[i] - ref[i]));
+    scale = std::max(scale, std::fabs(ref[i]));
+  }
+  return err / scale;
+}
+
+double relerr(const std::vector<float>& y, const std::vector<float>& ref) {
+  return relerr(y, std::vector<double>(ref.begin(), ref.end()));
+}
+
+// Dense M x K with the requested structure; density is the share of kept
+// (blocks | N:M slots | weights).
+std::vector<float> make_dense(std::mt19937& rng, int64_t M, int64_t K, double density, Format f, int R, int C,
+                              int n, int m, int empty_rows) {
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<double> uni;
+  std::vector<float> a(static_cast<size_t>(M * K), 0.0f);
+  if (f == Format::nm) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t g = 0; g < K; g += m) {
+        const int64_t width = std::min<int64_t>(m, K - g);
+        std::vector<int64_t> cols(static_cast<size_t>(width));
+        for (int64_t c = 0; c < width; ++c) cols[c] = g + c;
+        std::shuffle(cols.begin(), cols.end(), rng);
+        for (int64_t s = 0; s < std::min<int64_t>(n, width); ++s)
+          if (uni(rng) < density * 2) a[i * K + cols[s]] = normal(rng);
+      }
+  } else {
+    for (int64_t b = 0; b < (M + R - 1) / R; ++b)
+      for (int64_t jb = 0; jb < (K + C - 1) / C; ++jb) {
+        if (!(uni(rng) < density)) continue;
+        for (int64_t i = b * R; i < std::min<int64_t>(M, (b + 1) * R); ++i)
+          for (int64_t k = jb * C; k < std::min<int64_t>(K, (jb + 1) * C); ++k) a[i * K + k] = normal(rng);
+      }
+  }
+  for (int e = 0; e < empty_rows && M > 0; ++e) {
+    const int64_t i = static_cast<int64_t>(rng() % M);
+    std::fill(a.begin() + i * K, a.begin() + (i + 1) * K, 0.0f);
+  }
+  return a;
+}
+
+std::vector<float> run(const KernelInfo& k, const SparseMatrix& w, const std::vector<float>& x, int64_t n,
+                       const std::vector<float>& bias) {
+  std::vector<float> y(static_cast<size_t>(w.rows() * n), -12345.0f);
+  const SpmmArgs args{&w.view(), 0, w.block_rows(), n, x.data(), n, y.data(), n, 1, bias.data()};
+  k.fn(args);
+  return y;
+}
+
+const KernelInfo* twin(const KernelInfo& k) {
+  for (const KernelInfo& s : all_kernels())
+    if (s.isa == Isa::scalar && s.format == k.format && s.block_r == k.block_r && s.batch == k.batch) return &s;
+  return nullptr;
+}
+
+void test_kernel(const KernelInfo& k, std::mt19937& rng) {
+  const KernelInfo* scalar = twin(k);
+  expect(scalar != nullptr, std::string(k.name) + " has a scalar twin");
+  if (scalar == nullptr) return;
+  const std::vector<int64_t> rows = {1, 2, 7, 8, 9, 17, 65};
+  const std::vector<int64_t> cols = {1, 4, 5, 8, 13, 67, 70001};
+  std::vector<int64_t> batches = {1};
+  if (k.batch == Batch::nx) batches = {2, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 65};
+  std::vector<std::pair<int, int>> shapes;  // (C, 0) for bsr/csr; (n, m) for nm
+  if (k.format == Format::csr) shapes = {{1, 0}};
+  if (k.format == Format::bsr) shapes = {{1, 0}, {2, 0}, {5, 0}};
+  if (k.format == Format::nm) shapes = {{1, 2}, {2, 2}, {1, 4}, {2, 4}, {3, 4}, {1, 8}, {2, 8}, {8, 8}};
+  std::normal_distribution<float> normal;
+  for (int64_t M : rows)
+    for (int64_t K : cols) {
+      const bool wide = K > 65536;  // uint32 indices: a few rows, batches, densities suffice
+      if (wide && M > 9) continue;
+      for (auto [p, q] : shapes)
+        for (double density : {0.0, 0.05, 0.4, 1.0}) {
+          if (wide && density > 0.05) continue;
+          const bool nm = k.format == Format::nm;
+          const int C = nm ? 1 : p;
+          if (!nm && C > K) continue;
+          const std::vector<float> a =
+              make_dense(rng, M, K, density, k.format, nm ? 1 : k.block_r, C, p, q, static_cast<int>(M / 4));
+          const SparseMatrix w = nm ? SparseMatrix::from_dense_nm(a.data(), M, K, K, p, q)
+                                    : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, C);
+          for (int64_t n : batches) {
+            if (wide && n > 5) continue;
+            std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
+            for (float& v : x) v = normal(rng);
+            for (float& v : bias) v = normal(rng);
+            std::vector<double> ref(static_cast<size_t>(M * n));
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < n; ++j) {
+                double s = bias[i];
+                for (int64_t kk = 0; kk < K; ++kk) s += static_cast<double>(a[i * K + kk]) * x[kk * n + j];
+                ref[i * n + j] = s;
+              }
+            const std::vector<float> y = run(k, w, x, n, bias);
+            const std::vector<float> y0 = run(*scalar, w, x, n, bias);
+            char what[256];
+            std::snprintf(what, sizeof what, "%s M=%lld K=%lld %d:%d density=%.2f n=%lld", k.name,
+                          static_cast<long long>(M), static_cast<long long>(K), p, q, density,
+                          static_cast<long long>(n));
+            expect(relerr(y, ref) <= kVsFloat64, std::string(what) + " vs float64");
+            expect(relerr(y, y0) <= kVsTwin, std::string(what) + " vs scalar twin");
+          }
+        }
+    }
+}
+
+bool family_is(Format f) {
+  const std::string fam = PYSPARSE_TEST_FAMILY;
+  return (fam == "csr" && f == Format::csr) || (fam == "bsr" && f == Format::bsr) || (fam == "nm" && f == Format::nm);
+}
+
+void test_transposes(std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  for (Isa isa : runnable_isas()) {
+    const TransposeFn fn = select_transpose(isa);
+    for (int64_t rows : {1, 3, 8, 9, 33, 130})
+      for (int64_t cols : {1, 4, 7, 8, 17, 64, 65}) {
+        std::vector<float> src(static_cast<size_t>(rows * cols)), dst(static_cast<size_t>(rows * cols), -1.0f);
+        for (float& v : src) v = normal(rng);
+        fn(TransposeArgs{src.data(), cols, 0, rows, cols, dst.data(), rows});
+        bool ok = true;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) ok = ok && dst[j * rows + i] == src[i * cols + j];
+        expect(ok, std::string("transpose ") + isa_name(isa) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      }
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(20261124);
+  std::printf("family %s, cpu %s, runnable:", PYSPARSE_TEST_FAMILY, cpu_features().arch.c_str());
+  for (Isa isa : runnable_isas()) std::printf(" %s", isa_name(isa));
+  std::printf("\n");
+  int tested = 0;
+  for (const KernelInfo& k : all_kernels()) {
+    if (!family_is(k.format) || !isa_supported(k.isa)) continue;
+    test_kernel(k, rng);
+    ++tested;
+  }
+  expect(tested > 0, "at least one kernel of the family runs here");
+  if (std::string(PYSPARSE_TEST_FAMILY) == "csr") test_transposes(rng);
+  std::printf("%d kernels: %d passed, %d failed\n", tested, passed, failed);
+  return failed == 0 ? 0 : 1;
+}
