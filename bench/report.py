@@ -149,6 +149,26 @@ def targets(rows: list[dict]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """One line per shape and batch at 90% sparsity, 1 thread: the README table."""
+    lines = [
+        "| W (M x K), 90% sparse, 1 thread | batch | torch dense | pysparse CSR | pysparse BSR 8x1 (block-pruned) "
+        "| torch sparse CSR | scipy CSR |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for shape in dict.fromkeys(tuple(r["shape"]) for r in rows):
+        for b in dict.fromkeys(r["batch"] for r in rows):
+            d = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender="torch_dense")
+            if d is None:
+                continue
+            cells = []
+            for n in ("pysparse_csr", "pysparse_bsr8x1", "torch_csr", "scipy_csr"):
+                r = _get(rows, shape=shape, sparsity=0.9, batch=b, threads=1, contender=n)
+                cells.append(f"{r['median_s'] * 1e6:.0f} us ({r['speedup_vs_torch_dense']:.1f}x)" if r else "")
+            lines.append(f"| {shape[0]} x {shape[1]} | {b} | {d['median_s'] * 1e6:.0f} us | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_markdown(rows: list[dict], env: dict, path: Path) -> None:
     lines = ["# Kernel benchmark", ""]
     lines.append(
@@ -157,6 +177,7 @@ def write_markdown(rows: list[dict], env: dict, path: Path) -> None:
         "Speedup = median over rounds of (torch dense time / contender time), measured interleaved in one "
         "process; +- is the IQR of that ratio. GFLOP/s are effective dense (2 M K batch / t)."
     )
+    lines += ["", "## Summary", ""] + summary(rows)
     lines += ["", "## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
     for what, val, ok in targets(rows):
         lines.append(f"| {what} | {val} | {'PASS' if ok else ('FAIL' if ok is False else '')} |")
