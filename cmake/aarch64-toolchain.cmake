@@ -14,6 +14,9 @@ set(PYBIND11_USE_CROSSCOMPILING ON)
 if(DEFINED ENV{PYSPARSE_ARM64_ROOTFS})
   set(_rootfs "$ENV{PYSPARSE_ARM64_ROOTFS}")
   set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-aarch64;-L;${_rootfs}")
+  # Debian's pyconfig.h includes <aarch64-linux-gnu/python3.X/pyconfig.h>: search
+  # the userland's /usr/include last, so it never shadows the cross compiler's.
+  string(APPEND CMAKE_CXX_FLAGS_INIT " -idirafter ${_rootfs}/usr/include")
 endif()
 
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
