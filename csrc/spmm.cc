@@ -1,6 +1,7 @@
 #include "spmm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "parallel.h"
@@ -37,11 +38,15 @@ struct Partition {
   }
 };
 
+// Per calling thread, 64-byte aligned: threads that write neighbouring parts
+// of it must not share a cache line because malloc returned a 16-byte offset.
 thread_local std::vector<float> tl_scratch;
 
 float* scratch(size_t floats) {
-  if (tl_scratch.size() < floats) tl_scratch.resize(floats);
-  return tl_scratch.data();
+  constexpr size_t kAlignFloats = 64 / sizeof(float);
+  if (tl_scratch.size() < floats + kAlignFloats) tl_scratch.resize(floats + kAlignFloats);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(tl_scratch.data());
+  return tl_scratch.data() + ((64 - p % 64) % 64) / sizeof(float);
 }
 
 }  // namespace
@@ -92,6 +97,9 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
 namespace {
 
 // Transposes src (rows x cols) into dst (cols x rows) on up to nthreads threads.
+// Threads split dst by rows (src by columns, in whole cache lines), so each one
+// writes its own contiguous part of dst: split by src rows, both would write
+// into every line of dst (a 2-thread batch-32 linear ran 2x slower than 1).
 void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nthreads) {
   constexpr int64_t kMinPerThread = 8 * 1024;
   const int T = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, rows * cols / kMinPerThread)));
@@ -101,10 +109,15 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nth
     fn(base);
     return;
   }
+  constexpr int64_t kLine = 16;  // floats per cache line
+  const int64_t lines = (cols + kLine - 1) / kLine;
   parallel_for(T, [&](int t) {
+    const int64_t c0 = std::min(cols, lines * t / T * kLine), c1 = std::min(cols, lines * (t + 1) / T * kLine);
+    if (c0 >= c1) return;
     TransposeArgs a = base;
-    a.row_begin = rows * t / T;
-    a.row_end = rows * (t + 1) / T;
+    a.src = src + c0;
+    a.cols = c1 - c0;
+    a.dst = dst + c0 * rows;
     fn(a);
   });
 }
@@ -147,9 +160,16 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
     rows(0, v.block_rows());
     return;
   }
+  // Boundaries on whole cache lines of y's rows (16 floats), so the two sides
+  // of a boundary do not write into the same line of each of `batch` rows.
   const Partition part{v, T};
+  const int64_t align = std::max<int64_t>(1, 16 / v.block_r), B = v.block_rows();
+  auto boundary = [&](int t) {
+    const int64_t b = part.boundary(t);
+    return b >= B ? B : b / align * align;
+  };
   parallel_for(T, [&](int t) {
-    const int64_t b0 = part.boundary(t), b1 = part.boundary(t + 1);
+    const int64_t b0 = boundary(t), b1 = boundary(t + 1);
     if (b0 < b1) rows(b0, b1);
   });
 }

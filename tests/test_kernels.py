@@ -191,6 +191,28 @@ def test_every_thread_count_gives_identical_results(isa, rng, threads, block):
         ps.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("block", [(1, 1), (8, 1), (4, 2)])
+@pytest.mark.parametrize("shape", [(1001, 257), (203, 3001), (4099, 7)])
+def test_linear_batched_every_thread_count(isa, rng, threads, block, shape):
+    """linear (batch > 1) splits the transposes of x and y across threads as well:
+    odd widths, boundaries inside cache lines and a K below one line still give
+    the single-thread result bit for bit."""
+    a = random_sparse(rng, shape, 0.3, block=block, empty_rows=7)
+    w = make(a, block)
+    previous = ps.get_num_threads()
+    try:
+        ps.set_num_threads(threads)
+        for batch in (3, 17, 129):
+            x = rng.standard_normal((batch, shape[1])).astype(np.float32)
+            y1 = ps.linear(x, w, threads=1)
+            yt = ps.linear(x, w)
+            np.testing.assert_array_equal(yt, y1)
+            assert relerr(yt, x.astype(np.float64) @ a.T.astype(np.float64)) <= F32_SUM_RTOL
+    finally:
+        ps.set_num_threads(previous)
+
+
 def test_default_isa_is_the_best_runnable():
     assert _core.get_isa() == _core.runnable_isas()[0]
     info = ps.cpu_info()
