@@ -142,19 +142,20 @@ def _named_prunable(model: nn.Module, modules: Iterable[Any] | None) -> list[tup
     return [(names[id(m)], m) for m in model.modules() if id(m) in ids]
 
 
-def _next_batchnorm(model: nn.Module, module: nn.Module) -> nn.Module | None:
-    """The BatchNorm directly after ``module`` in module order, if it normalises its outputs."""
+def _next_batchnorms(model: nn.Module) -> dict[int, nn.Module]:
+    """{id(layer): the affine BatchNorm directly after it in module order, normalising its outputs}
+    (found before any parametrization adds submodules)."""
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    for i, m in enumerate(leaves[:-1]):
-        if m is module:
-            nxt = leaves[i + 1]
-            if (
-                isinstance(nxt, nn.modules.batchnorm._BatchNorm)
-                and nxt.affine
-                and nxt.num_features == module.weight.shape[0]
-            ):
-                return nxt
-    return None
+    out = {}
+    for m, nxt in zip(leaves, leaves[1:]):
+        if (
+            isinstance(m, PRUNABLE)
+            and isinstance(nxt, nn.modules.batchnorm._BatchNorm)
+            and nxt.affine
+            and nxt.num_features == m.weight.shape[0]
+        ):
+            out[id(m)] = nxt
+    return out
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -373,6 +374,7 @@ class Pruner:
         self._track = needs_grad(self.criterion_)
         self._layers: list[_Layer] = []
         self._hooks = []
+        batchnorms = _next_batchnorms(model) if self.pattern_.name == "channel" else {}
         for name, module in named:
             if mask_of(module, "weight") is not None:
                 raise ValueError(f"layer {name!r} already has a pysparse mask; squash() the other Pruner first")
@@ -385,7 +387,7 @@ class Pruner:
             if self.pattern_.name == "channel":
                 if module.bias is not None:
                     layer.followers.append((module, "bias"))
-                bn = _next_batchnorm(model, module)
+                bn = batchnorms.get(id(module))
                 if bn is not None:
                     layer.followers += [(bn, "weight"), (bn, "bias")]
                 for m, pname in layer.followers:
