@@ -182,19 +182,48 @@ class _Layer:
         return r * c
 
 
+def _order(tier: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Groups by (tier, score), least important first."""
+    tiers = np.unique(tier)
+    if len(tiers) == 1:
+        return np.argsort(score)
+    parts = []
+    for t in tiers:
+        idx = np.flatnonzero(tier == t)
+        parts.append(idx[np.argsort(score[idx])])
+    return np.concatenate(parts)
+
+
 @dataclass
 class _Ranking:
-    order: np.ndarray  # groups, least important first
-    sizes: np.ndarray  # group sizes in that order
-    cums: np.ndarray  # cumulative weights pruned if the first k groups go
+    """One layer's groups: tier (-1 already pruned, 0 must go first, 1 others), score, size."""
+
     tiers: np.ndarray
     scores: np.ndarray
+    sizes: np.ndarray
+    _order: np.ndarray | None = None
+
+    @property
+    def order(self) -> np.ndarray:
+        if self._order is None:
+            self._order = _order(self.tiers, self.scores)
+        return self._order
+
+    @property
+    def cums(self) -> np.ndarray:
+        """Weights pruned if the first k groups (in order) go, k = 1, 2, ..."""
+        return np.cumsum(self.sizes[self.order])
+
+    def __len__(self) -> int:
+        return len(self.scores)
 
 
 def _choose_k(cums: np.ndarray, target: float, max_k: int) -> int:
     """How many leading groups to prune so the pruned count is closest to ``target``."""
-    counts = np.concatenate(([0], cums[:max_k]))
-    return int(np.argmin(np.abs(counts - target)))
+    c = cums[:max_k]
+    j = int(np.searchsorted(c, target))  # c[j-1] < target <= c[j]
+    below = c[j - 1] if j > 0 else 0
+    return j + 1 if j < len(c) and abs(c[j] - target) < abs(below - target) else j
 
 
 def _cap_k(cums: np.ndarray, limit: float, max_k: int) -> int:
@@ -542,51 +571,54 @@ class Pruner:
         tiers = self.pattern_.tiers(torch.where(alive, scores, torch.full_like(scores, -1e300)))
         tier = np.zeros(ngroups, np.int8) if tiers is None else tiers.reshape(-1).numpy().copy()
         tier[~galive.numpy()] = -1
-        score = gscore.numpy()
-        order = np.lexsort((score, tier))
-        sizes = gsize.numpy()[order]
-        return _Ranking(order, sizes, np.cumsum(sizes), tier, score)
+        return _Ranking(tier, gscore.numpy(), gsize.numpy())
 
-    def _allocate_global(self, pool: list[int], ranks: dict[int, _Ranking], t: float) -> dict[int, int]:
-        """Groups to prune per pooled layer: one ranking, each layer capped (water-filling)."""
-        ks: dict[int, int] = {}
+    def _allocate_global(self, pool: list[int], ranks: dict[int, _Ranking], t: float) -> dict[int, np.ndarray]:
+        """Groups to prune per pooled layer: one ranking over all of them, each layer
+        capped at ``max_layer_sparsity`` (a capped layer's surplus goes to the others)."""
+        pruned: dict[int, np.ndarray] = {}
         limits = {}
         for i in pool:
-            r, n = ranks[i], self._layers[i].numel
-            limits[i] = min(math.floor(self.max_layer_sparsity * n + 1e-9), int(r.cums[-2]) if len(r.cums) > 1 else 0)
+            n, sizes = self._layers[i].numel, ranks[i].sizes
+            # At most the cap, and never every group: one (the largest, to be safe) survives.
+            limits[i] = min(math.floor(self.max_layer_sparsity * n + 1e-9), n - int(sizes.max()))
         remaining = t * sum(self._layers[i].numel for i in pool)
         pool = list(pool)
         while pool:
-            lid = np.concatenate([np.full(len(ranks[i].order), i) for i in pool])
-            tier = np.concatenate([ranks[i].tiers[ranks[i].order] for i in pool])
-            score = np.concatenate([ranks[i].scores[ranks[i].order] for i in pool])
-            size = np.concatenate([ranks[i].sizes for i in pool])
-            order = np.lexsort((score, tier))
-            k = _choose_k(np.cumsum(size[order]), remaining, len(order))
+            lid = np.concatenate([np.full(len(ranks[i]), i) for i in pool])
+            gix = np.concatenate([np.arange(len(ranks[i])) for i in pool])
+            order = _order(
+                np.concatenate([ranks[i].tiers for i in pool]), np.concatenate([ranks[i].scores for i in pool])
+            )
+            size = np.concatenate([ranks[i].sizes for i in pool])[order]
+            k = _choose_k(np.cumsum(size), remaining, len(order))
             chosen = lid[order[:k]]
-            counts = {i: int(size[order[:k]][chosen == i].sum()) for i in pool}
+            counts = np.bincount(chosen, weights=size[:k], minlength=max(pool) + 1)
             over = [i for i in pool if counts[i] > limits[i]]
             if not over:
-                ks.update({i: int((chosen == i).sum()) for i in pool})
+                chosen_groups = gix[order[:k]]
+                pruned.update({i: chosen_groups[chosen == i] for i in pool})
                 break
             for i in over:
-                ks[i] = _cap_k(ranks[i].cums, limits[i], len(ranks[i].order) - 1)
-                remaining -= int(ranks[i].cums[ks[i] - 1]) if ks[i] else 0
+                r = ranks[i]
+                kk = _cap_k(r.cums, limits[i], len(r) - 1)
+                pruned[i] = r.order[:kk]
+                remaining -= int(r.sizes[pruned[i]].sum())
                 pool.remove(i)
-        return ks
+        return pruned
 
     def _update(self, targets: list[float]) -> None:
         ranks = {i: self._rank(layer) for i, layer in enumerate(self._layers)}
-        ks: dict[int, int] = {}
+        pruned: dict[int, np.ndarray] = {}
         pool = [i for i, layer in enumerate(self._layers) if layer.pooled and self.scope == "global"]
         for i, layer in enumerate(self._layers):
             if i not in pool:
                 r = ranks[i]
-                ks[i] = _choose_k(r.cums, targets[i] * layer.numel, len(r.order) - 1)
+                pruned[i] = r.order[: _choose_k(r.cums, targets[i] * layer.numel, len(r) - 1)]
         if pool:
-            ks.update(self._allocate_global(pool, ranks, targets[pool[0]]))
+            pruned.update(self._allocate_global(pool, ranks, targets[pool[0]]))
         for i, layer in enumerate(self._layers):
-            self._set_mask(layer, ranks[i].order[: ks[i]])
+            self._set_mask(layer, pruned[i])
             layer.target = targets[i]
         self._zero_pruned()
 
