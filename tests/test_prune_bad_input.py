@@ -46,8 +46,18 @@ def test_sparsity_not_a_number(sparsity):
     ],
 )
 def test_bad_pattern(pattern, error, match):
+    model = mlp()
     with pytest.raises(error, match=match):
-        prune.Pruner(mlp(), sparsity=0.5, pattern=pattern)
+        prune.Pruner(model, sparsity=0.5, pattern=pattern)
+    assert_untouched(model)
+
+
+def assert_untouched(model):
+    """A refused Pruner leaves the model exactly as it came."""
+    assert not any(hasattr(m, "parametrizations") or m._forward_hooks for m in model.modules())
+    fresh = mlp().state_dict()
+    got = model.state_dict()
+    assert sorted(got) == sorted(fresh) and all(torch.equal(got[k], fresh[k]) for k in fresh)
 
 
 def test_block_that_does_not_fit_can_be_excluded():
@@ -71,8 +81,10 @@ def test_bad_criterion_scope_schedule():
 
 
 def test_bad_criterion_output():
+    model = mlp()
     with pytest.raises(ValueError, match="one score per weight"):
-        prune.Pruner(mlp(), criterion=lambda m, name: getattr(m, name).abs().sum(1))
+        prune.Pruner(model, criterion=lambda m, name: getattr(m, name).abs().sum(1))
+    assert_untouched(model)
     with pytest.raises(TypeError, match="torch.Tensor"):
         prune.Pruner(mlp(), criterion=lambda m, name: 1.0)
     with pytest.raises(ValueError, match="NaN"):

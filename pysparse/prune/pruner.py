@@ -309,10 +309,12 @@ class PruneReport:
         lines.append(("total", "", "", "", f"{self.sparsity:.3f}", _si(self.params), _si(self.nonzero),
                       _si(self.flops_dense), _si(self.flops)))
         widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(head)]
-        fmt = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-        out = [fmt(head), "  ".join("-" * w for w in widths)]
-        out += [fmt(row) for row in lines[:-1]]
-        out += ["  ".join("-" * w for w in widths), fmt(lines[-1])]
+
+        def fmt(row: tuple[str, ...]) -> str:  # names left, numbers right
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+        rule = "  ".join("-" * w for w in widths)
+        out = [fmt(head), rule, *(fmt(row) for row in lines[:-1]), rule, fmt(lines[-1])]
         if any(r.flops is None for r in self.rows):
             out.append("(FLOPs of a Conv2d appear after one forward pass)")
         return "\n".join(out)
@@ -402,35 +404,35 @@ class Pruner:
         finals = self._overrides(model, named, overrides)
         self._track = needs_grad(self.criterion_)
         self._layers: list[_Layer] = []
-        self._hooks = []
-        batchnorms = _next_batchnorms(model) if self.pattern_.name == "channel" else {}
-        for name, module in named:
+        self._hooks: list[Any] = []
+        for name, module in named:  # check everything before touching the model
             if mask_of(module, "weight") is not None:
                 raise ValueError(f"layer {name!r} already has a pysparse mask; squash() the other Pruner first")
-            w = module.weight
-            self.pattern_.check(w.shape[0], w[0].numel(), name)
+            self.pattern_.check(module.weight.shape[0], module.weight[0].numel(), name)
+        batchnorms = _next_batchnorms(model) if self.pattern_.name == "channel" else {}
+        for name, module in named:
             layer = _Layer(name, module, finals.get(id(module), self.sparsity), id(module) not in finals)
-            parametrize.register_parametrization(
-                module, "weight", _Mask(torch.ones_like(w, dtype=torch.bool), self._track), unsafe=True
-            )
             if self.pattern_.name == "channel":
                 if module.bias is not None:
                     layer.followers.append((module, "bias"))
                 bn = batchnorms.get(id(module))
                 if bn is not None:
                     layer.followers += [(bn, "weight"), (bn, "bias")]
-                for m, pname in layer.followers:
-                    p = getattr(m, pname)
-                    parametrize.register_parametrization(
-                        m, pname, _Mask(torch.ones_like(p, dtype=torch.bool)), unsafe=True
-                    )
+            for m, pname in [(module, "weight"), *layer.followers]:
+                track = self._track if m is module and pname == "weight" else None
+                mask = _Mask(torch.ones_like(getattr(m, pname), dtype=torch.bool), track)
+                parametrize.register_parametrization(m, pname, mask, unsafe=True)
             self._hooks.append(module.register_forward_hook(_record_positions))
             self._layers.append(layer)
         self._squashed = False
         self.step_ = 0
         self.target_ = 0.0
         if self._track is None:
-            self._maybe_update()
+            try:
+                self._maybe_update()
+            except Exception:
+                self._unwrap(keep_masks=False)  # leave the model as it came
+                raise
 
     # ------------------------------------------------------------------ public
 
@@ -485,16 +487,7 @@ class Pruner:
         The pruner is finished afterwards (``step()`` raises)."""
         self._check_live()
         self._zero_pruned()
-        for layer in self._layers:
-            for m, pname in [(layer.module, "weight"), *layer.followers]:
-                if parametrize.is_parametrized(m, pname):
-                    parametrize.remove_parametrizations(m, pname, leave_parametrized=True)
-            if hasattr(layer.module, "_pysparse_positions"):
-                del layer.module._pysparse_positions
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
-        self._squashed = True
+        self._unwrap(keep_masks=True)
         return self.model
 
     def __repr__(self) -> str:
@@ -504,6 +497,19 @@ class Pruner:
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _unwrap(self, keep_masks: bool) -> None:
+        """Remove parametrizations (baking the masks in, or not) and hooks."""
+        for layer in self._layers:
+            for m, pname in [(layer.module, "weight"), *layer.followers]:
+                if parametrize.is_parametrized(m, pname):
+                    parametrize.remove_parametrizations(m, pname, leave_parametrized=keep_masks)
+            if hasattr(layer.module, "_pysparse_positions"):
+                del layer.module._pysparse_positions
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self._squashed = True
 
     def _check_live(self) -> None:
         if self._squashed:
