@@ -394,3 +394,29 @@ def test_l1_regularization():
     assert model[0].bias.grad is None
     only = prune.l1_regularization(model, lam, modules=[model[4]])
     torch.testing.assert_close(only, lam * model[4].weight.abs().sum())
+
+
+def test_l2_and_magnitude_rank_groups_differently():
+    def pick(criterion):
+        layer = nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[3.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]))
+        model = nn.Sequential(layer)
+        return prune.Pruner(model, sparsity=0.5, pattern=(2, 2), criterion=criterion).masks_["0"]
+
+    # Block A = one spike (mean |w| 0.75, mean w^2 2.25), block B = flat ones (1 and 1).
+    assert pick("magnitude")[:, 2:].all() and not pick("magnitude")[:, :2].any()
+    assert pick("l2")[:, :2].all() and not pick("l2")[:, 2:].any()
+
+
+def test_gradual_schedule_drives_the_pruner():
+    model = mlp()
+    schedule = prune.gradual(begin=2, end=10, every=2)
+    pruner = prune.Pruner(model, sparsity=0.8, pattern=(2, 5), schedule=schedule, scope="layer")
+    changes = []
+    for step in range(1, 13):
+        changes.append(pruner.step())
+        expected = schedule(step, 0.8)
+        assert pruner.target_ == pytest.approx(expected)
+        assert pruner.report().sparsity == pytest.approx(expected, abs=0.01)
+    assert [i + 1 for i, c in enumerate(changes) if c] == [4, 6, 8, 10]  # step 2 is the 0.0 start
