@@ -62,7 +62,9 @@ def test_removal_gives_a_smaller_model_with_the_same_outputs(scope):
 
 def test_removal_of_a_linear_stack():
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4))
+    model = nn.Sequential(
+        nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4)
+    )
     pruner = prune.Pruner(model, sparsity=0.6, pattern="channel", scope="layer", exclude_last=True)
     model.eval()
     x = torch.randn(5, 20)

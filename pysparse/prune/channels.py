@@ -103,7 +103,9 @@ def remove_channels(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ValueError("the model still has pruning masks; call pruner.squash() first, then remove_channels")
+        raise ValueError(
+            "the model still has pruning masks; call pruner.squash() first, then remove_channels"
+        )
     leaves = _flatten(model)
     layers = [i for i, m in enumerate(leaves) if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not layers:

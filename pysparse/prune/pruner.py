@@ -131,7 +131,9 @@ def _named_prunable(model: nn.Module, modules: Iterable[Any] | None) -> list[tup
     for m in modules:
         if isinstance(m, str):
             if m not in by_name:
-                raise ValueError(f"the model has no module named {m!r}; names are those of model.named_modules()")
+                raise ValueError(
+                    f"the model has no module named {m!r}; names are those of model.named_modules()"
+                )
             m = by_name[m]
         if not isinstance(m, PRUNABLE):
             raise TypeError(f"only Linear and Conv2d layers can be pruned, got {type(m).__name__}")
@@ -300,7 +302,8 @@ class PruneReport:
         return None if any(v is None for v in vals) else sum(vals)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        head = ("layer", "kind", "shape", "target", "sparsity", "params", "nonzero", "FLOPs dense", "FLOPs kept")
+        head = ("layer", "kind", "shape", "target", "sparsity", "params", "nonzero",
+                "FLOPs dense", "FLOPs kept")
         lines = [
             (r.name, r.kind, "x".join(map(str, r.shape)), f"{r.target:.3f}", f"{r.sparsity:.3f}",
              _si(r.params), _si(r.nonzero), _si(r.flops_dense), _si(r.flops))
@@ -379,7 +382,9 @@ class Pruner:
         self.pattern_: Pattern = parse_pattern(pattern)
         self.criterion_: Criterion = get_criterion(criterion)
         if scope not in SCOPES:
-            raise ValueError(f"unknown scope {scope!r}; use 'global' (one ranking over all layers) or 'layer'")
+            raise ValueError(
+                f"unknown scope {scope!r}; use 'global' (one ranking over all layers) or 'layer'"
+            )
         if schedule is not None and not callable(schedule):
             raise TypeError(
                 "schedule must be None (prune at once) or a callable (step, final) -> sparsity "
@@ -407,7 +412,9 @@ class Pruner:
         self._hooks: list[Any] = []
         for name, module in named:  # check everything before touching the model
             if mask_of(module, "weight") is not None:
-                raise ValueError(f"layer {name!r} already has a pysparse mask; squash() the other Pruner first")
+                raise ValueError(
+                    f"layer {name!r} already has a pysparse mask; squash() the other Pruner first"
+                )
             self.pattern_.check(module.weight.shape[0], module.weight[0].numel(), name)
         batchnorms = _next_batchnorms(model) if self.pattern_.name == "channel" else {}
         for name, module in named:
@@ -493,7 +500,8 @@ class Pruner:
     def __repr__(self) -> str:
         return (
             f"Pruner(sparsity={self.sparsity}, pattern={self.pattern_!r}, criterion={self.criterion_!r}, "
-            f"scope={self.scope!r}, schedule={self.schedule_!r}, layers={len(self._layers)}, step_={self.step_})"
+            f"scope={self.scope!r}, schedule={self.schedule_!r}, layers={len(self._layers)}, "
+            f"step_={self.step_})"
         )
 
     # ------------------------------------------------------------------ internals
@@ -520,14 +528,18 @@ class Pruner:
         if overrides is None:
             return {}
         if not isinstance(overrides, dict):
-            raise TypeError(f"overrides must be a dict {{module or name: sparsity}}, got {type(overrides).__name__}")
+            raise TypeError(
+                f"overrides must be a dict {{module or name: sparsity}}, got {type(overrides).__name__}"
+            )
         by_name = {n: m for n, m in named}
         ids = {id(m) for _, m in named}
         out: dict[int, float] = {}
         for key, value in overrides.items():
             m = by_name.get(key) if isinstance(key, str) else key
             if m is None or id(m) not in ids:
-                raise ValueError(f"overrides key {key!r} is not a pruned layer; pruned layers are {sorted(by_name)}")
+                raise ValueError(
+                    f"overrides key {key!r} is not a pruned layer; pruned layers are {sorted(by_name)}"
+                )
             out[id(m)] = _check_sparsity(value, f"overrides[{key!r}]")
         return out
 
@@ -535,7 +547,9 @@ class Pruner:
         targets = [float(self.schedule_(self.step_, layer.final)) for layer in self._layers]
         for t in targets:
             if not 0.0 <= t < 1.0:
-                raise ValueError(f"the schedule returned sparsity {t} at step {self.step_}; it must be in [0, 1)")
+                raise ValueError(
+                    f"the schedule returned sparsity {t} at step {self.step_}; it must be in [0, 1)"
+                )
         if all(abs(t - layer.target) < 1e-12 for t, layer in zip(targets, self._layers)):
             return False
         self._update(targets)
@@ -565,10 +579,13 @@ class Pruner:
 
     def _rank(self, layer: _Layer) -> _Ranking:
         scores = self._scores(layer)
-        alive = mask_of(layer.module).mask.detach().to("cpu").reshape(layer.shape2d)  # type: ignore[union-attr]
+        mask = mask_of(layer.module)
+        assert mask is not None  # installed by __init__
+        alive = mask.mask.detach().to("cpu").reshape(layer.shape2d)
         gid, ngroups = self._groups(layer)
         if gid is None:
-            gscore, gsize, galive = scores.reshape(-1), torch.ones(ngroups, dtype=torch.int64), alive.reshape(-1)
+            gscore, galive = scores.reshape(-1), alive.reshape(-1)
+            gsize = torch.ones(ngroups, dtype=torch.int64)
         else:
             flat = gid.reshape(-1)
             gsize = torch.bincount(flat, minlength=ngroups)
@@ -579,7 +596,9 @@ class Pruner:
         tier[~galive.numpy()] = -1
         return _Ranking(tier, gscore.numpy(), gsize.numpy())
 
-    def _allocate_global(self, pool: list[int], ranks: dict[int, _Ranking], t: float) -> dict[int, np.ndarray]:
+    def _allocate_global(
+        self, pool: list[int], ranks: dict[int, _Ranking], t: float
+    ) -> dict[int, np.ndarray]:
         """Groups to prune per pooled layer: one ranking over all of them, each layer
         capped at ``max_layer_sparsity`` (a capped layer's surplus goes to the others)."""
         pruned: dict[int, np.ndarray] = {}
@@ -594,7 +613,8 @@ class Pruner:
             lid = np.concatenate([np.full(len(ranks[i]), i) for i in pool])
             gix = np.concatenate([np.arange(len(ranks[i])) for i in pool])
             order = _order(
-                np.concatenate([ranks[i].tiers for i in pool]), np.concatenate([ranks[i].scores for i in pool])
+                np.concatenate([ranks[i].tiers for i in pool]),
+                np.concatenate([ranks[i].scores for i in pool]),
             )
             size = np.concatenate([ranks[i].sizes for i in pool])[order]
             k = _choose_k(np.cumsum(size), remaining, len(order))
