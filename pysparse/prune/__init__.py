@@ -1,0 +1,49 @@
+"""Pruning PyTorch models into the patterns pysparse's kernels run (needs torch).
+
+    from pysparse import prune
+    pruner = prune.Pruner(model, sparsity=0.9, pattern=(8, 1), criterion="magnitude",
+                          scope="global", schedule=prune.gradual(begin=0, end=2000, every=100))
+    for x, y in loader:                      # your training loop
+        opt.zero_grad(); loss = loss_fn(model(x), y)
+        (loss + prune.l1_regularization(model, 1e-6)).backward(); opt.step()
+        pruner.step()
+    print(pruner.report())
+    model = pruner.squash()
+
+- criteria (``importance``): "magnitude", "l2", "taylor", "fisher", or a callable
+  ``(module, name) -> scores``;
+- patterns (``patterns``): "unstructured", (R, C) blocks, "N:M", "channel";
+- schedules (``schedules``): ``one_shot``, ``iterative``, ``gradual``;
+- ``remove_channels``: a channel-pruned Sequential stack becomes a smaller dense model.
+"""
+
+from __future__ import annotations
+
+from .channels import remove_channels
+from .importance import CRITERIA, L2, Fisher, Magnitude, Taylor, get_criterion
+from .patterns import NM, Block, Channel, Pattern, Unstructured, parse_pattern
+from .pruner import LayerReport, PruneReport, Pruner, l1_regularization
+from .schedules import gradual, iterative, one_shot
+
+__all__ = [
+    "CRITERIA",
+    "NM",
+    "Block",
+    "Channel",
+    "Fisher",
+    "L2",
+    "LayerReport",
+    "Magnitude",
+    "Pattern",
+    "PruneReport",
+    "Pruner",
+    "Taylor",
+    "Unstructured",
+    "get_criterion",
+    "gradual",
+    "iterative",
+    "l1_regularization",
+    "one_shot",
+    "parse_pattern",
+    "remove_channels",
+]
