@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .formats import SparseMatrixBase
-from .runtime import OPS
+from .runtime import OPS, csr_pack
 
 _SPARSE_CLASSES = ("SparseLinear", "SparseConv2d")
 
@@ -244,7 +244,7 @@ class _Exporter:
             if w.format != fmt:
                 raise ValueError(f"module {base!r}: .format is {fmt!r} but its weight is a {type(w).__name__}")
             if fmt == "csr":
-                params = {"indptr": w.indptr, "indices": w.indices, "data": w.data}
+                params = csr_pack(w.indptr, w.indices, w.data, *w.shape)
             elif fmt == "bsr":
                 attrs["block"] = list(w.block)
                 params = {"indptr": w.indptr, "indices": w.indices, "data": w.data}

@@ -30,7 +30,7 @@ import numpy as np
 
 from .runtime import FORMAT_NAME, FORMAT_VERSION, Model, ModelFileError
 
-__all__ = ["ModelFileError", "load", "save", "read_file", "MAX_FILE_BYTES", "MAX_HEADER_BYTES"]
+__all__ = ["ModelFileError", "load", "save", "read_file", "write_file", "MAX_FILE_BYTES", "MAX_HEADER_BYTES"]
 
 MAX_FILE_BYTES = 1 << 34  # 16 GiB
 MAX_HEADER_BYTES = 64 << 20  # safetensors itself caps headers at 100 MB
@@ -123,7 +123,7 @@ def _parse(buf: bytes, what: str) -> tuple[dict[str, str], dict[str, np.ndarray]
     if end != len(data):
         raise ModelFileError(f"{what}: {len(data) - end} bytes after the last array (corrupted or appended to)")
     arrays = {
-        name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=b).reshape(shape).astype(dtype.newbyteorder("="))
+        name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=b).reshape(shape).astype(dtype.name)
         for b, _, name, dtype, shape in spans
     }
     return meta, arrays
@@ -206,12 +206,7 @@ def save(
     runtime = Model(graph, arrays)
     got = runtime(*[t.numpy() for t in inputs])
     _compare(ref, got, rtol)
-    meta = {
-        _META_FORMAT: FORMAT_NAME,
-        _META_VERSION: str(FORMAT_VERSION),
-        _META_GRAPH: json.dumps(graph, separators=(",", ":"), allow_nan=False),
-    }
-    _write(os.fspath(path), arrays, meta)
+    write_file(path, graph, arrays)
     return runtime
 
 
@@ -236,9 +231,20 @@ def _compare(ref: Any, got: Any, rtol: float) -> None:
             )
 
 
-def _write(path: str, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
+def write_file(path: str | os.PathLike[str], graph: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write a graph and its arrays as a model file (no checks: ``save`` checks before calling this).
+
+    The file is written next to ``path`` and renamed into place, so a failed
+    write never leaves a half file under the final name.
+    """
     from safetensors.numpy import save_file
 
+    meta = {
+        _META_FORMAT: FORMAT_NAME,
+        _META_VERSION: str(FORMAT_VERSION),
+        _META_GRAPH: json.dumps(graph, separators=(",", ":"), allow_nan=False),
+    }
+    path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=meta)
