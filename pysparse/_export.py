@@ -537,6 +537,8 @@ def _name_of(target: Any) -> str:
 def export(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(graph, arrays) of ``model`` for the runtime; raises ValueError naming anything it cannot run."""
     tracer = _Tracer()
+    if tracer.is_leaf_module(model, ""):  # a bare layer: trace it as a call, not through its forward
+        model = nn.Sequential(model)
     try:
         graph = tracer.trace(model)
     except UnsupportedOp:
