@@ -240,6 +240,13 @@ class _Exporter:
     def matrix_node(self, base: str, op: str, x: Any, m: Any, attrs: dict[str, Any]) -> str:
         fmt, w = str(m.format), m.weight
         attrs["format"] = fmt
+        if op == "linear":
+            want = (attrs["out_features"], attrs["in_features"])
+        else:
+            want = (attrs["out_channels"], attrs["in_channels"] // attrs["groups"] * attrs["kernel_size"][0]
+                    * attrs["kernel_size"][1])
+        if tuple(w.shape) != want:
+            raise ValueError(f"module {base!r}: weight has shape {tuple(w.shape)}, its sizes say {want}")
         if isinstance(w, SparseMatrixBase):
             if w.format != fmt:
                 raise ValueError(f"module {base!r}: .format is {fmt!r} but its weight is a {type(w).__name__}")

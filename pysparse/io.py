@@ -176,7 +176,8 @@ def save(
 ) -> Model:
     """Write ``model`` (a torch module, converted or plain) to one model file at ``path``.
 
-    ``example_inputs`` (a tensor or a tuple of tensors) runs through the torch
+    ``example_inputs`` (a tensor or a tuple of tensors; numpy arrays work too;
+    their first dimension is the batch, free at run time) runs through the torch
     model and through the runtime graph built from the file's contents; if
     they disagree by more than ``rtol`` times the largest output magnitude,
     nothing is written and ValueError is raised. An op the runtime cannot run
@@ -192,8 +193,9 @@ def save(
         inputs = tuple(example_inputs)
     else:
         inputs = (example_inputs,)
+    inputs = tuple(torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in inputs)
     if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise TypeError("example_inputs must be a tensor or a non-empty tuple of tensors")
+        raise TypeError("example_inputs must be a tensor (or numpy array) or a non-empty tuple of them")
     inputs = tuple(t.detach().to(torch.float32).cpu() for t in inputs)
     was_training = model.training
     model.eval()

@@ -447,3 +447,22 @@ def test_write_file_leaves_no_partial_file(tmp_path):
     with pytest.raises(Exception):
         write_file(tmp_path / "x.pspz", {"inputs": []}, {"a": np.zeros(2, dtype=object)})
     assert not list(tmp_path.iterdir())
+
+
+def test_round_trip_of_a_converted_model(torch, tmp_path):
+    """With the real pysparse.convert (runs once that module exists): formats survive the file."""
+    pytest.importorskip("pysparse.convert")
+    from _fake_nn import magnitude_prune
+
+    model = _cnn(torch).eval()
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)) and getattr(mod, "groups", 1) == 1:
+            w = mod.weight.detach().numpy().reshape(mod.weight.shape[0], -1)
+            mod.weight.data = torch.from_numpy(magnitude_prune(w, 0.9).reshape(mod.weight.shape))
+    x = torch.randn(2, 3, 16, 16)
+    sm = ps.convert(model, example_inputs=x, progress=False)
+    m = _check_round_trip(torch, sm, tmp_path / "conv.pspz", (3, 16, 16))
+    modules = dict(sm.named_modules())
+    assert {li.name: li.format for li in m.layers if li.op in ("linear", "conv2d")} == {
+        name: modules[name].format for name in ("stem", "expand", "dw", "project", "head")
+    }
