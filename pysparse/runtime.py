@@ -15,6 +15,7 @@ raises ``ModelFileError`` (a ``ValueError``) naming the node.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ MAX_RANK = 8
 MAX_INPUTS = 64
 MAX_DIM = 2**31 - 1
 MAX_DRY_RUN_ELEMENTS = 1 << 27  # per tensor, at batch 1
+MAX_TENSOR_ELEMENTS = 1 << 31  # per tensor a growing op (cat, broadcast) may make
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
 
@@ -589,9 +591,22 @@ def _build_unsqueeze(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> 
     return run
 
 
+# The most elements a growing op (cat, broadcast) may make: MAX_TENSOR_ELEMENTS,
+# or MAX_DRY_RUN_ELEMENTS while a load checks the graph at batch 1.
+_GROW_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("pysparse_grow_limit", default=MAX_TENSOR_ELEMENTS)
+
+
+def _guard(elements: int, node: str) -> None:
+    """Ops that can grow tensors refuse sizes no model needs, before allocating them."""
+    limit = _GROW_LIMIT.get()
+    if elements > limit:
+        raise ValueError(f"node {node!r} would make a tensor of {elements} elements (at most {limit})")
+
+
 def _build_cat(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     def run(*xs: Any) -> np.ndarray:
         ts = [_tensor(x, node) for x in xs]
+        _guard(sum(t.size for t in ts), node)
         return np.concatenate(ts, axis=_dim(a["dim"], ts[0].ndim, node))
 
     return run
@@ -642,9 +657,10 @@ def _build_binary(op: str) -> Callable[[str, dict[str, Any], dict[str, np.ndarra
         def run(x: Any, y: Any) -> Any:
             if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
                 try:
-                    np.broadcast_shapes(x.shape, y.shape)
+                    shape = np.broadcast_shapes(x.shape, y.shape)
                 except ValueError:
                     raise ValueError(f"node {node!r}: shapes {x.shape} and {y.shape} do not broadcast") from None
+                _guard(math.prod(shape), node)
             return fn(x, y)
 
         return run
@@ -893,14 +909,18 @@ class Model:
     def _dry_run(self) -> None:
         """Run zeros of the declared input shapes (free dims 1) once: shapes that do not
         fit between nodes, or intermediates beyond MAX_DRY_RUN_ELEMENTS, fail here, at load."""
-        xs = [np.zeros(tuple(1 if d is None else d for d in s["shape"]), dtype=np.float32) for s in self._inputs]
-        if sum(x.size for x in xs) > MAX_DRY_RUN_ELEMENTS:
+        shapes = [tuple(1 if d is None else d for d in s["shape"]) for s in self._inputs]
+        if sum(math.prod(s) for s in shapes) > MAX_DRY_RUN_ELEMENTS:
             raise ModelFileError(f"declared input shapes {self.input_shapes} are too large")
+        xs = [np.zeros(s, dtype=np.float32) for s in shapes]
+        token = _GROW_LIMIT.set(MAX_DRY_RUN_ELEMENTS)
         try:
             with np.errstate(all="ignore"):
                 self._run(xs, MAX_DRY_RUN_ELEMENTS)
         except (ValueError, TypeError, IndexError, MemoryError, OverflowError) as e:
             raise ModelFileError(f"the graph does not run on inputs of its declared shapes: {e}") from None
+        finally:
+            _GROW_LIMIT.reset(token)
 
     def _check_node(self, raw: Any, i: int, defined: dict[str, str], used_arrays: set[str]) -> _Node:
         where = f"node {i}"

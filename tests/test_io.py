@@ -150,6 +150,20 @@ def _set(path_keys, value):
     return fn
 
 
+def _bomb(g, op):
+    """Nodes after fc1 (24 values at batch 1) that grow a tensor 512x (cat) or square it (mul) per step."""
+    nodes, prev = [], "fc1"
+    for i in range(3):
+        if op == "cat":
+            nodes.append({"name": f"g{i}", "op": "cat", "inputs": [prev] * 512, "attrs": {"dim": 1}})
+        else:
+            nodes += [{"name": f"c{i}", "op": "reshape", "inputs": [prev, -1, 1]},
+                      {"name": f"r{i}", "op": "reshape", "inputs": [prev, 1, -1]},
+                      {"name": f"g{i}", "op": "mul", "inputs": [f"c{i}", f"r{i}"]}]
+        prev = f"g{i}"
+    g["nodes"][1:1] = nodes
+
+
 GRAPH_ATTACKS = {
     "unknown-op": (_set(["nodes", 1, "op"], "os.system"), "unknown op"),
     "undefined-input": (_set(["nodes", 1, "inputs"], ["nowhere"]), "not defined before"),
@@ -174,9 +188,12 @@ GRAPH_ATTACKS = {
     "wrong-shape": (lambda g, a: a.update({"fc1.bias": np.zeros(25, np.float32)}), "must have shape"),
     "index-out-of-range": (lambda g, a: a.update({"fc2.indices": a["fc2.indices"] + 100}), "out of range"),
     "bucket-overflow": (lambda g, a: a.update({"fc1.col_lo": np.full_like(a["fc1.col_lo"], 255)}), "fc1"),
+    "huge-input": (_set(["inputs", 0, "shape"], [None, 2**31 - 1, 2**31 - 1]), "too large"),
     "inconsistent-shapes": (_set(["nodes", 2, "attrs", "in_features"], 25), "does not run"),
     "reshape-huge": (lambda g, a: g["nodes"].insert(2, {"name": "r", "op": "reshape", "inputs": ["act1", 2**30, 2**30]}),
                      "does not run"),
+    "cat-bomb": (lambda g, a: _bomb(g, "cat"), "would make a tensor"),
+    "broadcast-bomb": (lambda g, a: _bomb(g, "mul"), "would make a tensor"),
     "counts-lie": (lambda g, a: a["fc1.bucket_nnz"].__setitem__((0, 0), a["fc1.bucket_nnz"][0, 0] + 1), "sum to"),
 }
 
