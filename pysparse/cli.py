@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         print(f"pysparse: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError, KeyError) as e:
+    except (ValueError, TypeError, OSError, KeyError, MemoryError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"pysparse: error: {msg}", file=sys.stderr)
         return 2
