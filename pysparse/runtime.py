@@ -380,8 +380,7 @@ _BINARY = {"add": _binary(np.add), "sub": _binary(np.subtract), "mul": _binary(n
 
 def _div(a: Any, b: Any) -> Any:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _f32(np.true_divide(a, b))
+        return _f32(np.true_divide(a, b))
     return a / b
 
 
@@ -1005,7 +1004,9 @@ class Model:
         """Run the graph: one numpy array per input; one array per output (a tuple if several)."""
         if len(inputs) != len(self._inputs):
             raise TypeError(f"the model takes {len(self._inputs)} input(s) {self.input_names}, got {len(inputs)}")
-        outs = self._run([self._check_input(x, s) for x, s in zip(inputs, self._inputs)])
+        xs = [self._check_input(x, s) for x, s in zip(inputs, self._inputs)]
+        with np.errstate(all="ignore"):  # IEEE results (inf, nan) without warnings, as torch gives them
+            outs = self._run(xs)
         return outs[0] if len(outs) == 1 else outs
 
     def _run(self, xs: list[np.ndarray], limit: int | None = None) -> tuple[Any, ...]:

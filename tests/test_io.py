@@ -104,7 +104,8 @@ def test_header_length_lies(mlp_file, tmp_path):
 
 
 def test_random_byte_flips_never_crash(mlp_file, tmp_path, rng):
-    """Flipped bytes either still load (a value changed) or raise ModelFileError; nothing else."""
+    """Flipped bytes either still load and run (a value changed, maybe to inf or nan, silently
+    as in torch) or raise ModelFileError; nothing else."""
     buf = mlp_file[0].read_bytes()
     bad = tmp_path / "flip.pspz"
     errors = 0

@@ -184,3 +184,15 @@ def test_densified_model_matches(tmp_path):
     assert [li.format for li in d.layers] == ["dense", "dense"]
     assert relerr(d(x), m(x)) <= OP_RTOL
     assert [li.sparsity for li in d.layers] == pytest.approx([li.sparsity for li in m.layers])
+
+
+def test_inf_and_nan_propagate_without_warnings(tmp_path):
+    """IEEE semantics like torch: x / 0 gives inf or nan, never a numpy warning (an error under pytest)."""
+    model = Fn2(lambda x, y: torch.softmax(x / y - x * 0, dim=0)).eval()
+    x = torch.tensor([[1.0, 0.0, -3.0, 2.0]])
+    y = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    ps.save(model, tmp_path / "m.pspz", (x, y))
+    got = ps.load(tmp_path / "m.pspz")(x.numpy(), y.numpy())
+    with torch.no_grad():
+        ref = model(x, y).numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(ref)) and np.isnan(got).sum() >= 2
