@@ -370,7 +370,9 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 def _binary(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def run(a: Any, b: Any) -> Any:
         y = fn(a, b)
-        return _f32(y) if isinstance(y, np.ndarray) else y
+        if isinstance(y, np.ndarray):
+            return _f32(y)
+        return int(y) if isinstance(a, int) and isinstance(b, int) else float(y)  # size arithmetic
 
     return run
 

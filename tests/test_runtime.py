@@ -81,6 +81,8 @@ CASES = {
     "flatten-fn": (lambda: Fn(lambda x: torch.flatten(x, 2)), [IMG], {"flatten"}),
     "view-size": (lambda: Fn(lambda x: x.view(x.size(0), -1)), [IMG], {"reshape", "size"}),
     "reshape-shape": (lambda: Fn(lambda x: x.reshape(x.shape[0], 3, -1).reshape(-1, 99)), [IMG], {"reshape", "size"}),
+    "size-arithmetic": (lambda: Fn(lambda x: x.view(x.size(0), x.size(1) * x.size(2), -1) + 0.5), [IMG],
+                        {"reshape", "size", "mul"}),
     "permute": (lambda: Fn(lambda x: x.permute(0, 2, 3, 1).contiguous()), [IMG], {"permute"}),
     "transpose": (lambda: Fn(lambda x: torch.transpose(x, 1, 2)), [SEQ], {"transpose"}),
     "squeeze-unsqueeze": (lambda: Fn(lambda x: x.unsqueeze(1).unsqueeze(-1).squeeze(-1)), [SEQ],
