@@ -47,7 +47,7 @@ def cpu_info() -> dict[str, Any]:
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
 _LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
-_LAZY_ATTRS: dict[str, tuple[str, str]] = {}
+_LAZY_ATTRS: dict[str, tuple[str, str]] = {"save": ("io", "save"), "load": ("io", "load")}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,175 @@
+"""The ``pysparse`` command: info, inspect, bench and run, torch-free.
+
+Every error prints one line (``pysparse: error: ...``) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+MAX_BENCH_ELEMENTS = 1 << 28
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, no usage dump
+        raise _UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pysparse", description="Inspect, benchmark and run pysparse model files (.pspz).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("info", help="CPU, ISA, kernels in use, threads")
+    s = sub.add_parser("inspect", help="layers, formats, sparsity and bytes of a model file")
+    s.add_argument("model")
+    s = sub.add_parser("bench", help="latency of a model file against its densified twin (same runtime)")
+    s.add_argument("model")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--rounds", type=int, default=50, help="timed calls per variant (interleaved)")
+    s.add_argument("--warmup", type=int, default=5)
+    s = sub.add_parser("run", help="run a model file on .npy inputs")
+    s.add_argument("model")
+    s.add_argument("--input", "-i", action="append", required=True, help=".npy file (repeat for several inputs)")
+    s.add_argument("--output", "-o", action="append", default=[], help=".npy file (repeat for several outputs)")
+    return p
+
+
+def _info() -> None:
+    import pysparse as ps
+
+    info = ps.cpu_info()
+    feats = sorted(k for k, v in info["features"].items() if v)
+    print(f"pysparse {ps.__version__} from {os.path.dirname(ps.__file__)}")
+    print(f"arch: {info['arch']}  isa in use: {info['isa']}  built: {', '.join(info['built'])}  "
+          f"runnable: {', '.join(info['runnable'])}")
+    print(f"cpu features: {', '.join(feats) or '-'}")
+    print(f"threads: {info['threads']} (default {info['default_threads']}, os.cpu_count {os.cpu_count()})")
+    print("kernels in use:")
+    for slot, kernel in sorted(info["kernels"].items()):
+        print(f"  {slot:<14} {kernel}")
+    conv = "pysparse.ops.conv2d" if getattr(ps.ops, "conv2d", None) is not None else "runtime im2col (numpy)"
+    print(f"conv2d: {conv}  numpy: {np.__version__}")
+
+
+def _inspect(path: str) -> None:
+    from .io import load
+
+    m = load(path)
+    print(f"{path}: {os.path.getsize(path):,} bytes")
+    print(m.summary())
+
+
+def _timings(fns: Sequence[Any], x: Sequence[np.ndarray], rounds: int, warmup: int) -> list[np.ndarray]:
+    """Per-call seconds of each fn, interleaved so that load changes hit all alike."""
+    for _ in range(warmup):
+        for f in fns:
+            f(*x)
+    times = np.empty((len(fns), rounds))
+    for r in range(rounds):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f(*x)
+            times[i, r] = time.perf_counter() - t0
+    return list(times)
+
+
+def _blas_limit(threads: int) -> Any:
+    """Limit numpy's BLAS (the dense path) to the same threads, when threadpoolctl is there."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def _bench(path: str, batch: int, threads: int, rounds: int, warmup: int) -> None:
+    import pysparse as ps
+
+    from .io import load
+
+    if batch < 1 or threads < 1 or rounds < 3 or warmup < 0:
+        raise ValueError("--batch and --threads must be >= 1, --rounds >= 3, --warmup >= 0")
+    sparse = load(path)
+    dense = sparse.densified()
+    rng = np.random.default_rng(0)
+    xs = []
+    for name, shape in zip(sparse.input_names, sparse.input_shapes):
+        full = tuple(batch if s is None else s for s in shape)
+        if int(np.prod(full, dtype=np.float64)) > MAX_BENCH_ELEMENTS:
+            raise ValueError(f"input {name!r} of shape {full} is too large to benchmark")
+        xs.append(rng.standard_normal(full).astype(np.float32))
+    previous = ps.get_num_threads()
+    ps.set_num_threads(threads)
+    limiter = _blas_limit(threads)
+    try:
+        ts, td = _timings([sparse, dense], xs, rounds, warmup)
+    finally:
+        ps.set_num_threads(previous)
+        if limiter is not None:
+            limiter.restore_original_limits()
+    formats = sorted({li.format for li in sparse.layers if li.op in ("linear", "conv2d")})
+    print(f"{path}: batch {batch}, threads {threads}, {rounds} rounds interleaved, formats {formats}")
+    if limiter is None:
+        print("note: threadpoolctl is not installed, so the dense path's BLAS threads are not limited")
+    for label, t in (("sparse", ts), ("dense", td)):
+        q1, med, q3 = np.percentile(t, [25, 50, 75]) * 1e3
+        print(f"  {label:<7} median {med:9.3f} ms   IQR {q1:.3f}-{q3:.3f} ms")
+    print(f"  speedup (dense median / sparse median): {np.median(td) / np.median(ts):.2f}x")
+
+
+def _run(path: str, inputs: list[str], outputs: list[str]) -> None:
+    from .io import load
+
+    m = load(path)
+    xs = []
+    for f in inputs:
+        try:
+            xs.append(np.load(f, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {f} as a .npy array: {e}") from None
+    ys = m(*xs)
+    ys = list(ys) if isinstance(ys, tuple) else [ys]
+    if outputs and len(outputs) != len(ys):
+        raise ValueError(f"the model has {len(ys)} output(s) but {len(outputs)} --output file(s) were given")
+    for i, y in enumerate(ys):
+        if outputs:
+            np.save(outputs[i], y)
+            print(f"{m.output_names[i]}: {y.shape} -> {outputs[i]}")
+        else:
+            print(f"{m.output_names[i]}: shape {y.shape}, mean {float(y.mean()):.6g}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pysparse`` command; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "info":
+            _info()
+        elif args.command == "inspect":
+            _inspect(args.model)
+        elif args.command == "bench":
+            _bench(args.model, args.batch, args.threads, args.rounds, args.warmup)
+        else:
+            _run(args.model, args.input, args.output)
+    except _UsageError as e:
+        print(f"pysparse: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, KeyError, MemoryError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"pysparse: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # python -m pysparse.cli
+    sys.exit(main())
