@@ -11,7 +11,7 @@ from typing import Any
 
 from . import _core
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase
-from .ops import linear, spmm
+from .ops import conv2d, linear, spmm
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,8 @@ __all__ = [
     "CSRMatrix",
     "NMMatrix",
     "SparseMatrixBase",
+    "conv2d",
+    "convert",
     "cpu_info",
     "get_num_threads",
     "linear",
@@ -47,7 +49,7 @@ def cpu_info() -> dict[str, Any]:
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
 _LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
-_LAZY_ATTRS: dict[str, tuple[str, str]] = {}
+_LAZY_ATTRS: dict[str, tuple[str, str]] = {"convert": ("convert", "convert")}
 
 
 def __getattr__(name: str) -> Any:
