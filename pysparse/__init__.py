@@ -59,5 +59,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY_ATTRS:
         mod, attr = _LAZY_ATTRS[name]
-        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value  # import sets pysparse.<mod> to the module: the function wins
+        return value
     raise AttributeError(f"module 'pysparse' has no attribute {name!r}")

@@ -13,7 +13,9 @@ the report says why.
 from __future__ import annotations
 
 import copy
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -420,3 +422,15 @@ def convert(
         reports, batch, threads, str(_core.get_isa()), time.perf_counter() - start
     )
     return target
+
+
+class _CallableModule(types.ModuleType):
+    """``pysparse.convert`` names both this module and its function: importing the
+    module (``from pysparse.convert import ...``) makes it the package attribute, so
+    the module is callable too and ``ps.convert(model, ...)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        return convert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
