@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from . import _core, ops
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase, parse_nm
 
 __all__ = [
@@ -335,6 +335,32 @@ class _SparseModule(torch.nn.Module):
         self.threads = _threads_arg(threads)
         self.register_buffer("bias", _bias_buffer(bias, outputs))
         self._handle = register_weight(weight)
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        # numpy / torch views that spare the eager forward a conversion per call,
+        # each keyed by the object it views (a replaced bias or weight is re-viewed).
+        self._bias_view: tuple[Any, Any] = (None, None)
+        self._weight_view: tuple[Any, Any] = (None, None)
+
+    def _bias_numpy(self) -> np.ndarray | None:
+        b = self._buffers["bias"]
+        if b is None:
+            return None
+        src, view = self._bias_view
+        if src is not b:
+            view = b.detach().numpy()
+            self._bias_view = (b, view)
+        return view
+
+    def _weight_tensor(self) -> torch.Tensor:
+        """The dense numpy weight as a tensor sharing its memory."""
+        w = self.weight
+        src, view = self._weight_view
+        if src is not w:
+            view = torch.from_numpy(w)
+            self._weight_view = (w, view)
+        return view
 
     @property
     def handle(self) -> int:
@@ -360,6 +386,7 @@ class _SparseModule(torch.nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._handle = register_weight(self.weight)
+        self._reset_caches()
 
 
 class SparseLinear(_SparseModule):
@@ -388,8 +415,14 @@ class SparseLinear(_SparseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _eager(x):
-            _refuse_grad("SparseLinear", x, self.bias)
-            return _linear_impl(x, self._handle, self.out_features, self.bias, self.threads)
+            bias = self._buffers["bias"]
+            _refuse_grad("SparseLinear", x, bias)
+            if self.format == "dense":
+                return F.linear(x, self._weight_tensor(), bias)
+            if x.dim() == 2 and not x.requires_grad and x.device.type == "cpu":
+                # The common case, with as little Python as possible between torch and the kernel.
+                return torch.from_numpy(_core.linear(x.numpy(), self.weight._m, self._bias_numpy(), self.threads))
+            return _linear_impl(x, self._handle, self.out_features, bias, self.threads)
         return torch.ops.pysparse.linear(x, self._handle, self.out_features, self.bias, self.threads)
 
     def extra_repr(self) -> str:
