@@ -21,7 +21,6 @@ __all__ = [
     "NMMatrix",
     "SparseMatrixBase",
     "conv2d",
-    "convert",
     "cpu_info",
     "get_num_threads",
     "linear",

@@ -143,6 +143,8 @@ def _conv_dense(
     n, c = xa.shape[:2]
     cout, kg = w.shape
     pixels = out_hw[0] * out_hw[1]
+    if groups == c and not direct:
+        return _conv_depthwise(w, bias, win, n, c, cout, out_hw)
     wg = w.reshape(groups, cout // groups, kg)
     y = np.empty((n, cout, pixels), dtype=np.float32)
     chunk = n if direct else max(1, min(n, _IM2COL_BYTES // max(1, 4 * kg * groups * pixels)))
@@ -154,6 +156,26 @@ def _conv_dense(
             cols = win(i, j).reshape(j - i, groups, kg, pixels)  # rows ordered (c, kh, kw) like w
         # (g, Cout/g, Kg) @ (n, g, Kg, P) -> (n, g, Cout/g, P)
         np.matmul(wg, cols, out=y[i:j].reshape(j - i, groups, cout // groups, pixels))
+    if bias is not None:
+        y += bias[:, None]
+    return y
+
+
+def _conv_depthwise(
+    w: np.ndarray, bias: np.ndarray | None, win: Any, n: int, c: int, cout: int, out_hw: tuple[int, int]
+) -> np.ndarray:
+    """groups == channels: one multiply-add pass over the image per kernel tap (no im2col)."""
+    windows = win(0, n)  # (N, C, kh, kw, Ho, Wo), a view
+    kh, kw = windows.shape[2:4]
+    mult = cout // c
+    wv = w.reshape(c, mult, kh, kw)
+    y = np.zeros((n, c, mult, out_hw[0], out_hw[1]), dtype=np.float32)
+    tmp = np.empty_like(y)
+    for i in range(kh):
+        for j in range(kw):
+            np.multiply(windows[:, :, None, i, j], wv[None, :, :, i, j, None, None], out=tmp)
+            y += tmp
+    y = y.reshape(n, cout, out_hw[0] * out_hw[1])
     if bias is not None:
         y += bias[:, None]
     return y
