@@ -21,7 +21,6 @@ dense model before anything is timed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import time
@@ -33,10 +32,9 @@ import torch
 
 import pysparse as ps
 
-try:  # numpy's BLAS threads (the runtime's dense layers); scikit-learn brings threadpoolctl
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
+# Shared with the kernel benchmark (bench/ is on sys.path when this script runs):
+# one thread count for torch, pysparse and numpy's BLAS (the runtime's dense layers).
+from _contenders import _inner_count, threads
 
 CHECK_RTOL = 1e-4
 
@@ -110,18 +108,12 @@ def runtime_contender(sm: torch.nn.Module, x: np.ndarray, workdir: Path) -> tupl
     return (lambda: model(x)), f"file {path.stat().st_size / 1e6:.2f} MB"
 
 
-def inner_count(fn: Callable[[], Any], target_s: float) -> int:
-    t = time.perf_counter()
-    fn()
-    return max(1, min(2000, int(target_s / max(time.perf_counter() - t, 1e-7))))
-
-
 def measure(fns: dict[str, Callable[[], Any]], rounds: int, target_s: float) -> dict[str, dict[str, float]]:
     names = list(fns)
     for fn in fns.values():  # warm-up
         fn()
         fn()
-    inner = {n: inner_count(fns[n], target_s) for n in names}
+    inner = {n: _inner_count(fns[n], target_s) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
@@ -141,20 +133,6 @@ def measure(fns: dict[str, Callable[[], Any]], rounds: int, target_s: float) -> 
             "speedup_iqr": float(np.percentile(ratio, 75) - np.percentile(ratio, 25)),
         }
     return out
-
-
-@contextlib.contextmanager
-def threads(n: int):
-    before = (torch.get_num_threads(), ps.get_num_threads())
-    torch.set_num_threads(n)
-    ps.set_num_threads(n)
-    ctx = threadpool_limits(limits=n) if threadpool_limits is not None else contextlib.nullcontext()
-    try:
-        with ctx:
-            yield
-    finally:
-        torch.set_num_threads(before[0])
-        ps.set_num_threads(before[1])
 
 
 def run_case(name: str, model: torch.nn.Module, shape: tuple[int, ...], batch: int, args: argparse.Namespace,

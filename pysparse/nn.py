@@ -225,18 +225,17 @@ def _linear_impl(x: torch.Tensor, handle: int, out_features: int, bias: torch.Te
     return y.reshape(*lead, out_features)
 
 
-@torch.library.custom_op(
+_linear_op = torch.library.custom_op(
     "pysparse::linear",
+    _linear_impl,
     mutates_args=(),
     device_types="cpu",
     schema="(Tensor x, int handle, int out_features, Tensor? bias, int threads) -> Tensor",
 )
-def _linear_op(x: torch.Tensor, handle: int, out_features: int, bias: Optional[torch.Tensor], threads: int) -> torch.Tensor:
-    return _linear_impl(x, handle, out_features, bias, threads)
 
 
 @_linear_op.register_fake
-def _linear_fake(x: torch.Tensor, handle: int, out_features: int, bias: Optional[torch.Tensor], threads: int) -> torch.Tensor:
+def _linear_fake(x: torch.Tensor, handle: int, out_features: int, *_: Any) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], out_features))
 
 
@@ -271,8 +270,9 @@ def _conv2d_impl(
     )
 
 
-@torch.library.custom_op(
+_conv2d_op = torch.library.custom_op(
     "pysparse::conv2d",
+    _conv2d_impl,
     mutates_args=(),
     device_types="cpu",
     schema=(
@@ -280,36 +280,15 @@ def _conv2d_impl(
         "int[] padding, int[] dilation, int groups, int threads) -> Tensor"
     ),
 )
-def _conv2d_op(
-    x: torch.Tensor,
-    handle: int,
-    out_channels: int,
-    bias: Optional[torch.Tensor],
-    kernel_size: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    threads: int,
-) -> torch.Tensor:
-    return _conv2d_impl(x, handle, out_channels, bias, kernel_size, stride, padding, dilation, groups, threads)
 
 
 @_conv2d_op.register_fake
 def _conv2d_fake(
-    x: torch.Tensor,
-    handle: int,
-    out_channels: int,
-    bias: Optional[torch.Tensor],
-    kernel_size: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    threads: int,
+    x: torch.Tensor, handle: int, out_channels: int, bias: Any, kernel: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int], dilation: Sequence[int], *_: Any,
 ) -> torch.Tensor:
     torch._check(x.dim() == 4, lambda: f"pysparse::conv2d takes x (N, C, H, W), got {x.dim()}-D")
-    h, w = (_conv_out(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i]) for i in range(2))
+    h, w = (_conv_out(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
     return x.new_empty((x.shape[0], out_channels, h, w))
 
 
@@ -353,12 +332,15 @@ class _SparseModule(torch.nn.Module):
             self._bias_view = (b, view)
         return view
 
+    def _dense_shape(self) -> tuple[int, ...]:
+        return tuple(self.weight.shape)
+
     def _weight_tensor(self) -> torch.Tensor:
-        """The dense numpy weight as a tensor sharing its memory."""
+        """The dense numpy weight as a tensor sharing its memory, shaped like torch's."""
         w = self.weight
         src, view = self._weight_view
         if src is not w:
-            view = torch.from_numpy(w)
+            view = torch.from_numpy(w).view(self._dense_shape())
             self._weight_view = (w, view)
         return view
 
@@ -492,13 +474,20 @@ class SparseConv2d(_SparseModule):
             stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups, threads=threads,
         )
 
+    def _dense_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (C, H, W) like nn.Conv2d takes; fx proxies (no concrete ndim) are taken as 4-D.
         unbatched = isinstance(x, torch.Tensor) and x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
         if _eager(x):
-            _refuse_grad("SparseConv2d", x, self.bias)
+            bias = self._buffers["bias"]
+            _refuse_grad("SparseConv2d", x, bias)
+            if self.format == "dense":
+                y = F.conv2d(x, self._weight_tensor(), bias, self.stride, self.padding, self.dilation, self.groups)
+                return y.squeeze(0) if unbatched else y
             y = _conv2d_impl(
                 x, self._handle, self.out_channels, self.bias, self.kernel_size, self.stride, self.padding,
                 self.dilation, self.groups, self.threads,
