@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix
+from ._arrays import as_float32_matrix
+from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, parse_nm
 from .nn import FORMATS, SparseConv2d, SparseLinear, conv_padding, describe_format
 
-__all__ = ["convert", "ConversionReport", "LayerReport", "bsr_blocks", "nm_pattern"]
+__all__ = ["convert", "ConversionReport", "LayerReport", "bsr_blocks", "nm_pattern", "pack_weight"]
 
 # CSR / BSR candidates are timed only up to this density: above it, no sparse
 # format can beat a dense GEMM/GEMV (each kept weight costs a value plus an index).
@@ -76,6 +77,29 @@ def nm_pattern(w: np.ndarray) -> str | None:
         if 2 * n <= m and (best is None or n / m < best[0]):
             best = (n / m, n, m)
     return None if best is None else f"{best[1]}:{best[2]}"
+
+
+def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = None) -> Any:
+    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'bsr' (``block``, default
+    the largest (R, 1) block the weight has without fill, else (8, 1)), 'nm' (``nm``,
+    default detected from the weight) or 'dense' (a C-contiguous float32 numpy array)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    a = as_float32_matrix(w2d, "weight")
+    if format == "dense":
+        return a
+    if format == "csr":
+        return CSRMatrix.from_dense(a)
+    if format == "bsr":
+        if block is None:
+            found = bsr_blocks(a, max_fill=0.0)
+            block = found[0][0] if found else (8, 1)
+        return BSRMatrix.from_dense(a, block=block)
+    if nm is None:
+        nm = nm_pattern(a)
+        if nm is None:
+            raise ValueError("the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format")
+    return NMMatrix.from_dense(a, parse_nm(nm))
 
 
 @dataclass

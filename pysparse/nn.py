@@ -46,12 +46,12 @@ import torch
 import torch.nn.functional as F
 
 from . import _core, ops
-from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase, parse_nm
+from .ops import _pair
+from .formats import SparseMatrixBase
 
 __all__ = [
     "SparseLinear",
     "SparseConv2d",
-    "pack_weight",
     "register_weight",
     "weight_from_handle",
 ]
@@ -61,7 +61,9 @@ FORMATS = ("csr", "bsr", "nm", "dense")
 # ---------------------------------------------------------------------------
 # The weight registry: int handle <-> weight object (weakly held).
 
-_lock = threading.Lock()
+# Re-entrant: a weakref callback (forget) may run inside register_weight when an
+# allocation there triggers garbage collection.
+_lock = threading.RLock()
 _counter = itertools.count(1)
 _by_handle: dict[int, weakref.ref] = {}
 _handle_by_id: dict[int, int] = {}
@@ -131,35 +133,6 @@ def describe_format(weight: Any) -> str:
     if fmt == "nm":
         return f"nm({weight.nm[0]}:{weight.nm[1]})"
     return fmt
-
-
-def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = None) -> Any:
-    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'bsr' (``block``, default
-    the largest (R, 1) block the weight has without fill, else (8, 1)), 'nm' (``nm``,
-    default detected from the weight) or 'dense' (a C-contiguous float32 numpy array)."""
-    from ._arrays import as_float32_matrix
-
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    a = as_float32_matrix(w2d, "weight")
-    if format == "dense":
-        return a
-    if format == "csr":
-        return CSRMatrix.from_dense(a)
-    if format == "bsr":
-        if block is None:
-            from .convert import bsr_blocks
-
-            found = bsr_blocks(a, max_fill=0.0)
-            block = found[0][0] if found else (8, 1)
-        return BSRMatrix.from_dense(a, block=block)
-    if nm is None:
-        from .convert import nm_pattern
-
-        nm = nm_pattern(a)
-        if nm is None:
-            raise ValueError("the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format")
-    return NMMatrix.from_dense(a, parse_nm(nm))
 
 
 def _bias_buffer(bias: Any, size: int) -> torch.Tensor | None:
@@ -389,9 +362,12 @@ class SparseLinear(_SparseModule):
     def from_module(
         cls, m: torch.nn.Linear, format: str = "csr", *, block: Any = None, nm: Any = None, threads: int | None = None
     ) -> SparseLinear:
-        """From an ``nn.Linear`` (its effective, masked weight): see :func:`pack_weight`."""
+        """From an ``nn.Linear`` (its effective, masked weight), packed by
+        :func:`pysparse.convert.pack_weight` into ``format`` without measuring."""
         if not isinstance(m, torch.nn.Linear):
             raise TypeError(f"expected a torch.nn.Linear, got {type(m).__name__}")
+        from .convert import pack_weight
+
         w = pack_weight(m.weight.detach(), format, block=block, nm=nm)
         return cls(w, m.bias, threads=threads)
 
@@ -409,10 +385,6 @@ class SparseLinear(_SparseModule):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self._weight_repr()}"
-
-
-def _pair(v: Any, what: str, minimum: int) -> tuple[int, int]:
-    return ops._pair(v, what, minimum)
 
 
 class SparseConv2d(_SparseModule):
@@ -468,6 +440,8 @@ class SparseConv2d(_SparseModule):
         padding = conv_padding(m)
         if m.groups != 1 and format != "dense":
             raise ValueError(f"a grouped convolution (groups={m.groups}) converts with format='dense' only")
+        from .convert import pack_weight
+
         w = pack_weight(m.weight.detach().reshape(m.out_channels, -1), format, block=block, nm=nm)
         return cls(
             w, m.bias, in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,

@@ -113,8 +113,11 @@ def _conv_sparse(
     n, c = xa.shape[:2]
     cout, kdim = w.shape
     pixels = out_hw[0] * out_hw[1]
-    y = np.empty((n, cout, pixels), dtype=np.float32)
     m = w._m
+    if n == 1:  # the kernel's output is the result: no copy
+        cols = xa[0].reshape(c, pixels) if direct else win(0, 1).reshape(kdim, pixels)
+        return _core.spmm(m, cols, bias, threads).reshape(1, cout, pixels)
+    y = np.empty((n, cout, pixels), dtype=np.float32)
     if direct and pixels >= _PER_IMAGE_PIXELS:
         # 1x1, stride 1: W[Cout, Cin] @ X[Cin, H*W] per image, X a view of the input.
         for i in range(n):
