@@ -145,7 +145,7 @@ class ConversionReport:
         head = ("layer", "kind", "weight", "input", "sparsity", "format", "bytes", "dense bytes", "speedup", "note")
         body = [
             (
-                layer.name,
+                layer.name or "(model)",
                 layer.kind,
                 "x".join(map(str, layer.shape)),
                 "x".join(map(str, layer.input_shape)),
@@ -221,6 +221,9 @@ def _targets(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str]]:
     without descending into them (MultiheadAttention's own projections stay)."""
     found: list[tuple[str, torch.nn.Module, str]] = []
     seen: set[int] = set()
+    kind = _kind(model)
+    if kind is not None:  # the model is itself one layer
+        return [("", model, kind)]
 
     def walk(prefix: str, mod: torch.nn.Module) -> None:
         if isinstance(mod, torch.nn.MultiheadAttention):
@@ -440,6 +443,7 @@ def convert(
             new[id(m)] = mod
         reports.append(rep)
     _replace(target, new)
+    target = new.get(id(target), target)  # a bare Linear / Conv2d converts to its replacement
     for p in target.parameters():
         p.requires_grad_(False)
     target.pysparse_report_ = ConversionReport(

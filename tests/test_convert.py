@@ -204,6 +204,16 @@ def test_shared_parametrized_and_attention_modules(rng):
     check_outputs(net, sm, torch.randn(2, 5, 16))
 
 
+def test_bare_layer_converts(rng):
+    layer = torch.nn.Linear(64, 32)
+    with torch.no_grad():
+        layer.weight.mul_(masked(rng, (32, 64), "unstructured"))
+    sm = ps.convert(layer, formats=("csr",), progress=False)
+    assert isinstance(sm, psnn.SparseLinear) and sm.format == "csr"
+    assert sm.pysparse_report_.layers[0].name == ""
+    check_outputs(layer, sm, torch.randn(3, 64))
+
+
 def test_unsupported_conv_is_kept(rng):
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"))
     sm = ps.convert(model, progress=False)

@@ -194,6 +194,11 @@ def test_torch_export_holds_the_ops(rng):
     assert {"pysparse.conv2d.default", "pysparse.linear.default"} <= targets
     with torch.no_grad():
         assert relerr(ep.module()(x).numpy(), dense(x).numpy()) <= F32_SUM_RTOL
+    # A dynamic batch: the fake implementations propagate symbolic shapes.
+    ep = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    x5 = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        assert relerr(ep.module()(x5).numpy(), dense(x5).numpy()) <= F32_SUM_RTOL
 
 
 def test_fx_symbolic_trace_holds_the_ops(rng):
