@@ -302,25 +302,30 @@ def _make(kind: str, m: torch.nn.Module, weight: Any, threads: int | None) -> to
     )
 
 
-def _probe_shape(kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, batch: int) -> tuple[tuple[int, ...], str]:
+def _probe_shape(
+    kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, batch: int, traced: bool
+) -> tuple[tuple[int, ...], str]:
+    """The input the candidates are timed on, and a note when it had to be assumed."""
+    missed = "not reached by example_inputs" if traced and seen is None else ""
     if kind == "linear":
         if seen is None or len(seen) < 2:
-            return (batch, m.in_features), "" if seen is not None else "input shape assumed"
+            return (batch, m.in_features), missed
         return (batch * int(np.prod(seen[1:-1], dtype=np.int64)), seen[-1]), ""
     if seen is None or len(seen) != 4:
-        return (batch, m.in_channels, *DEFAULT_IMAGE), f"input assumed {DEFAULT_IMAGE[0]}x{DEFAULT_IMAGE[1]}"
+        assumed = f"input assumed {DEFAULT_IMAGE[0]}x{DEFAULT_IMAGE[1]} (pass example_inputs)"
+        return (batch, m.in_channels, *DEFAULT_IMAGE), "; ".join(s for s in (missed, assumed) if s)
     return (batch, *seen[1:]), ""
 
 
 def _convert_layer(
-    name: str, kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, *, batch: int, formats: tuple[str, ...],
-    block: Any, min_speedup: float, threads: int | None,
+    name: str, kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, *, traced: bool, batch: int,
+    formats: tuple[str, ...], block: Any, min_speedup: float, threads: int | None,
 ) -> tuple[torch.nn.Module, LayerReport]:
     weight = m.weight.detach().to(device="cpu", dtype=torch.float32)
     w2d = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).numpy())
     shape = tuple(weight.shape)
     sparsity = 1.0 - np.count_nonzero(w2d) / max(1, w2d.size)
-    probe, note = _probe_shape(kind, m, seen, batch)
+    probe, note = _probe_shape(kind, m, seen, batch, traced)
 
     def report(fmt: str, nbytes: int, speedup: float | None, times: dict[str, float], why: str) -> LayerReport:
         return LayerReport(
@@ -436,8 +441,8 @@ def convert(
     reports = []
     for name, m, kind in bar:
         mod, rep = _convert_layer(
-            name, kind, m, seen.get(id(m)), batch=batch, formats=formats, block=block, min_speedup=min_speedup,
-            threads=threads,
+            name, kind, m, seen.get(id(m)), traced=example_inputs is not None, batch=batch, formats=formats,
+            block=block, min_speedup=min_speedup, threads=threads,
         )
         if mod is not m:
             new[id(m)] = mod
