@@ -98,7 +98,9 @@ def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = N
     if nm is None:
         nm = nm_pattern(a)
         if nm is None:
-            raise ValueError("the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format")
+            raise ValueError(
+                "the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format"
+            )
     return NMMatrix.from_dense(a, parse_nm(nm))
 
 
@@ -167,9 +169,10 @@ class ConversionReport:
         ]
         lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
         total = self.dense_nbytes
-        lines.append(
-            f"weights: {_size(self.nbytes)} vs dense {_size(total)} ({self.nbytes / total:.2f}x)" if total else "weights: none"
-        )
+        if total:
+            lines.append(f"weights: {_size(self.nbytes)} vs dense {_size(total)} ({self.nbytes / total:.2f}x)")
+        else:
+            lines.append("weights: none")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -183,7 +186,9 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def time_candidates(fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, target_s: float = TARGET_SECONDS) -> dict[str, float]:
+def time_candidates(
+    fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, target_s: float = TARGET_SECONDS
+) -> dict[str, float]:
     """Median seconds per call of each function: warm-up, then ``rounds`` interleaved
     rounds in which every function runs for about ``target_s`` (rotating order)."""
     names = list(fns)
@@ -249,7 +254,10 @@ def _replace(model: torch.nn.Module, new: dict[int, torch.nn.Module]) -> None:
                 setattr(mod, name, new[id(child)])
 
 
-def _input_shapes(model: torch.nn.Module, modules: list[torch.nn.Module], example_inputs: Any) -> dict[int, tuple[int, ...]]:
+def _input_shapes(
+    model: torch.nn.Module, modules: list[torch.nn.Module], example_inputs: Any
+) -> dict[int, tuple[int, ...]]:
+    """The shape of each module's first positional input in one forward of example_inputs."""
     shapes: dict[int, tuple[int, ...]] = {}
 
     def hook(mod: torch.nn.Module, args: tuple[Any, ...]) -> None:

@@ -186,7 +186,9 @@ def _no_context(ctx: Any, inputs: Any, output: Any) -> None:
 # The ops.
 
 
-def _linear_impl(x: torch.Tensor, handle: int, out_features: int, bias: torch.Tensor | None, threads: int) -> torch.Tensor:
+def _linear_impl(
+    x: torch.Tensor, handle: int, out_features: int, bias: torch.Tensor | None, threads: int
+) -> torch.Tensor:
     w = weight_from_handle(handle)
     if isinstance(w, np.ndarray):
         return F.linear(x, torch.from_numpy(w), bias)
@@ -421,7 +423,9 @@ class SparseConv2d(_SparseModule):
         if self.in_channels % groups or self.out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         if groups != 1 and not isinstance(weight, np.ndarray):
-            raise ValueError(f"grouped convolutions (groups={groups}) need a dense numpy weight, got {type(weight).__name__}")
+            raise ValueError(
+                f"grouped convolutions (groups={groups}) need a dense numpy weight, got {type(weight).__name__}"
+            )
         want = (self.out_channels, self.in_channels // groups * self.kernel_size[0] * self.kernel_size[1])
         if tuple(weight.shape) != want:
             raise ValueError(

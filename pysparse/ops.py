@@ -88,7 +88,8 @@ def conv_output_size(
     s = _pair(stride, "stride", 1)
     p = _pair(padding, "padding", 0)
     d = _pair(dilation, "dilation", 1)
-    return tuple((size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2))  # type: ignore[return-value]
+    h, w = ((size[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2))
+    return h, w
 
 
 def _windows(
@@ -234,7 +235,9 @@ def conv2d(
         if w.dtype != np.float32:
             raise TypeError(f"w must be float32, got {w.dtype}; use w.astype(numpy.float32)")
         if w.ndim != 2:
-            raise ValueError(f"w must be 2-D (Cout, Cin/groups*kh*kw) like conv.weight.reshape(Cout, -1), got {w.shape}")
+            raise ValueError(
+                f"w must be 2-D (Cout, Cin/groups*kh*kw) like conv.weight.reshape(Cout, -1), got {w.shape}"
+            )
     else:
         raise TypeError(
             f"w must be a pysparse CSRMatrix/BSRMatrix/NMMatrix or a 2-D float32 numpy array, got {type(w).__name__}"

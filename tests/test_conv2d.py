@@ -60,7 +60,9 @@ def numpy_conv(x, w4, bias, stride, padding, dilation, groups):
     for g in range(groups):
         for i in range(kh):
             for j in range(kw):
-                patch = xp[:, g * cg : (g + 1) * cg, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
+                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+                patch = xp[:, g * cg : (g + 1) * cg, rows, cols]
                 y[:, g * og : (g + 1) * og] += np.einsum("oc,nchw->nohw", w4[g * og : (g + 1) * og, :, i, j], patch)
     if bias is not None:
         y += bias[:, None, None]

@@ -64,7 +64,9 @@ def check_outputs(model, converted, x):
     assert relerr(y.numpy(), ref) <= MODEL_RTOL
 
 
-@pytest.mark.parametrize("pattern,formats", [("unstructured", {"csr"}), ("block", {"bsr(8,1)"}), ("2:4", {"nm(2:4)", "csr"})])
+@pytest.mark.parametrize(
+    "pattern,formats", [("unstructured", {"csr"}), ("block", {"bsr(8,1)"}), ("2:4", {"nm(2:4)", "csr"})]
+)
 def test_mlp_keeps_outputs_and_goes_sparse(rng, pattern, formats):
     model = mlp(rng, pattern)
     sm = ps.convert(model, example_inputs=torch.randn(4, 256), progress=False)
@@ -194,7 +196,8 @@ def test_shared_parametrized_and_attention_modules(rng):
             return w * self.mask
 
     net = Net().eval()
-    torch.nn.utils.parametrize.register_parametrization(net.masked, "weight", Mask(masked(rng, (8, 16), "unstructured")))
+    mask = Mask(masked(rng, (8, 16), "unstructured"))
+    torch.nn.utils.parametrize.register_parametrization(net.masked, "weight", mask)
     sm = ps.convert(net, example_inputs=torch.randn(1, 5, 16), progress=False)
     assert isinstance(sm.fc, psnn.SparseLinear) and isinstance(sm.masked, psnn.SparseLinear)
     assert isinstance(sm.attn.out_proj, torch.nn.Linear)  # MultiheadAttention reads its weight directly
