@@ -188,9 +188,11 @@ def _size(n: int) -> str:
 
 def time_candidates(
     fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, target_s: float = TARGET_SECONDS
-) -> dict[str, float]:
-    """Median seconds per call of each function: warm-up, then ``rounds`` interleaved
-    rounds in which every function runs for about ``target_s`` (rotating order)."""
+) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, one sample per round: warm-up, then ``rounds``
+    interleaved rounds in which every function runs for about ``target_s`` (rotating
+    order). Compare two functions by the median of their round-by-round ratio: a slow
+    phase of the machine then slows both sides of a ratio alike."""
     names = list(fns)
     inner = {}
     for name in names:
@@ -207,7 +209,7 @@ def time_candidates(
             for _ in range(n):
                 fns[name]()
             samples[name].append((time.perf_counter() - t) / n)
-    return {name: float(np.median(v)) for name, v in samples.items()}
+    return {name: np.array(v) for name, v in samples.items()}
 
 
 def _kind(m: torch.nn.Module) -> str | None:
@@ -361,9 +363,11 @@ def _convert_layer(
         return lambda: mod(x)
 
     with torch.no_grad():
-        times = time_candidates({label: call(mod) for label, mod in mods.items()})
-    best = min(sparse, key=lambda label: times[label])
-    gain = times["dense"] / times[best]
+        samples = time_candidates({label: call(mod) for label, mod in mods.items()})
+    gains = {label: float(np.median(samples["dense"] / samples[label])) for label in sparse}
+    times = {label: float(np.median(v)) for label, v in samples.items()}
+    best = max(gains, key=lambda label: gains[label])
+    gain = gains[best]
     if "dense" in formats and gain < min_speedup:
         return dense_mod, report(
             "dense", w2d.nbytes, 1.0, times, f"stays dense: best sparse {best} only {gain:.2f}x (< {min_speedup:g}x)"
