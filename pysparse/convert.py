@@ -5,9 +5,9 @@ For each layer the candidates are dense, CSR, BSR with the (R, 1) blocks the
 weight actually has (no fill, or a small fill overhead), and N:M when the weight
 is N:M along its inputs. Each candidate is a ready-made module timed on an input
 of the layer's shape at the expected batch: interleaved rounds (every candidate
-once per round, rotating order), median per candidate. The best sparse format is
-kept only if it beats dense by ``min_speedup``; otherwise the layer stays dense and
-the report says why.
+once per round, rotating order); a candidate's speedup is the median over rounds
+of dense time / its time. The best sparse format is kept only if that speedup
+reaches ``min_speedup``; otherwise the layer stays dense and the report says why.
 """
 
 from __future__ import annotations
