@@ -11,7 +11,7 @@ from typing import Any
 
 from . import _core
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase
-from .ops import linear, spmm
+from .ops import conv2d, linear, spmm
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ __all__ = [
     "CSRMatrix",
     "NMMatrix",
     "SparseMatrixBase",
+    "conv2d",
     "cpu_info",
     "get_num_threads",
     "linear",
@@ -47,7 +48,11 @@ def cpu_info() -> dict[str, Any]:
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
 _LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
-_LAZY_ATTRS: dict[str, tuple[str, str]] = {"save": ("io", "save"), "load": ("io", "load")}
+_LAZY_ATTRS: dict[str, tuple[str, str]] = {
+    "convert": ("convert", "convert"),
+    "save": ("io", "save"),
+    "load": ("io", "load"),
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -57,5 +62,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY_ATTRS:
         mod, attr = _LAZY_ATTRS[name]
-        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value  # import sets pysparse.<mod> to the module: the function wins
+        return value
     raise AttributeError(f"module 'pysparse' has no attribute {name!r}")

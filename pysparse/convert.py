@@ -1,0 +1,481 @@
+"""convert: swap every Linear / Conv2d of a pruned torch model for a pysparse module,
+in the weight format that measures fastest on this CPU.
+
+For each layer the candidates are dense, CSR, BSR with the (R, 1) blocks the
+weight actually has (no fill, or a small fill overhead), and N:M when the weight
+is N:M along its inputs. Each candidate is a ready-made module timed on an input
+of the layer's shape at the expected batch: interleaved rounds (every candidate
+once per round, rotating order); a candidate's speedup is the median over rounds
+of dense time / its time. The best sparse format is kept only if that speedup
+reaches ``min_speedup``; otherwise the layer stays dense and the report says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from ._arrays import as_float32_matrix
+from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, parse_nm
+from .nn import FORMATS, SparseConv2d, SparseLinear, conv_padding, describe_format
+
+__all__ = ["convert", "ConversionReport", "LayerReport", "bsr_blocks", "nm_pattern", "pack_weight"]
+
+# CSR / BSR candidates are timed only up to this density: above it, no sparse
+# format can beat a dense GEMM/GEMV (each kept weight costs a value plus an index).
+MAX_SPARSE_DENSITY = 0.6
+# BSR blocks that store at most this many explicit zeros per true nonzero still
+# get measured (a "small fill overhead").
+MAX_BSR_FILL = 0.25
+# Spatial size assumed for a conv that example_inputs did not reach.
+DEFAULT_IMAGE = (32, 32)
+ROUNDS = 7
+TARGET_SECONDS = 1e-3  # one timed sample: enough calls of a candidate to last ~1 ms
+
+
+def bsr_blocks(w: np.ndarray, max_fill: float = MAX_BSR_FILL) -> list[tuple[tuple[int, int], float]]:
+    """The (R, 1) blocks (R in 16, 8, 4, 2) that tile W's nonzeros with at most ``max_fill``
+    stored zeros per nonzero, largest R first, each with its fill ((stored - nnz) / nnz)."""
+    nz = w != 0
+    nnz = int(nz.sum())
+    if nnz == 0:
+        return []
+    rows, cols = nz.shape
+    out = []
+    for r in (16, 8, 4, 2):
+        if r > rows:
+            continue
+        pad = np.zeros(((rows + r - 1) // r * r, cols), dtype=bool)
+        pad[:rows] = nz
+        stored = int(pad.reshape(-1, r, cols).any(axis=1).sum()) * r
+        # A last block row hanging over the bottom stores no values past the matrix.
+        fill = (stored - nnz) / nnz
+        if fill <= max_fill + 1e-12:
+            out.append(((r, 1), fill))
+    return out
+
+
+def nm_pattern(w: np.ndarray) -> str | None:
+    """'N:M' if every M consecutive inputs of each row of W hold at most N nonzeros with
+    N/M <= 1/2 (the sparsest such pattern, smaller M on ties), else None."""
+    rows, cols = w.shape
+    nz = w != 0
+    if not nz.any():
+        return None
+    best: tuple[float, int, int] | None = None
+    for m in NM_GROUPS:
+        pad = np.zeros((rows, (cols + m - 1) // m * m), dtype=bool)
+        pad[:, :cols] = nz
+        n = int(pad.reshape(rows, -1, m).sum(axis=2).max())
+        if 2 * n <= m and (best is None or n / m < best[0]):
+            best = (n / m, n, m)
+    return None if best is None else f"{best[1]}:{best[2]}"
+
+
+def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = None) -> Any:
+    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'bsr' (``block``, default
+    the largest (R, 1) block the weight has without fill, else (8, 1)), 'nm' (``nm``,
+    default detected from the weight) or 'dense' (a C-contiguous float32 numpy array)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    a = as_float32_matrix(w2d, "weight")
+    if format == "dense":
+        return a
+    if format == "csr":
+        return CSRMatrix.from_dense(a)
+    if format == "bsr":
+        if block is None:
+            found = bsr_blocks(a, max_fill=0.0)
+            block = found[0][0] if found else (8, 1)
+        return BSRMatrix.from_dense(a, block=block)
+    if nm is None:
+        nm = nm_pattern(a)
+        if nm is None:
+            raise ValueError(
+                "the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format"
+            )
+    return NMMatrix.from_dense(a, parse_nm(nm))
+
+
+@dataclass
+class LayerReport:
+    """One converted layer: what was measured and what was chosen."""
+
+    name: str
+    kind: str  # "linear" | "conv2d"
+    shape: tuple[int, ...]  # the torch weight's shape
+    input_shape: tuple[int, ...]  # the input the candidates were timed on
+    format: str  # "csr" | "bsr(8,1)" | "nm(2:4)" | "dense" | "kept" (module left as is)
+    sparsity: float  # measured: exact zeros / weights
+    nbytes: int  # bytes of the stored weight
+    dense_nbytes: int  # bytes of the dense float32 weight
+    speedup: float | None  # dense time / chosen time, same rounds (1.0 when dense)
+    times_us: dict[str, float] = field(default_factory=dict)  # median per candidate
+    note: str = ""
+
+
+@dataclass
+class ConversionReport:
+    """Per-layer results of :func:`convert`; ``print(report)`` shows a table."""
+
+    layers: list[LayerReport]
+    batch: int
+    threads: int | None
+    isa: str
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    @property
+    def dense_nbytes(self) -> int:
+        return sum(layer.dense_nbytes for layer in self.layers)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table as plain dicts (for json or pandas)."""
+        return [dict(vars(layer)) for layer in self.layers]
+
+    def __str__(self) -> str:
+        head = ("layer", "kind", "weight", "input", "sparsity", "format", "bytes", "dense bytes", "speedup", "note")
+        body = [
+            (
+                layer.name or "(model)",
+                layer.kind,
+                "x".join(map(str, layer.shape)),
+                "x".join(map(str, layer.input_shape)),
+                f"{layer.sparsity:.1%}",
+                layer.format,
+                _size(layer.nbytes),
+                _size(layer.dense_nbytes),
+                "-" if layer.speedup is None else f"{layer.speedup:.2f}x",
+                layer.note,
+            )
+            for layer in self.layers
+        ]
+        widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
+        lines = [
+            f"pysparse convert: {len(self.layers)} layers, batch {self.batch}, "
+            f"threads {self.threads or 'default'}, {self.isa} kernels, {self.seconds:.1f} s",
+            "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
+            "  ".join("-" * w for w in widths),
+        ]
+        lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+        total = self.dense_nbytes
+        if total:
+            lines.append(f"weights: {_size(self.nbytes)} vs dense {_size(total)} ({self.nbytes / total:.2f}x)")
+        else:
+            lines.append("weights: none")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"ConversionReport({len(self.layers)} layers, {_size(self.nbytes)} vs dense {_size(self.dense_nbytes)})"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def time_candidates(
+    fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, target_s: float = TARGET_SECONDS
+) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, one sample per round: warm-up, then ``rounds``
+    interleaved rounds in which every function runs for about ``target_s`` (rotating
+    order). Compare two functions by the median of their round-by-round ratio: a slow
+    phase of the machine then slows both sides of a ratio alike."""
+    names = list(fns)
+    inner = {}
+    for name in names:
+        fns[name]()  # first call: allocation, page faults, thread start
+        t = time.perf_counter()
+        fns[name]()
+        one = max(time.perf_counter() - t, 1e-7)
+        inner[name] = max(1, min(200, int(target_s / one)))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            n = inner[name]
+            t = time.perf_counter()
+            for _ in range(n):
+                fns[name]()
+            samples[name].append((time.perf_counter() - t) / n)
+    return {name: np.array(v) for name, v in samples.items()}
+
+
+def _kind(m: torch.nn.Module) -> str | None:
+    cls = type(m)
+    if torch.nn.utils.parametrize.is_parametrized(m):
+        cls = cls.__bases__[0]  # parametrize subclasses the module's class
+    if cls is torch.nn.Linear:
+        return "linear"
+    if cls is torch.nn.Conv2d:
+        return "conv2d"
+    return None
+
+
+def _targets(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str]]:
+    """(qualified name, module, kind) of each distinct Linear / Conv2d, in model order,
+    without descending into them (MultiheadAttention's own projections stay)."""
+    found: list[tuple[str, torch.nn.Module, str]] = []
+    seen: set[int] = set()
+    kind = _kind(model)
+    if kind is not None:  # the model is itself one layer
+        return [("", model, kind)]
+
+    def walk(prefix: str, mod: torch.nn.Module) -> None:
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            return  # it reads out_proj.weight directly
+        for name, child in mod.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            kind = _kind(child)
+            if kind is not None:
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    found.append((full, child, kind))
+            else:
+                walk(full, child)
+
+    walk("", model)
+    return found
+
+
+def _replace(model: torch.nn.Module, new: dict[int, torch.nn.Module]) -> None:
+    for mod in list(model.modules()):
+        for name, child in list(mod.named_children()):
+            if id(child) in new:
+                setattr(mod, name, new[id(child)])
+
+
+def _input_shapes(
+    model: torch.nn.Module, modules: list[torch.nn.Module], example_inputs: Any
+) -> dict[int, tuple[int, ...]]:
+    """The shape of each module's first positional input in one forward of example_inputs."""
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def hook(mod: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            shapes.setdefault(id(mod), tuple(args[0].shape))
+
+    handles = [m.register_forward_pre_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            if isinstance(example_inputs, dict):
+                model(**example_inputs)
+            else:
+                model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _candidate_weights(w2d: np.ndarray, formats: Iterable[str], block: Any) -> tuple[dict[str, Any], str]:
+    """The sparse weights worth timing, by label, and a note when none is."""
+    nnz = int(np.count_nonzero(w2d))
+    density = nnz / max(1, w2d.size)
+    out: dict[str, Any] = {}
+    if density <= MAX_SPARSE_DENSITY:
+        if "csr" in formats:
+            out["csr"] = CSRMatrix.from_dense(w2d)
+        if "bsr" in formats:
+            blocks = [(tuple(block), 0.0)] if block is not None else bsr_blocks(w2d)
+            exact = [b for b, fill in blocks if fill == 0.0][:1]
+            loose = [b for b, _ in blocks if b not in exact][:1]
+            for b in exact + loose:
+                mat = BSRMatrix.from_dense(w2d, block=b)
+                out[describe_format(mat)] = mat
+    if "nm" in formats:
+        pattern = nm_pattern(w2d)
+        if pattern is not None:
+            mat = NMMatrix.from_dense(w2d, pattern)
+            out[describe_format(mat)] = mat
+    note = "" if out else f"density {density:.2f}: no sparse format applies"
+    return out, note
+
+
+def _make(kind: str, m: torch.nn.Module, weight: Any, threads: int | None) -> torch.nn.Module:
+    if kind == "linear":
+        return SparseLinear(weight, m.bias, threads=threads)
+    return SparseConv2d(
+        weight, m.bias, in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
+        stride=m.stride, padding=conv_padding(m), dilation=m.dilation, groups=m.groups, threads=threads,
+    )
+
+
+def _probe_shape(
+    kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, batch: int, traced: bool
+) -> tuple[tuple[int, ...], str]:
+    """The input the candidates are timed on, and a note when it had to be assumed."""
+    missed = "not reached by example_inputs" if traced and seen is None else ""
+    if kind == "linear":
+        if seen is None or len(seen) < 2:
+            return (batch, m.in_features), missed
+        return (batch * int(np.prod(seen[1:-1], dtype=np.int64)), seen[-1]), ""
+    if seen is None or len(seen) != 4:
+        assumed = f"input assumed {DEFAULT_IMAGE[0]}x{DEFAULT_IMAGE[1]} (pass example_inputs)"
+        return (batch, m.in_channels, *DEFAULT_IMAGE), "; ".join(s for s in (missed, assumed) if s)
+    return (batch, *seen[1:]), ""
+
+
+def _convert_layer(
+    name: str, kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, *, traced: bool, batch: int,
+    formats: tuple[str, ...], block: Any, min_speedup: float, threads: int | None,
+) -> tuple[torch.nn.Module, LayerReport]:
+    weight = m.weight.detach().to(device="cpu", dtype=torch.float32)
+    w2d = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).numpy())
+    shape = tuple(weight.shape)
+    sparsity = 1.0 - np.count_nonzero(w2d) / max(1, w2d.size)
+    probe, note = _probe_shape(kind, m, seen, batch, traced)
+
+    def report(fmt: str, nbytes: int, speedup: float | None, times: dict[str, float], why: str) -> LayerReport:
+        return LayerReport(
+            name, kind, shape, probe, fmt, float(sparsity), int(nbytes), int(w2d.nbytes), speedup,
+            {k: v * 1e6 for k, v in times.items()}, "; ".join(s for s in (why, note) if s),
+        )
+
+    if kind == "conv2d":
+        try:
+            conv_padding(m)
+        except ValueError as e:
+            return m, report("kept", w2d.nbytes, None, {}, f"left as Conv2d: {e}")
+        if m.groups != 1:
+            mod = _make(kind, m, w2d, threads)
+            return mod, report("dense", w2d.nbytes, 1.0, {}, f"grouped (groups={m.groups}): dense")
+
+    sparse, why = _candidate_weights(w2d, formats, block)
+    dense_mod = _make(kind, m, w2d, threads)
+    if not sparse:
+        return dense_mod, report("dense", w2d.nbytes, 1.0, {}, why)
+    mods = {"dense": dense_mod, **{label: _make(kind, m, w, threads) for label, w in sparse.items()}}
+    x = torch.randn(probe)
+
+    def call(mod: torch.nn.Module) -> Callable[[], Any]:
+        return lambda: mod(x)
+
+    with torch.no_grad():
+        samples = time_candidates({label: call(mod) for label, mod in mods.items()})
+    gains = {label: float(np.median(samples["dense"] / samples[label])) for label in sparse}
+    times = {label: float(np.median(v)) for label, v in samples.items()}
+    best = max(gains, key=lambda label: gains[label])
+    gain = gains[best]
+    if "dense" in formats and gain < min_speedup:
+        return dense_mod, report(
+            "dense", w2d.nbytes, 1.0, times, f"stays dense: best sparse {best} only {gain:.2f}x (< {min_speedup:g}x)"
+        )
+    chosen = mods[best]
+    return chosen, report(best, chosen.nbytes, gain, times, "")
+
+
+def convert(
+    model: torch.nn.Module,
+    *,
+    example_inputs: Any = None,
+    batch: int = 1,
+    formats: Iterable[str] = FORMATS,
+    block: Any = None,
+    min_speedup: float = 1.05,
+    threads: int | None = None,
+    inplace: bool = False,
+    progress: bool = True,
+) -> torch.nn.Module:
+    """A copy of ``model`` for fast CPU inference: every ``nn.Linear`` becomes a
+    :class:`pysparse.nn.SparseLinear` and every ``nn.Conv2d`` a :class:`pysparse.nn.SparseConv2d`;
+    other modules are untouched.
+
+    The format of each layer (CSR, BSR (R, 1), N:M or dense) is chosen by timing the
+    candidates on this CPU, on the layer's input shape (taken from one forward pass
+    of ``example_inputs``, a tensor or a tuple of positional arguments; without it a
+    Linear gets (batch, in_features) and a conv an assumed 32x32 image) with the
+    leading dimension set to ``batch``. BSR candidates use the (R, 1) blocks the weight
+    really has (``block`` forces one); N:M is tried when the weight is N:M along its
+    inputs. A layer whose best sparse format is not ``min_speedup`` times faster than
+    dense stays dense (as a pysparse module with a dense weight). Grouped and depthwise
+    convolutions become dense ``SparseConv2d``; a conv with non-zero padding modes or
+    asymmetric 'same' padding is left as ``nn.Conv2d``. Linears inside
+    ``nn.MultiheadAttention`` are left alone (it reads their weights directly).
+
+    ``threads`` is stored in the modules for the sparse kernels (None: pysparse's
+    default, :func:`pysparse.set_num_threads`). The result is in eval mode, with
+    every remaining parameter frozen (inference only), and carries the per-layer
+    :class:`ConversionReport` as ``result.pysparse_report_`` (``print`` it).
+    ``inplace=True`` converts ``model`` itself instead of a deep copy.
+    """
+    from . import _core
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
+    if block is not None:
+        from .formats import _check_block
+
+        block = _check_block(block)
+    if not isinstance(min_speedup, (int, float)) or not min_speedup > 0:
+        raise ValueError(f"min_speedup must be a positive number, got {min_speedup!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+
+    start = time.perf_counter()
+    target = model if inplace else copy.deepcopy(model)
+    target.eval()
+    layers = _targets(target)
+    seen: dict[int, tuple[int, ...]] = {}
+    if example_inputs is not None:
+        if isinstance(example_inputs, torch.Tensor):
+            example_inputs = (example_inputs,)
+        seen = _input_shapes(target, [m for _, m, _ in layers], example_inputs)
+
+    bar: Any = layers
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(layers, desc="pysparse convert", unit="layer", leave=False)
+        except ImportError:  # tqdm comes with the torch extra; without it, no bar
+            pass
+    new: dict[int, torch.nn.Module] = {}
+    reports = []
+    for name, m, kind in bar:
+        mod, rep = _convert_layer(
+            name, kind, m, seen.get(id(m)), traced=example_inputs is not None, batch=batch, formats=formats,
+            block=block, min_speedup=min_speedup, threads=threads,
+        )
+        if mod is not m:
+            new[id(m)] = mod
+        reports.append(rep)
+    _replace(target, new)
+    target = new.get(id(target), target)  # a bare Linear / Conv2d converts to its replacement
+    for p in target.parameters():
+        p.requires_grad_(False)
+    target.pysparse_report_ = ConversionReport(
+        reports, batch, threads, str(_core.get_isa()), time.perf_counter() - start
+    )
+    return target
+
+
+class _CallableModule(types.ModuleType):
+    """``pysparse.convert`` names both this module and its function: importing the
+    module (``from pysparse.convert import ...``) makes it the package attribute, so
+    the module is callable too and ``ps.convert(model, ...)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        return convert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
