@@ -166,17 +166,26 @@ class FeatureDistiller(nn.Module):
             self._handles.append(s_mods[s_name].register_forward_hook(self._saver(self._student_feats, s_name)))
         for _, t_name in self.pairs:
             self._handles.append(t_mods[t_name].register_forward_hook(self._saver(self._teacher_feats, t_name)))
+        try:
+            projections = self._build(student, teacher, s_mods, t_mods, example_input)
+        except BaseException:
+            self.remove()  # a failed constructor leaves no hooks behind
+            raise
+        self.projections = nn.ModuleList(projections)
 
+    def _build(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        s_mods: dict[str, nn.Module],
+        t_mods: dict[str, nn.Module],
+        example_input: Any,
+    ) -> list[nn.Module]:
         shapes = self._probe(student, teacher, example_input) if example_input is not None else None
         projections = []
         for i, (s_name, t_name) in enumerate(self.pairs):
             if shapes is not None:
                 (s_w, s_nd), (t_w, t_nd) = shapes[i]
-                if s_nd != t_nd:
-                    raise ValueError(
-                        f"student {s_name!r} outputs {s_nd}-D features but teacher {t_name!r} outputs {t_nd}-D; "
-                        "pair modules whose outputs have the same rank"
-                    )
             else:
                 s_info, t_info = _feature_width(s_mods[s_name]), _feature_width(t_mods[t_name])
                 if s_info is None or t_info is None:
@@ -186,13 +195,13 @@ class FeatureDistiller(nn.Module):
                         "pass example_input= (one batch) so FeatureDistiller can measure it"
                     )
                 (s_w, s_nd), (t_w, t_nd) = s_info, t_info
-                if s_nd != t_nd:
-                    raise ValueError(
-                        f"student {s_name!r} ({type(s_mods[s_name]).__name__}) and teacher {t_name!r} "
-                        f"({type(t_mods[t_name]).__name__}) output features of different rank; pair like with like"
-                    )
+            if s_nd != t_nd:
+                raise ValueError(
+                    f"student {s_name!r} outputs {s_nd}-D features but teacher {t_name!r} outputs {t_nd}-D "
+                    "(rank 4 is (N, C, H, W)); pair modules whose outputs have the same rank"
+                )
             projections.append(_projection(s_w, t_w, s_nd))
-        self.projections = nn.ModuleList(projections)
+        return projections
 
     @staticmethod
     def _saver(store: dict[str, torch.Tensor], name: str):
