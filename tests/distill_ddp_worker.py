@@ -21,12 +21,19 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from pysparse import distill
 
 
-class CountingPruner:
-    def __init__(self) -> None:
-        self.steps = 0
+class LocalPruner:
+    """Counts its steps and zeroes one weight per step, chosen differently on each
+    rank (as a criterion that reads local state might): fit must keep rank 0's."""
 
-    def step(self) -> None:
+    def __init__(self, layer: nn.Linear, rank: int) -> None:
+        self.layer, self.steps = layer, 0
+        self.gen = torch.Generator().manual_seed(rank)
+
+    def step(self) -> bool:
         self.steps += 1
+        with torch.no_grad():
+            self.layer.weight.view(-1)[torch.randint(self.layer.weight.numel(), (1,), generator=self.gen)] = 0.0
+        return True
 
 
 def main(out_dir: Path) -> None:
@@ -51,7 +58,7 @@ def main(out_dir: Path) -> None:
     student = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4))
     hints = distill.FeatureDistiller(student, teacher, {"1": "1"}, example_input=x[:2])
     loader = DataLoader(data, batch_size=16, sampler=DistributedSampler(data, shuffle=True, seed=0))
-    pruner = CountingPruner()
+    pruner = LocalPruner(student[0], rank)
     history = distill.fit(student, teacher, loader, 4, pruner=pruner, features=hints, lr=1e-2, progress=rank == 0)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -67,6 +74,7 @@ def main(out_dir: Path) -> None:
             "pruner_steps": pruner.steps,
             "steps": history[-1]["steps"],
             "batches": len(loader),
+            "sparsity": history[-1]["sparsity"],
             "warned": warned,
         },
         out_dir / f"rank{rank}.pt",

@@ -321,4 +321,5 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert r0["loss"][-1] < 0.9 * r0["loss"][0]
     assert r0["batches"] == 8  # the DistributedSampler halves the 256 samples per rank
     assert r0["pruner_steps"] == r0["steps"] == 4 * 8
+    assert 0 < r0["sparsity"] == r1["sparsity"]  # the pruner's zeros, rank 0's choice on both
     assert r0["warned"] and r1["warned"]  # a loader without a DistributedSampler is flagged

@@ -9,8 +9,10 @@ Data parallel: run the script under ``torchrun --nproc_per_node=N`` and call
 ``torch.distributed.init_process_group("gloo")`` before ``fit``. fit then wraps
 the student in DistributedDataParallel (gradients averaged over processes,
 weights broadcast from rank 0 at the start), keeps feature-projection weights in
-step the same way, sums the history's counts over all ranks, and shows progress
-on rank 0 only. Give the training loader a
+step the same way, copies rank 0's weights, masks and buffers to every rank
+after each pruner step that may have changed them (``step()`` returning
+anything but False), so the ranks prune alike, sums the history's counts over
+all ranks, and shows progress on rank 0 only. Give the training loader a
 ``torch.utils.data.DistributedSampler`` so each process sees its own share of
 the data (fit warns if it does not, and calls ``set_epoch`` on it every epoch).
 """
@@ -79,6 +81,18 @@ def _allsum(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def _sync_from_rank0(module: nn.Module) -> None:
+    """Make every rank's weights, masks and buffers rank 0's.
+
+    A pruner decides on each rank; a criterion that reads local state (e.g.
+    Taylor scores from the gradients before DDP averages them) can decide
+    differently, and the ranks would drift apart. Rank 0's decision wins.
+    """
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            torch.distributed.broadcast(t.data, src=0)
 
 
 def _check_args(student: Any, teacher: Any, epochs: Any, pruner: Any, optimizer: Any, loss: Any) -> None:
@@ -310,7 +324,9 @@ def fit(
                 optimizer.step()
                 steps += 1
                 if pruner is not None:
-                    pruner.step()
+                    changed = pruner.step()
+                    if distributed and changed is not False:
+                        _sync_from_rank0(student)
                 b = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.dim() > 0 else 1
                 loss_sum += float(value.detach()) * b
                 n_seen += b
