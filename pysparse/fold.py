@@ -127,7 +127,8 @@ def _fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, layer_name
             "the model cannot run as built"
         )
     w = layer.weight.detach().double()
-    b = layer.bias.detach().double() if layer.bias is not None else torch.zeros(out, dtype=torch.float64, device=w.device)
+    zeros = torch.zeros(out, dtype=torch.float64, device=w.device)
+    b = layer.bias.detach().double() if layer.bias is not None else zeros
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(b)
     beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(b)
     scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)

@@ -153,7 +153,8 @@ def test_feature_conv_projection_and_identity():
     teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1))
     hints = distill.FeatureDistiller(student, teacher, [("1", "1"), ("2", "2")], example_input=torch.randn(1, 3, 6, 6))
     conv, same = hints.projections
-    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) == (4, 8)
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert (conv.in_channels, conv.out_channels) == (4, 8)
     assert isinstance(same, nn.Identity)
     x = torch.randn(2, 3, 6, 6)
     teacher(x)
@@ -286,6 +287,10 @@ def test_fit_bad_arguments(digits, teacher):
         distill.fit(teacher, teacher, train, 1)
     with pytest.raises(TypeError, match="nn.Module"):
         distill.fit("student", teacher, train, 1)
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        distill.fit(student, teacher, iter(train), 1)
+    with pytest.raises(TypeError, match="val_loader must be a DataLoader"):
+        distill.fit(student, teacher, train, 1, val_loader=torch.zeros(3))
     with pytest.raises(ValueError, match="lr"):
         distill.fit(student, teacher, train, 1, lr=0.0)
     # A failed run still unfreezes the teacher.
@@ -323,3 +328,12 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert r0["pruner_steps"] == r0["steps"] == 4 * 8
     assert 0 < r0["sparsity"] == r1["sparsity"]  # the pruner's zeros, rank 0's choice on both
     assert r0["warned"] and r1["warned"]  # a loader without a DistributedSampler is flagged
+
+
+def test_fit_takes_a_list_of_batches(digits, teacher):
+    x, y = digits[0].tensors
+    batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 500, 100)]
+    torch.manual_seed(4)
+    history = distill.fit(mlp(64, 16, 10), teacher, batches, 2, progress=False)
+    assert history[-1]["steps"] == 2 * len(batches)
+    assert history[-1]["loss"] < history[0]["loss"]

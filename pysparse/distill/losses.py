@@ -15,7 +15,7 @@ widths differ. The projections are parameters to train with the student.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -80,7 +80,9 @@ class KDLoss(nn.Module):
     ) -> torch.Tensor:
         _check_logits(student_logits, teacher_logits)
         if self.alpha < 1.0 and labels is None:
-            raise ValueError(f"labels are needed when alpha < 1 (alpha={self.alpha}); pass alpha=1.0 for soft targets only")
+            raise ValueError(
+                f"labels are needed when alpha < 1 (alpha={self.alpha}); pass alpha=1.0 for soft targets only"
+            )
         total = student_logits.new_zeros(())
         if self.alpha > 0.0:
             total = total + self.alpha * self.soft(student_logits, teacher_logits)
@@ -161,7 +163,7 @@ class FeatureDistiller(nn.Module):
         self.weight = float(weight)
         self._student_feats: dict[str, torch.Tensor] = {}
         self._teacher_feats: dict[str, torch.Tensor] = {}
-        self._handles = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for s_name, _ in self.pairs:
             self._handles.append(s_mods[s_name].register_forward_hook(self._saver(self._student_feats, s_name)))
         for _, t_name in self.pairs:
@@ -204,7 +206,7 @@ class FeatureDistiller(nn.Module):
         return projections
 
     @staticmethod
-    def _saver(store: dict[str, torch.Tensor], name: str):
+    def _saver(store: dict[str, torch.Tensor], name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} returned {type(output).__name__}; feature hints need a tensor output")
@@ -232,7 +234,9 @@ class FeatureDistiller(nn.Module):
                     raise ValueError(f"module {name!r} did not run on example_input; pick a module on the forward path")
                 f = store[name]
                 if f.dim() < 2:
-                    raise ValueError(f"module {name!r} outputs shape {tuple(f.shape)}; features must be at least (N, D)")
+                    raise ValueError(
+                        f"module {name!r} outputs shape {tuple(f.shape)}; features must be at least (N, D)"
+                    )
                 got.append((f.shape[1] if f.dim() == 4 else f.shape[-1], f.dim()))
             out.append((got[0], got[1]))
         self.clear()

@@ -206,10 +206,16 @@ def fit(
     _check_args(student, teacher, epochs, pruner, optimizer, loss)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    if val_loader is not None and not isinstance(val_loader, Iterable):
-        raise TypeError(f"val_loader must be iterable (a DataLoader), got {type(val_loader).__name__}")
-    if not isinstance(train_loader, Iterable):
-        raise TypeError(f"train_loader must be iterable (a DataLoader), got {type(train_loader).__name__}")
+    for name, data in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if data is None and name == "val_loader":
+            continue
+        if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str)):
+            raise TypeError(f"{name} must be a DataLoader (or a list of batches), got {type(data).__name__}")
+        if iter(data) is data:
+            raise TypeError(
+                f"{name} is a one-shot iterator ({type(data).__name__}), which a second pass would find empty; "
+                "pass a DataLoader or a list of batches"
+            )
     try:
         n_batches: int | None = len(train_loader)  # type: ignore[arg-type]
     except TypeError:
