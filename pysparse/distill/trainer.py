@@ -261,9 +261,9 @@ def fit(
         else:
             example = ()
         distiller = _features(features, student, teacher, example)
-        extra = list(distiller.trainable_parameters()) if distiller is not None else []
         if distiller is not None:
             distiller.to(device)
+        extra = list(distiller.trainable_parameters()) if distiller is not None else []
         if optimizer is None:
             optimizer = torch.optim.Adam(params + extra, lr=lr)
         elif extra:
