@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -297,26 +296,40 @@ def test_fit_bad_arguments(digits, teacher):
     assert all(p.requires_grad for p in teacher.parameters())
 
 
-# -- data parallel: two processes under torchrun, gloo, loopback only --------------------
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# -- data parallel: two processes, gloo, loopback only ------------------------------------
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
-def test_torchrun_gloo_two_processes(tmp_path):
+def test_two_processes_gloo(tmp_path):
+    """What ``torchrun --nproc_per_node=2`` sets up (RANK, WORLD_SIZE, a store), with a file
+    store instead of torchrun's TCP one, which would listen on every interface."""
     worker = Path(__file__).with_name("distill_ddp_worker.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", WORLD_SIZE="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(pysparse.__file__).parents[1]), env.get("PYTHONPATH")]))
     if sys.platform.startswith("linux"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's connections on loopback
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_loopback_port()}", str(worker), str(tmp_path)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr[-4000:]
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's connections on loopback
+    store = f"file://{tmp_path / 'store'}"
+    logs = [open(tmp_path / f"rank{r}.log", "w+") for r in (0, 1)]  # files, not pipes: no pipe can fill up
+    try:
+        procs = [
+            subprocess.Popen([sys.executable, str(worker), str(tmp_path), store], stdout=log, stderr=subprocess.STDOUT,
+                             env=dict(env, RANK=str(r), LOCAL_RANK=str(r)))
+            for r, log in enumerate(logs)
+        ]
+        try:
+            for p in procs:
+                p.wait(timeout=180)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for p, log in zip(procs, logs):
+            log.seek(0)
+            assert p.returncode == 0, log.read()[-4000:]
+    finally:
+        for log in logs:
+            log.close()
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in ("student", "projection"):  # seeded differently on each rank, equal at the end
         assert r0[key].keys() == r1[key].keys() and r0[key]
