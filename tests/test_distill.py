@@ -24,6 +24,15 @@ from pysparse.datasets import load_digits  # noqa: E402
 F64_RTOL = 1e-10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The models here are tiny: one thread is faster than two fighting over a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def np_log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     return z - np.log(np.exp(z).sum(1, keepdims=True))
@@ -248,7 +257,7 @@ def test_fit_with_a_custom_loss(digits, teacher):
     torch.manual_seed(2)
     student = mlp(64, 16, 10)
     history = distill.fit(student, teacher, loader(digits[0]), 3, loss=logit_matching, lr=1e-2, progress=False)
-    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
     assert len(calls) == history[-1]["steps"] and calls[0][0] == calls[0][1] and calls[0][2][0] == calls[0][0][0]
 
 
@@ -347,6 +356,6 @@ def test_fit_takes_a_list_of_batches(digits, teacher):
     x, y = digits[0].tensors
     batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 500, 100)]
     torch.manual_seed(4)
-    history = distill.fit(mlp(64, 16, 10), teacher, batches, 2, progress=False)
-    assert history[-1]["steps"] == 2 * len(batches)
-    assert history[-1]["loss"] < history[0]["loss"]
+    history = distill.fit(mlp(64, 16, 10), teacher, batches, 3, lr=1e-2, progress=False)
+    assert history[-1]["steps"] == 3 * len(batches)
+    assert history[-1]["loss"] < 0.95 * history[0]["loss"]
