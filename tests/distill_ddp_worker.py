@@ -1,4 +1,11 @@
-"""One process of the 2-process data-parallel test (tests/test_distill.py runs it under torchrun).
+"""One process of the 2-process data-parallel test in tests/test_distill.py.
+
+    torchrun --nproc_per_node=2 tests/distill_ddp_worker.py OUT_DIR
+    RANK=r WORLD_SIZE=2 python tests/distill_ddp_worker.py OUT_DIR file:///tmp/store   # r = 0, 1
+
+The test uses the second form: a file store, so nothing listens on a TCP port
+but gloo's own connections, which GLOO_SOCKET_IFNAME=lo keeps on loopback
+(torchrun's TCP store listens on every interface).
 
 Every rank builds the same tiny data set and teacher but initialises its
 student (and feature projection) from a different seed: DistributedDataParallel
@@ -9,6 +16,7 @@ given on the command line.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -36,8 +44,12 @@ class LocalPruner:
         return True
 
 
-def main(out_dir: Path) -> None:
-    dist.init_process_group("gloo")
+def main(out_dir: Path, init_method: str | None) -> None:
+    if init_method is None:  # under torchrun: rank, world size and store from the environment
+        dist.init_process_group("gloo")
+    else:
+        rank_env, world_env = os.environ["RANK"], os.environ["WORLD_SIZE"]
+        dist.init_process_group("gloo", init_method=init_method, rank=int(rank_env), world_size=int(world_env))
     rank = dist.get_rank()
     torch.set_num_threads(1)
 
@@ -79,8 +91,9 @@ def main(out_dir: Path) -> None:
         },
         out_dir / f"rank{rank}.pt",
     )
+    dist.barrier()  # both ranks past every collective before either tears gloo down
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
