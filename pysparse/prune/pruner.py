@@ -24,6 +24,10 @@ Scope "global" ranks the groups of all layers together (one threshold), with
 target. With ``pattern="channel"`` the layer's bias and a BatchNorm right
 after it (in module order) are masked too, so a pruned channel outputs exactly
 zero and ``prune.remove_channels`` can cut it out without changing the output.
+
+Under ``torch.distributed`` (e.g. ``distill.fit`` run by ``torchrun``), Taylor /
+Fisher statistics are averaged over all ranks before each mask update, so the
+masks reflect every process's data and come out the same on every rank.
 """
 
 from __future__ import annotations
@@ -737,7 +741,34 @@ class Pruner:
                 pool.remove(i)
         return pruned
 
+    def _average_over_ranks(self) -> None:
+        """Under torch.distributed, replace every rank's recorded gradient statistics by
+        their mean over all ranks, so Taylor / Fisher decide on all the data, not one
+        process's share (each rank's hook sees its local gradients, before DDP
+        averages them). Every rank must update at the same step, as a schedule makes them."""
+        dist = torch.distributed
+        if self._track is None or not (dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        if world == 1:
+            return
+        masks = [mask_of(layer.module) for layer in self._layers]
+        # Only when every rank has statistics for every layer (a rank without any raises
+        # in the criterion); agreeing on that first keeps the collectives matched.
+        have = torch.tensor([sum(m is not None and m.accumulated is not None for m in masks)])
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if int(have) != len(masks):
+            return
+        accs = [m.accumulated for m in masks]  # type: ignore[union-attr]
+        flat = torch.cat([a.detach().to("cpu", torch.float64).reshape(-1) for a in accs])
+        dist.all_reduce(flat)  # one collective for every layer
+        flat /= world
+        with torch.no_grad():
+            for a, part in zip(accs, flat.split([a.numel() for a in accs])):
+                a.copy_(part.reshape(a.shape))
+
     def _update(self, targets: list[float]) -> None:
+        self._average_over_ranks()
         ranks = {i: self._rank(layer) for i, layer in enumerate(self._layers)}
         pruned: dict[int, np.ndarray] = {}
         pool = [i for i, layer in enumerate(self._layers) if layer.pooled and self.scope == "global"]
