@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .channels import kept_inputs
 from .importance import ACCUMULATORS, Criterion, get_criterion, needs_grad
 from .patterns import Pattern, parse_pattern
 from .schedules import one_shot
@@ -347,7 +348,10 @@ class LayerReport:
     """One pruned layer: target vs measured sparsity, weights and FLOPs per sample.
 
     FLOPs count 2 per multiply-add of the weight (bias ignored); a Conv2d's
-    are ``None`` until one forward pass has recorded its output size."""
+    are ``None`` until one forward pass has recorded its output size. With the
+    "channel" pattern, kept FLOPs also leave out the weights on inputs whose
+    producing channel is pruned (what ``remove_channels`` cuts), though
+    ``nonzero`` counts them while they are nonzero."""
 
     name: str
     kind: str
@@ -573,12 +577,16 @@ class Pruner:
 
     def report(self) -> PruneReport:
         """Per layer: target and measured sparsity, params, nonzero params, FLOPs."""
+        # Channel pruning: the inputs a pruned channel fed go too (in a Sequential stack).
+        cut = kept_inputs(self.model) if self.pattern_.name == "channel" else {}
         rows = []
         for layer in self._layers:
             m = layer.module
             with torch.no_grad():
                 w = m.weight
                 nonzero = int(torch.count_nonzero(w))
+                cols = cut.get(id(m))
+                live = nonzero if cols is None else int(torch.count_nonzero(w.reshape(w.shape[0], -1)[:, cols]))
             params = w.numel()
             positions = getattr(m, "_pysparse_positions", None)
             if positions is None and isinstance(m, nn.Linear):
@@ -589,7 +597,7 @@ class Pruner:
                     shape=tuple(w.shape), target=layer.target,
                     sparsity=1.0 - nonzero / params if params else 0.0, params=params, nonzero=nonzero,
                     flops_dense=None if positions is None else 2 * params * positions,
-                    flops=None if positions is None else 2 * nonzero * positions,
+                    flops=None if positions is None else 2 * live * positions,
                 )
             )
         return PruneReport(rows)
