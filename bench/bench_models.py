@@ -1,8 +1,9 @@
 """Whole-model benchmark: torch dense vs the ``ps.convert`` model (and the torch-free
 runtime, when ``pysparse.io`` exists), one thread, batch 1 and 32.
 
-Models (weights pruned with explicit masks, so the benchmark needs no training):
-  * MLP 784-2048-2048-10, hidden layers at 90% in (8, 1) blocks of W[out, in];
+Models (weights pruned one-shot by ``prune.Pruner``, layer scope, then squashed; no
+training, so the benchmark measures the packing and kernels on what the library makes):
+  * MLP 784-2048-2048-10, hidden layers at 90% in (8, 1) blocks of W[out, in] (L2);
   * the same MLP at 90% unstructured (magnitude);
   * a CNN on 3x32x32 with 1x1 and 3x3 convolutions, BatchNorm and pooling, every
     conv but the first (3 input channels) at 90% unstructured.
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 import pysparse as ps
+from pysparse import prune
 
 # Shared with the kernel benchmark (bench/ is on sys.path when this script runs):
 # one thread count for torch, pysparse and numpy's BLAS (the runtime's dense layers).
@@ -39,23 +41,13 @@ from _contenders import _inner_count, threads
 CHECK_RTOL = 1e-4
 
 
-def prune_unstructured(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Mask keeping the largest |w| (exactly round((1 - sparsity) * size) survive)."""
-    k = int(round(sparsity * w.numel()))
-    mask = torch.ones(w.numel())
-    if k:
-        mask[w.abs().reshape(-1).argsort()[:k]] = 0.0
-    return mask.reshape(w.shape)
-
-
-def prune_blocks(w: torch.Tensor, sparsity: float, rows: int = 8) -> torch.Tensor:
-    """Mask keeping the (rows, 1) blocks of W[out, in] with the largest L2 norm."""
-    out, inp = w.shape
-    pad = torch.zeros((out + rows - 1) // rows * rows, inp)
-    pad[:out] = w
-    norms = pad.reshape(-1, rows, inp).pow(2).sum(1)
-    keep = prune_unstructured(norms, sparsity)
-    return keep.repeat_interleave(rows, 0)[:out]
+def pruned(model: torch.nn.Module, sparsity: float, modules: list[torch.nn.Module], pattern: Any = "unstructured",
+           criterion: str = "magnitude") -> torch.nn.Module:
+    """``modules`` pruned one-shot by the library, each to ``sparsity`` (layer scope), masks
+    baked in: the benchmark measures what ``prune.Pruner`` produces."""
+    prune.Pruner(model, sparsity=sparsity, pattern=pattern, criterion=criterion, scope="layer",
+                 modules=modules).squash()
+    return model
 
 
 def mlp(hidden: int, sparsity: float, pattern: str) -> torch.nn.Module:
@@ -63,10 +55,11 @@ def mlp(hidden: int, sparsity: float, pattern: str) -> torch.nn.Module:
         torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
         torch.nn.Linear(hidden, 10),
     )
-    with torch.no_grad():
-        for layer in (model[0], model[2]):  # the 10-way classifier stays dense
-            w = layer.weight
-            w.mul_(prune_blocks(w, sparsity) if pattern == "block8x1" else prune_unstructured(w, sparsity))
+    hidden_layers = [model[0], model[2]]  # the 10-way classifier stays dense
+    if pattern == "block8x1":  # (8, 1) blocks of W[out, in] with the largest L2 norm
+        pruned(model, sparsity, hidden_layers, pattern=(8, 1), criterion="l2")
+    else:
+        pruned(model, sparsity, hidden_layers)
     return model.eval()
 
 
@@ -87,10 +80,8 @@ def cnn(width: int, sparsity: float) -> torch.nn.Module:
             if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, as after training
                 m.running_mean.uniform_(-0.5, 0.5, generator=gen)
                 m.running_var.uniform_(0.5, 2.0, generator=gen)
-        for m in list(model.modules())[2:]:
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.mul_(prune_unstructured(m.weight, sparsity))
-    return model.eval()
+    convs = [m for m in list(model.modules())[2:] if isinstance(m, torch.nn.Conv2d)]
+    return pruned(model, sparsity, convs).eval()
 
 
 def runtime_contender(sm: torch.nn.Module, x: np.ndarray, workdir: Path) -> tuple[Callable[[], Any] | None, str]:

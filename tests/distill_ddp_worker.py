@@ -12,6 +12,12 @@ student (and feature projection) from a different seed: DistributedDataParallel
 and fit's broadcast must make them equal, and averaged gradients must keep them
 equal. Writes rank<N>.pt (weights, history, pruner steps) into the directory
 given on the command line.
+
+Then, for the Taylor and Fisher criteria, a ``prune.Pruner`` prunes a student
+that fit trains on rank-dependent data (each rank its own inputs): every rank
+saves its local gradient statistics just before the pruning step, and its masks
+just after it (before fit copies rank 0's state over), so the test can check
+that both ranks decided alike, from the scores averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from pysparse import distill
+from pysparse import distill, prune
+from pysparse.prune.pruner import mask_of
 
 
 class LocalPruner:
@@ -42,6 +49,43 @@ class LocalPruner:
         with torch.no_grad():
             self.layer.weight.view(-1)[torch.randint(self.layer.weight.numel(), (1,), generator=self.gen)] = 0.0
         return True
+
+
+class RecordingPruner:
+    """Steps a real Pruner; on the step that prunes, keeps what this rank had recorded
+    (its local statistics, the weights) and the masks the step chose."""
+
+    def __init__(self, pruner: prune.Pruner) -> None:
+        self.pruner = pruner
+        self.record: dict[str, dict[str, torch.Tensor]] = {}
+
+    def step(self) -> bool:
+        layers = self.pruner.layers_
+        local = {n: mask_of(m).accumulated.clone() for n, m in layers.items() if mask_of(m).accumulated is not None}
+        weights = {n: m.weight.detach().clone() for n, m in layers.items()}
+        changed = self.pruner.step()
+        if changed:
+            masks = {n: t.clone() for n, t in self.pruner.masks_.items()}
+            self.record = {"local": local, "weights": weights, "masks": masks}
+        return changed
+
+
+def prune_on_local_data(rank: int, criterion: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Taylor / Fisher pruning inside fit, each rank training on data only it has."""
+    g = torch.Generator().manual_seed(10 + rank)  # rank-dependent inputs and labels
+    x = torch.randn(64, 12, generator=g) * (1 + rank)
+    y = torch.randint(0, 4, (64,), generator=g)
+    data = TensorDataset(x, y)
+    torch.manual_seed(7)
+    student = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    pruner = RecordingPruner(
+        prune.Pruner(student, sparsity=0.6, criterion=criterion, schedule=prune.one_shot(at=4))
+    )
+    # Each rank's own data set, so a DistributedSampler would be wrong here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*DistributedSampler.*")
+        distill.fit(student, None, DataLoader(data, batch_size=16), 1, pruner=pruner, progress=False)
+    return pruner.record
 
 
 def main(out_dir: Path, init_method: str | None) -> None:
@@ -88,6 +132,8 @@ def main(out_dir: Path, init_method: str | None) -> None:
             "batches": len(loader),
             "sparsity": history[-1]["sparsity"],
             "warned": warned,
+            "taylor": prune_on_local_data(rank, "taylor"),
+            "fisher": prune_on_local_data(rank, "fisher"),
         },
         out_dir / f"rank{rank}.pt",
     )

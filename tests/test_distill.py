@@ -17,7 +17,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 import pysparse  # noqa: E402
-from pysparse import distill  # noqa: E402
+from pysparse import distill, prune  # noqa: E402
 from pysparse.datasets import load_digits  # noqa: E402
 
 # A float64 loss against a float64 hand computation.
@@ -350,6 +350,41 @@ def test_two_processes_gloo(tmp_path):
     assert r0["pruner_steps"] == r0["steps"] == 4 * 8
     assert 0 < r0["sparsity"] == r1["sparsity"]  # the pruner's zeros, rank 0's choice on both
     assert r0["warned"] and r1["warned"]  # a loader without a DistributedSampler is flagged
+    for criterion in ("taylor", "fisher"):
+        check_masks_come_from_averaged_scores(criterion, r0[criterion], r1[criterion])
+
+
+def masks_from_scores(criterion: str, weights: dict, stats: dict) -> dict:
+    """The masks a Pruner picks for the worker's student when the recorded gradient
+    statistics are ``stats`` (what the worker's prune_on_local_data does, in one process)."""
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        for name, w in weights.items():
+            model.get_submodule(name).weight.copy_(w)
+    names = {id(model.get_submodule(n)): n for n in weights}
+
+    def scores(module, pname):
+        acc = stats[names[id(module)]]
+        return acc if criterion == "taylor" else module.weight.detach().square() * acc  # Fisher: w^2 * sum g^2
+
+    return prune.Pruner(model, sparsity=0.6, criterion=scores).masks_
+
+
+def check_masks_come_from_averaged_scores(criterion: str, rec0: dict, rec1: dict) -> None:
+    names = sorted(rec0["masks"])
+    assert names == sorted(rec1["masks"]) == sorted(rec0["local"]) == ["0", "2"]
+    for n in names:
+        assert torch.equal(rec0["weights"][n], rec1["weights"][n])  # DDP keeps the weights equal
+        assert not torch.equal(rec0["local"][n], rec1["local"][n])  # each rank saw its own data
+        assert torch.equal(rec0["masks"][n], rec1["masks"][n]), f"{criterion}: ranks chose different masks"
+    mean = {n: ((rec0["local"][n].double() + rec1["local"][n].double()) / 2).float() for n in names}
+    expected = masks_from_scores(criterion, rec0["weights"], mean)
+    for n in names:
+        assert torch.equal(rec0["masks"][n], expected[n]), f"{criterion}: masks are not those of the mean scores"
+    # The check has teeth: one rank's scores alone would have chosen other masks.
+    for local in (rec0["local"], rec1["local"]):
+        alone = masks_from_scores(criterion, rec0["weights"], local)
+        assert any(not torch.equal(alone[n], expected[n]) for n in names)
 
 
 def test_fit_takes_a_list_of_batches(digits, teacher):

@@ -105,3 +105,40 @@ def test_removal_refuses_what_it_cannot_do():
         prune.remove_channels(nn.Sequential(nn.ReLU()))
     with pytest.raises(TypeError, match="nn.Module"):
         prune.remove_channels("model")
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_report_counts_the_flops_left_after_removal(scope):
+    """A pruned channel also takes the next layer's inputs it fed: the report's kept
+    FLOPs are those of the model remove_channels makes, layer by layer."""
+    model = convnet()
+    pruner = prune.Pruner(model, sparsity=0.5, pattern="channel", scope=scope, exclude_last=True)
+    model.eval()
+    model(torch.randn(2, 3, 8, 8))  # records the conv output sizes
+    report = pruner.report()
+    small = prune.remove_channels(copy.deepcopy(pruner.squash()))
+    overstated = 0
+    for row in report:
+        positions = row.flops_dense // (2 * row.params)
+        nonzero_after = int(torch.count_nonzero(small.get_submodule(row.name).weight))
+        assert row.flops == 2 * nonzero_after * positions, row.name
+        overstated += row.flops < 2 * row.nonzero * positions  # inputs cut, weights still nonzero
+    assert overstated >= 2  # every layer after the first lost inputs
+    assert report.flops < report.flops_dense
+
+
+def test_report_without_a_stack_counts_every_nonzero():
+    """Outside an nn.Sequential the next layer is not known: nothing is assumed cut."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)) + x.sum(1, keepdim=True))  # a zero channel is not zero here
+
+    torch.manual_seed(0)
+    pruner = prune.Pruner(Net(), sparsity=0.5, pattern="channel", scope="layer")
+    for row in pruner.report():
+        assert row.flops == 2 * row.nonzero and row.nonzero < row.params

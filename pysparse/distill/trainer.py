@@ -86,9 +86,10 @@ def _allsum(values: list[float]) -> list[float]:
 def _sync_from_rank0(module: nn.Module) -> None:
     """Make every rank's weights, masks and buffers rank 0's.
 
-    A pruner decides on each rank; a criterion that reads local state (e.g.
-    Taylor scores from the gradients before DDP averages them) can decide
+    A pruner decides on each rank; one that reads local state can decide
     differently, and the ranks would drift apart. Rank 0's decision wins.
+    (``prune.Pruner`` averages its Taylor / Fisher statistics over the ranks
+    before deciding, so its ranks agree already; this keeps any pruner safe.)
     """
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):

@@ -33,6 +33,8 @@ _PASS_THROUGH = (
 def _flatten(model: nn.Module) -> list[nn.Module]:
     if isinstance(model, nn.Sequential):
         return [leaf for child in model for leaf in _flatten(child)]
+    if isinstance(model, (nn.Linear, nn.Conv2d, _BN)):  # leaves, even with a pruner's masks on them
+        return [model]
     if any(True for _ in model.children()):
         raise ValueError(
             f"remove_channels works on nn.Sequential stacks, but found a {type(model).__name__} with "
@@ -81,35 +83,38 @@ def _shrink_bn(bn: nn.Module, keep: torch.Tensor) -> None:
         bn.running_var = bn.running_var[keep].clone()
 
 
-def _shrink_inputs(layer: nn.Module, prev: nn.Module, keep: torch.Tensor) -> None:
+def _input_columns(layer: nn.Module, prev: nn.Module, keep: torch.Tensor) -> torch.Tensor:
+    """Which columns of ``layer``'s W[out, in] view survive when ``prev`` keeps the
+    output channels ``keep``."""
     if isinstance(layer, nn.Conv2d):
-        layer.weight = _param(layer.weight[:, keep], layer.weight)
-        layer.in_channels = int(keep.sum())
-        return
+        return keep.repeat_interleave(layer.weight[0, 0].numel())  # W[out, in * kh * kw]
     channels = keep.numel()
     if layer.in_features % channels:
         raise ValueError(
             f"cannot match {type(prev).__name__}'s {channels} outputs to the next Linear's "
             f"{layer.in_features} inputs; remove_channels needs in_features to be a multiple of them"
         )
-    cols = keep.repeat_interleave(layer.in_features // channels)  # Flatten is channel-major
+    return keep.repeat_interleave(layer.in_features // channels)  # Flatten is channel-major
+
+
+def _shrink_inputs(layer: nn.Module, prev: nn.Module, keep: torch.Tensor) -> None:
+    if isinstance(layer, nn.Conv2d):
+        layer.weight = _param(layer.weight[:, keep], layer.weight)
+        layer.in_channels = int(keep.sum())
+        return
+    cols = _input_columns(layer, prev, keep)
     layer.weight = _param(layer.weight[:, cols], layer.weight)
     layer.in_features = int(cols.sum())
 
 
-def remove_channels(model: nn.Module) -> nn.Module:
-    """Cut zeroed output channels (and the next layer's matching inputs) out of a
-    Sequential stack, in place; returns the model. See the module docstring."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ValueError(
-            "the model still has pruning masks; call pruner.squash() first, then remove_channels"
-        )
+def _links(model: nn.Module) -> list[tuple[nn.Module, nn.Module, list[nn.Module]]]:
+    """(layer, next layer, modules between) along a Sequential stack, every link checked
+    (ValueError for what remove_channels cannot handle) before anything changes."""
     leaves = _flatten(model)
     layers = [i for i, m in enumerate(leaves) if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not layers:
         raise ValueError("the model has no Linear or Conv2d layer whose channels could be removed")
+    links = []
     for a, b in zip(layers, layers[1:]):
         prev, nxt, between = leaves[a], leaves[b], leaves[a + 1 : b]
         for m in (prev, nxt):
@@ -123,6 +128,37 @@ def remove_channels(model: nn.Module) -> nn.Module:
                 )
         if isinstance(prev, nn.Linear) and isinstance(nxt, nn.Conv2d):
             raise ValueError("remove_channels cannot follow a Linear into a Conv2d")
+        _input_columns(nxt, prev, torch.ones(prev.weight.shape[0], dtype=torch.bool))  # shapes match
+        links.append((prev, nxt, between))
+    return links
+
+
+def kept_inputs(model: nn.Module) -> dict[int, torch.Tensor]:
+    """{id(layer): bool per column of its W[out, in] view, False for the inputs that
+    ``remove_channels`` would cut} for each layer fed by one with zeroed channels; {} when
+    the model is not a stack remove_channels handles. Works on masked (unsquashed) models."""
+    out = {}
+    try:
+        with torch.no_grad():
+            for prev, nxt, between in _links(model):
+                keep = _keep_rows(prev, between)
+                if not keep.all():
+                    out[id(nxt)] = _input_columns(nxt, prev, keep)
+    except ValueError:
+        return {}
+    return out
+
+
+def remove_channels(model: nn.Module) -> nn.Module:
+    """Cut zeroed output channels (and the next layer's matching inputs) out of a
+    Sequential stack, in place; returns the model. See the module docstring."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise ValueError(
+            "the model still has pruning masks; call pruner.squash() first, then remove_channels"
+        )
+    for prev, nxt, between in _links(model):
         keep = _keep_rows(prev, between)
         if keep.all():
             continue

@@ -24,6 +24,10 @@ Scope "global" ranks the groups of all layers together (one threshold), with
 target. With ``pattern="channel"`` the layer's bias and a BatchNorm right
 after it (in module order) are masked too, so a pruned channel outputs exactly
 zero and ``prune.remove_channels`` can cut it out without changing the output.
+
+Under ``torch.distributed`` (e.g. ``distill.fit`` run by ``torchrun``), Taylor /
+Fisher statistics are averaged over all ranks before each mask update, so the
+masks reflect every process's data and come out the same on every rank.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .channels import kept_inputs
 from .importance import ACCUMULATORS, Criterion, get_criterion, needs_grad
 from .patterns import Pattern, parse_pattern
 from .schedules import one_shot
@@ -184,26 +189,90 @@ class _Layer:
         return r * c
 
 
+# Groups are ranked by (tier, score, index): already-pruned groups first (tier -1), then
+# those a pattern says must go (0), then the rest (1); least important first within a
+# tier, the lower index first on ties, so every machine picks the same groups. When all
+# groups have one size (unstructured, channels, blocks that divide the shape) the first
+# k groups are what is needed, not their order: a partition finds them in O(n) instead
+# of a full sort; otherwise the full order is built. ``_FAST = False`` forces the full
+# order everywhere (the reference the tests compare the fast path against).
+_FAST = True
+
+
 def _order(tier: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Groups by (tier, score), least important first."""
+    """Every group, sorted by (tier, score, index): least important first."""
     tiers = np.unique(tier)
     if len(tiers) == 1:
-        return np.argsort(score)
+        return np.argsort(score, kind="stable")
     parts = []
     for t in tiers:
         idx = np.flatnonzero(tier == t)
-        parts.append(idx[np.argsort(score[idx])])
+        parts.append(idx[np.argsort(score[idx], kind="stable")])
     return np.concatenate(parts)
+
+
+def _smallest(score: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of the k smallest scores, the lower index first on ties."""
+    n = len(score)
+    if k <= 0:
+        return np.empty(0, np.intp)
+    if k >= n:
+        return np.arange(n)
+    v = np.partition(score, k - 1)[k - 1]  # the k-th smallest value
+    take = score < v
+    ties = np.flatnonzero(score == v)[: k - int(np.count_nonzero(take))]
+    take[ties] = True
+    return np.flatnonzero(take)
+
+
+def _first_k(tier: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of the first k groups in (tier, score, index) order:
+    the set ``np.sort(_order(tier, score)[:k])`` without sorting everything."""
+    present = [t for t in (-1, 0, 1) if np.any(tier == t)]  # the tiers _Ranking uses
+    if len(present) <= 1:
+        return _smallest(score, k)
+    take = np.zeros(len(score), bool)
+    for t in present:
+        if k <= 0:
+            break
+        in_t = tier == t
+        count = int(np.count_nonzero(in_t))
+        if k >= count:
+            take |= in_t
+        else:
+            idx = np.flatnonzero(in_t)
+            take[idx[_smallest(score[idx], k)]] = True
+        k -= count
+    return np.flatnonzero(take)
+
+
+def _count_multiples(size: int, n: int, x: float, strict: bool) -> int:
+    """How many of size * 1, size * 2, ..., size * n are < x (``strict``) or <= x."""
+    j = min(max(math.floor(x / size), 0), n)
+    below = (lambda v: v < x) if strict else (lambda v: v <= x)
+    while j > 0 and not below(size * j):  # exact integer-vs-float comparisons fix
+        j -= 1  # the float estimate, as searchsorted on the int cumsum would
+    while j < n and below(size * (j + 1)):
+        j += 1
+    return j
 
 
 @dataclass
 class _Ranking:
-    """One layer's groups: tier (-1 already pruned, 0 must go first, 1 others), score, size."""
+    """Groups of one layer (or of a global pool): tier (-1 already pruned, 0 must go
+    first, 1 others), score, and size: one int when every group has that many weights,
+    else an array."""
 
     tiers: np.ndarray
     scores: np.ndarray
-    sizes: np.ndarray
+    size: int | np.ndarray
     _order: np.ndarray | None = None
+    _cums: np.ndarray | None = None
+
+    @property
+    def uniform(self) -> bool:
+        """Every group has ``size`` weights, and the fast path is on."""
+        return isinstance(self.size, int) and _FAST
 
     @property
     def order(self) -> np.ndarray:
@@ -212,25 +281,63 @@ class _Ranking:
         return self._order
 
     @property
+    def sizes(self) -> np.ndarray:
+        return np.full(len(self), self.size, np.int64) if isinstance(self.size, int) else self.size
+
+    @property
     def cums(self) -> np.ndarray:
-        """Weights pruned if the first k groups (in order) go, k = 1, 2, ..."""
-        return np.cumsum(self.sizes[self.order])
+        """Weights pruned if the first k groups (in order) go, k = 1, 2, ... (uneven sizes)."""
+        if self._cums is None:
+            self._cums = np.cumsum(self.sizes[self.order])
+        return self._cums
+
+    def cum(self, k: int) -> int:
+        """Weights pruned if the first k groups (in order) go."""
+        if k <= 0:
+            return 0
+        return self.size * k if self.uniform else int(self.cums[k - 1])
+
+    def count_within(self, x: float, strict: bool) -> int:
+        """The most leading groups whose total is < x (``strict``) or <= x."""
+        if self.uniform:
+            return _count_multiples(self.size, len(self), x, strict)  # type: ignore[arg-type]
+        return int(np.searchsorted(self.cums, x, side="left" if strict else "right"))
+
+    def choose_k(self, target: float, max_k: int) -> int:
+        """How many leading groups to prune so the pruned count is closest to ``target``
+        (at most ``max_k``; on a tie, the smaller count)."""
+        m = min(len(self), max_k)
+        j = min(self.count_within(target, strict=True), m)  # cum(j) < target <= cum(j + 1)
+        return j + 1 if j < m and abs(self.cum(j + 1) - target) < abs(self.cum(j) - target) else j
+
+    def cap_k(self, limit: float, max_k: int) -> int:
+        """The most leading groups whose total stays within ``limit`` (at most ``max_k``)."""
+        return min(self.count_within(limit + 1e-9, strict=False), max_k)
+
+    def first(self, k: int) -> np.ndarray:
+        """Ascending indices of the first k groups in order."""
+        if self.uniform:
+            return _first_k(self.tiers, self.scores, k)
+        take = np.zeros(len(self), bool)
+        take[self.order[:k]] = True
+        return np.flatnonzero(take)
+
+    def weights_in(self, groups: np.ndarray) -> int:
+        """Total size of ``groups``."""
+        return self.size * len(groups) if isinstance(self.size, int) else int(self.size[groups].sum())
 
     def __len__(self) -> int:
         return len(self.scores)
 
-
-def _choose_k(cums: np.ndarray, target: float, max_k: int) -> int:
-    """How many leading groups to prune so the pruned count is closest to ``target``."""
-    c = cums[:max_k]
-    j = int(np.searchsorted(c, target))  # c[j-1] < target <= c[j]
-    below = c[j - 1] if j > 0 else 0
-    return j + 1 if j < len(c) and abs(c[j] - target) < abs(below - target) else j
-
-
-def _cap_k(cums: np.ndarray, limit: float, max_k: int) -> int:
-    """The most leading groups whose total stays within ``limit``."""
-    return int(min(np.searchsorted(cums, limit + 1e-9, side="right"), max_k))
+    @staticmethod
+    def concat(parts: list[_Ranking]) -> _Ranking:
+        sizes = {p.size for p in parts if isinstance(p.size, int)}
+        size: int | np.ndarray
+        if len(sizes) == 1 and all(isinstance(p.size, int) for p in parts):
+            size = sizes.pop()
+        else:
+            size = np.concatenate([p.sizes for p in parts])
+        return _Ranking(np.concatenate([p.tiers for p in parts]), np.concatenate([p.scores for p in parts]), size)
 
 
 # ----------------------------------------------------------------------------- report
@@ -241,7 +348,10 @@ class LayerReport:
     """One pruned layer: target vs measured sparsity, weights and FLOPs per sample.
 
     FLOPs count 2 per multiply-add of the weight (bias ignored); a Conv2d's
-    are ``None`` until one forward pass has recorded its output size."""
+    are ``None`` until one forward pass has recorded its output size. With the
+    "channel" pattern, kept FLOPs also leave out the weights on inputs whose
+    producing channel is pruned (what ``remove_channels`` cuts), though
+    ``nonzero`` counts them while they are nonzero."""
 
     name: str
     kind: str
@@ -467,12 +577,16 @@ class Pruner:
 
     def report(self) -> PruneReport:
         """Per layer: target and measured sparsity, params, nonzero params, FLOPs."""
+        # Channel pruning: the inputs a pruned channel fed go too (in a Sequential stack).
+        cut = kept_inputs(self.model) if self.pattern_.name == "channel" else {}
         rows = []
         for layer in self._layers:
             m = layer.module
             with torch.no_grad():
                 w = m.weight
                 nonzero = int(torch.count_nonzero(w))
+                cols = cut.get(id(m))
+                live = nonzero if cols is None else int(torch.count_nonzero(w.reshape(w.shape[0], -1)[:, cols]))
             params = w.numel()
             positions = getattr(m, "_pysparse_positions", None)
             if positions is None and isinstance(m, nn.Linear):
@@ -483,7 +597,7 @@ class Pruner:
                     shape=tuple(w.shape), target=layer.target,
                     sparsity=1.0 - nonzero / params if params else 0.0, params=params, nonzero=nonzero,
                     flops_dense=None if positions is None else 2 * params * positions,
-                    flops=None if positions is None else 2 * nonzero * positions,
+                    flops=None if positions is None else 2 * live * positions,
                 )
             )
         return PruneReport(rows)
@@ -567,12 +681,16 @@ class Pruner:
         scores = self.criterion_(module, "weight")
         if not isinstance(scores, torch.Tensor):
             raise TypeError(f"criterion must return a torch.Tensor of scores, got {type(scores).__name__}")
-        if scores.shape != module.weight.shape:
+        shape = _original(module, "weight").shape
+        if scores.shape != shape:
             raise ValueError(
                 f"criterion returned scores shaped {tuple(scores.shape)} for layer {layer.name!r}, "
-                f"whose weight is {tuple(module.weight.shape)}; return one score per weight"
+                f"whose weight is {tuple(shape)}; return one score per weight"
             )
-        scores = scores.detach().to("cpu", torch.float64).reshape(layer.shape2d)
+        # float32 stays float32 (exact, and half the memory traffic of the ranking);
+        # narrower floats widen to it exactly, anything else goes to float64.
+        dtype = torch.float32 if scores.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+        scores = scores.detach().to("cpu", dtype).reshape(layer.shape2d)
         if torch.isnan(scores).any():
             raise ValueError(f"criterion returned NaN scores for layer {layer.name!r}")
         return scores
@@ -583,18 +701,22 @@ class Pruner:
         assert mask is not None  # installed by __init__
         alive = mask.mask.detach().to("cpu").reshape(layer.shape2d)
         gid, ngroups = self._groups(layer)
+        size: int | np.ndarray
         if gid is None:
-            gscore, galive = scores.reshape(-1), alive.reshape(-1)
-            gsize = torch.ones(ngroups, dtype=torch.int64)
+            gscore, galive, size = scores.reshape(-1), alive.reshape(-1), 1
         else:
             flat = gid.reshape(-1)
             gsize = torch.bincount(flat, minlength=ngroups)
-            gscore = torch.bincount(flat, weights=scores.reshape(-1), minlength=ngroups) / gsize
+            gscore = torch.bincount(flat, weights=scores.reshape(-1).double(), minlength=ngroups) / gsize
             galive = torch.bincount(flat, weights=alive.reshape(-1).double(), minlength=ngroups) > 0
-        tiers = self.pattern_.tiers(torch.where(alive, scores, torch.full_like(scores, -1e300)))
+            size = int(gsize[0]) if bool((gsize == gsize[0]).all()) else gsize.numpy()
+        tiers = None
+        if type(self.pattern_).tiers is not Pattern.tiers:  # only N:M has tiers here
+            d = scores.double()
+            tiers = self.pattern_.tiers(torch.where(alive, d, torch.full_like(d, -1e300)))
         tier = np.zeros(ngroups, np.int8) if tiers is None else tiers.reshape(-1).numpy().copy()
         tier[~galive.numpy()] = -1
-        return _Ranking(tier, gscore.numpy(), gsize.numpy())
+        return _Ranking(tier, gscore.numpy(), size)
 
     def _allocate_global(
         self, pool: list[int], ranks: dict[int, _Ranking], t: float
@@ -604,43 +726,64 @@ class Pruner:
         pruned: dict[int, np.ndarray] = {}
         limits = {}
         for i in pool:
-            n, sizes = self._layers[i].numel, ranks[i].sizes
+            n, largest = self._layers[i].numel, ranks[i].size
+            largest = largest if isinstance(largest, int) else int(largest.max())
             # At most the cap, and never every group: one (the largest, to be safe) survives.
-            limits[i] = min(math.floor(self.max_layer_sparsity * n + 1e-9), n - int(sizes.max()))
+            limits[i] = min(math.floor(self.max_layer_sparsity * n + 1e-9), n - largest)
         remaining = t * sum(self._layers[i].numel for i in pool)
         pool = list(pool)
         while pool:
-            lid = np.concatenate([np.full(len(ranks[i]), i) for i in pool])
-            gix = np.concatenate([np.arange(len(ranks[i])) for i in pool])
-            order = _order(
-                np.concatenate([ranks[i].tiers for i in pool]),
-                np.concatenate([ranks[i].scores for i in pool]),
-            )
-            size = np.concatenate([ranks[i].sizes for i in pool])[order]
-            k = _choose_k(np.cumsum(size), remaining, len(order))
-            chosen = lid[order[:k]]
-            counts = np.bincount(chosen, weights=size[:k], minlength=max(pool) + 1)
-            over = [i for i in pool if counts[i] > limits[i]]
+            combo = _Ranking.concat([ranks[i] for i in pool])
+            chosen = combo.first(combo.choose_k(remaining, len(combo)))  # ascending
+            starts = np.cumsum([0] + [len(ranks[i]) for i in pool])
+            cuts = np.searchsorted(chosen, starts)
+            mine = {i: chosen[cuts[j] : cuts[j + 1]] - starts[j] for j, i in enumerate(pool)}
+            over = [i for i in pool if ranks[i].weights_in(mine[i]) > limits[i]]
             if not over:
-                chosen_groups = gix[order[:k]]
-                pruned.update({i: chosen_groups[chosen == i] for i in pool})
+                pruned.update(mine)
                 break
             for i in over:
                 r = ranks[i]
-                kk = _cap_k(r.cums, limits[i], len(r) - 1)
-                pruned[i] = r.order[:kk]
-                remaining -= int(r.sizes[pruned[i]].sum())
+                pruned[i] = r.first(r.cap_k(limits[i], len(r) - 1))
+                remaining -= r.weights_in(pruned[i])
                 pool.remove(i)
         return pruned
 
+    def _average_over_ranks(self) -> None:
+        """Under torch.distributed, replace every rank's recorded gradient statistics by
+        their mean over all ranks, so Taylor / Fisher decide on all the data, not one
+        process's share (each rank's hook sees its local gradients, before DDP
+        averages them). Every rank must update at the same step, as a schedule makes them."""
+        dist = torch.distributed
+        if self._track is None or not (dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        if world == 1:
+            return
+        masks = [mask_of(layer.module) for layer in self._layers]
+        # Only when every rank has statistics for every layer (a rank without any raises
+        # in the criterion); agreeing on that first keeps the collectives matched.
+        have = torch.tensor([sum(m is not None and m.accumulated is not None for m in masks)])
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if int(have) != len(masks):
+            return
+        accs = [m.accumulated for m in masks]  # type: ignore[union-attr]
+        flat = torch.cat([a.detach().to("cpu", torch.float64).reshape(-1) for a in accs])
+        dist.all_reduce(flat)  # one collective for every layer
+        flat /= world
+        with torch.no_grad():
+            for a, part in zip(accs, flat.split([a.numel() for a in accs])):
+                a.copy_(part.reshape(a.shape))
+
     def _update(self, targets: list[float]) -> None:
+        self._average_over_ranks()
         ranks = {i: self._rank(layer) for i, layer in enumerate(self._layers)}
         pruned: dict[int, np.ndarray] = {}
         pool = [i for i, layer in enumerate(self._layers) if layer.pooled and self.scope == "global"]
         for i, layer in enumerate(self._layers):
             if i not in pool:
                 r = ranks[i]
-                pruned[i] = r.order[: _choose_k(r.cums, targets[i] * layer.numel, len(r) - 1)]
+                pruned[i] = r.first(r.choose_k(targets[i] * layer.numel, len(r) - 1))
         if pool:
             pruned.update(self._allocate_global(pool, ranks, targets[pool[0]]))
         for i, layer in enumerate(self._layers):
