@@ -137,7 +137,11 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, n
         if size > MAX_FILE_BYTES:
             raise ModelFileError(f"{p}: {size} bytes is larger than a model file may be ({MAX_FILE_BYTES})")
         with open(p, "rb") as f:
-            buf = f.read(MAX_FILE_BYTES + 1)
+            # read(n) allocates n bytes up front: ask for what stat() saw (+1 to notice a
+            # file that grew since), never for the 16 GiB bound (qemu-user commits it all).
+            buf = f.read(size + 1)
+        if len(buf) > MAX_FILE_BYTES:
+            raise ModelFileError(f"{p}: larger than a model file may be ({MAX_FILE_BYTES} bytes)")
     except IsADirectoryError:
         raise ModelFileError(f"{p} is a directory, not a model file") from None
     meta, arrays = _parse(buf, p)

@@ -294,6 +294,28 @@ def test_load_and_run_with_torch_unimportable(mlp_file, tmp_path, rng):
     assert relerr(np.load(tmp_path / "y.npy"), ref(x)) <= F32_SUM_RTOL
 
 
+_LOAD_UNDER_LIMIT = r"""
+import resource, sys
+import numpy as np, pysparse as ps
+limit = 2 << 30  # 2 GiB of address space: far above what this model needs
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+m = ps.load(sys.argv[1])
+print("loaded", m(np.zeros((1, 300), np.float32)).shape)
+"""
+
+
+@pytest.mark.skipif(bool(os.environ.get("PYSPARSE_TEST_PYTHON")), reason="an emulator reserves its own address space")
+def test_load_allocates_what_the_file_needs(mlp_file, tmp_path):
+    """Reading a file must not allocate the 16 GiB size bound up front (it did: f.read(bound)),
+    which an address-space limit, or qemu-user committing the pages, turns into a failure."""
+    path = mlp_file[0]
+    r = subprocess.run(
+        [sys.executable, "-c", _LOAD_UNDER_LIMIT, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert "loaded (1, " in r.stdout
+
+
 # ---------------------------------------------------------------- save (torch)
 
 
