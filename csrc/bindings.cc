@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -130,6 +132,50 @@ py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::obje
   {
     py::gil_scoped_release nogil;
     spmm(w, xp, ldx, n, yp, n, 1, b, threads, k);
+  }
+  return y;
+}
+
+// The direct ("shifted rows") convolution: Y[i, j] = sum_p w_p x[idx_p + j]
+// (+ bias[i]) for j < n, i.e. the SpMM with ldx = 1 and W's indices read as
+// offsets into one flat buffer. ops.conv2d builds such a W from a conv weight
+// (offset of column (ci, a, b) = ci * plane + a * dh * row + b * dw) and x is the
+// zero-padded image, so no im2col copy is made. Every index of W is < W.cols,
+// so a buffer of W.cols - 1 + n floats keeps every read in bounds.
+py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_t n, const py::object& bias,
+                          int threads) {
+  check_threads(threads);
+  if (w.is_nm() || w.block_c() != 1) {
+    throw py::value_error(
+        "spmm_shifted needs a CSR matrix or a BSR matrix with (R, 1) blocks (a block of C > 1 consecutive columns "
+        "does not map to consecutive offsets); got " + std::string(w.is_nm() ? "an N:M matrix" : "a BSR matrix with " +
+        std::to_string(w.block_r()) + "x" + std::to_string(w.block_c()) + " blocks"));
+  }
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 1) {
+    throw py::value_error("x must be the 1-D flat padded input, got " + std::to_string(x.ndim()) + "-D; use x.reshape(-1)");
+  }
+  const int64_t len = x.shape(0);
+  if (len > 1 && x.strides(0) != static_cast<py::ssize_t>(sizeof(float))) {
+    throw py::value_error("x must be contiguous; use numpy.ascontiguousarray(x)");
+  }
+  if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+  const int64_t K = w.cols(), M = w.rows();
+  // len >= K - 1 + n, written so that no sum can overflow.
+  if (len < K || n > len - std::max<int64_t>(K - 1, 0)) {
+    throw py::value_error("x is too short: W has " + std::to_string(K) + " columns (offsets) and n = " +
+                          std::to_string(n) + ", so x needs at least K - 1 + n = " +
+                          (n > INT64_MAX - K ? std::string("(overflow)") : std::to_string(K - 1 + n)) +
+                          " floats, got " + std::to_string(len));
+  }
+  py::object keep;
+  const float* b = bias_ptr(bias, M, keep);
+  py::array_t<float> y({M, n});
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    spmm(w, xp, 1, n, yp, n, 1, b, threads);
   }
   return y;
 }
@@ -310,6 +356,10 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("spmm", &spmm_py, py::arg("w"), py::arg("x"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         py::arg("kernel") = py::none(), "Y = W @ X (+ bias[:, None]); X (K,) or (K, N) float32.");
+  m.def("spmm_shifted", &spmm_shifted_py, py::arg("w"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
+        py::arg("threads") = 0,
+        "Y[i, j] = sum_p W_p x[idx_p + j] (+ bias[i]), j < n: the direct convolution over a flat padded x "
+        "(1-D float32, at least W.cols - 1 + n long); W is CSR or BSR (R, 1). Returns Y (rows, n).");
   m.def("linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
   m.def("threads_for", [](const SparseMatrix& w, int64_t n, int threads) { return threads_for(w, n, threads); },

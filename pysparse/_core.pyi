@@ -43,6 +43,13 @@ def spmm(
     threads: int = 0,
     kernel: str | None = None,
 ) -> npt.NDArray[np.float32]: ...
+def spmm_shifted(
+    w: SparseMatrix,
+    x: npt.NDArray[np.float32],
+    n: int,
+    bias: npt.NDArray[np.float32] | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
 def linear(
     x: npt.NDArray[np.float32],
     w: SparseMatrix,
