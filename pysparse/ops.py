@@ -6,6 +6,7 @@ runtime calls the same functions.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -168,6 +169,7 @@ _SHIFTED_CACHE_SIZE = 4
 _shifted_cache: weakref.WeakKeyDictionary[SparseMatrixBase, dict[tuple[int, ...], _core.SparseMatrix]] = (
     weakref.WeakKeyDictionary()
 )
+_shifted_lock = threading.Lock()  # conv2d may run on several Python threads at once
 # An offset must fit the matrix's column range (SparseMatrix: cols < 2**32).
 _MAX_OFFSETS = (1 << 32) - 1
 # The direct path multiplies every stored weight over Ho * Wp columns instead of
@@ -192,8 +194,8 @@ def _shifted_fits(
 def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[int, int], hp: int, row: int) -> Any:
     """W with column (ci, a, b) replaced by offset ci * hp * row + a * dh * row + b * dw; None if too large."""
     key = (c, k[0], k[1], d[0], d[1], hp, row)
-    cache = _shifted_cache.setdefault(w, {})
-    m = cache.get(key)
+    with _shifted_lock:
+        m = _shifted_cache.setdefault(w, {}).get(key)
     if m is not None:
         return m
     plane = hp * row
@@ -209,9 +211,11 @@ def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[in
     m = _core.SparseMatrix.from_arrays(
         (src.shape[0], cols), src.block, src.indptr, table[src.indices], src.values
     )
-    while len(cache) >= _SHIFTED_CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-    cache[key] = m
+    with _shifted_lock:
+        cache = _shifted_cache.setdefault(w, {})
+        while len(cache) >= _SHIFTED_CACHE_SIZE:  # the oldest geometry goes first
+            cache.pop(next(iter(cache)))
+        cache[key] = m
     return m
 
 
