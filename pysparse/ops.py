@@ -160,6 +160,9 @@ def _conv_sparse(
 # between images keep them apart. Offsets are monotone in c, so the offset
 # matrix has sorted indices like any matrix; it is built once per (weight,
 # geometry) and cached on the side (a few geometries per weight at most).
+# _core.conv2d_shifted does the padding, the product and the crop in one call
+# (the crop per thread, on rows still in its cache); _core.spmm_shifted is the
+# bare product.
 
 # Padded images per call: at most this many bytes of xpad (every output row
 # streams all of it, so it should stay in L2), and at least one image.
@@ -221,32 +224,19 @@ def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[in
 
 def _conv_shifted(
     xa: np.ndarray, w: SparseMatrixBase, bias: Any, k: tuple[int, int], p: tuple[int, int], d: tuple[int, int],
-    out_hw: tuple[int, int], threads: int,
+    threads: int,
 ) -> np.ndarray | None:
     """The direct convolution (stride 1) of xa (N, C, H, W); None when offsets would overflow."""
     n, c, h, wd = xa.shape
-    cout = w.shape[0]
-    ho, wo = out_hw
     hp, wp = h + 2 * p[0], wd + 2 * p[1]
-    tail = (k[1] - 1) * d[1]  # the last wide row reads this far past the image
-    chunk = max(1, min(n, _SHIFTED_BYTES // (4 * c * hp * wp)))
-    y = np.empty((n, cout, ho, wo), dtype=np.float32)
-    for i in range(0, n, chunk):
-        j = min(n, i + chunk)
-        nb = j - i
-        row = nb * wp
-        m = _shifted_matrix(w, c, k, d, hp, row)
-        if m is None:
-            return None
-        buf = np.zeros(c * hp * row + tail, dtype=np.float32)
-        xpad = buf[: c * hp * row].reshape(c, hp, nb, wp)
-        xpad[:, p[0] : p[0] + h, :, p[1] : p[1] + wd] = xa[i:j].transpose(1, 2, 0, 3)
-        wide = _core.spmm_shifted(m, buf, ho * row, bias, threads).reshape(cout, ho, nb, wp)
-        if nb == 1:
-            y[i] = wide[:, :, 0, :wo]
-        else:
-            y[i:j] = wide[:, :, :, :wo].transpose(2, 0, 1, 3)
-    return y
+    # Balanced chunks of images side by side: ceil(n / chunks) each, the last one
+    # short by less than a chunk (its empty slots stay zero).
+    chunks = -(-n // max(1, _SHIFTED_BYTES // (4 * c * hp * wp)))
+    per_chunk = -(-n // chunks)
+    m = _shifted_matrix(w, c, k, d, hp, per_chunk * wp)
+    if m is None:
+        return None
+    return _core.conv2d_shifted(m, np.ascontiguousarray(xa), k, p, d, per_chunk, bias, threads)
 
 
 def _conv_dense(
@@ -371,7 +361,7 @@ def conv2d(
         if b.dtype != np.float32 or b.shape != (cout,):
             raise ValueError(f"bias must be float32 of shape ({cout},), got {b.dtype} {b.shape}")
     if n and sparse and _shifted_fits(w, s, k, p, wd + 2 * p[1], out_hw[1]):
-        y = _conv_shifted(xa, w, b, k, p, d, out_hw, t)
+        y = _conv_shifted(xa, w, b, k, p, d, t)
         if y is not None:
             return as_output(y, torch_in)
     direct = k == (1, 1) and s == (1, 1) and p == (0, 0)

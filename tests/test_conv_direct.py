@@ -125,17 +125,21 @@ def test_threads_bit_identical(rng, isa, direct_calls, fmt):
     assert relerr(ys[0], numpy_conv(x, w2d.reshape(cout, cin, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
 
 
-def test_batch_chunks_and_remainder(rng, monkeypatch, direct_calls):
-    # Images go side by side in chunks; a small byte budget makes chunks of 2 plus a remainder of 1.
+@pytest.mark.parametrize("batch,fit,per_chunk", [(5, 2, 2), (7, 3, 3), (4, 3, 2), (3, 1, 1), (2, 9, 2)])
+def test_batch_chunks_and_remainder(rng, isa, monkeypatch, direct_calls, batch, fit, per_chunk):
+    # Images go side by side, `fit` at most per product (the byte budget), in balanced
+    # chunks; a short last chunk leaves empty (zero) slots. One geometry per call.
     cin, cout, h, w = 4, 6, 5, 6
-    monkeypatch.setattr(ops, "_SHIFTED_BYTES", 2 * 4 * cin * (h + 2) * (w + 2))
-    w2d = random_sparse(rng, (cout, cin * 9), 0.3)
-    x = rng.standard_normal((5, cin, h, w)).astype(np.float32)
+    monkeypatch.setattr(ops, "_SHIFTED_BYTES", fit * 4 * cin * (h + 2) * (w + 2))
+    w2d = random_sparse(rng, (cout, cin * 9), 0.3, empty_rows=1)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
     wm = ps.CSRMatrix.from_dense(w2d)
-    y = ps.conv2d(x, wm, kernel_size=3, padding=1)
-    assert direct_calls == [5]
-    assert len(ops._shifted_cache[wm]) == 2  # the (2 images) and (1 image) geometries
-    assert relerr(y, numpy_conv(x, w2d.reshape(cout, cin, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
+    y = ps.conv2d(x, wm, bias, kernel_size=3, padding=1)
+    assert direct_calls == [batch]
+    ((key, m),) = ops._shifted_cache[wm].items()
+    assert key[-1] == per_chunk * (w + 2)  # padded row: per_chunk images side by side
+    assert relerr(y, numpy_conv(x, w2d.reshape(cout, cin, 3, 3), bias, 1, 1, 1, 1)) <= F32_SUM_RTOL
 
 
 def test_cache_reused_and_bounded(rng):
@@ -261,3 +265,61 @@ def test_entry_point_bad_bias_and_threads(entry_problem):
     with pytest.raises(ValueError, match="threads"):
         _core.spmm_shifted(w, x, 10, None, -1)
     assert _core.spmm_shifted(w, x, 10).shape == (6, 10)  # the problem itself is fine
+
+
+# ---------------------------------------------------------------------------
+# The fused entry point ops.conv2d calls: pad, product, crop.
+
+
+@pytest.fixture
+def conv_entry(rng):
+    w2d = random_sparse(rng, (6, 4 * 9), 0.5)
+    m = ops._shifted_matrix(ps.CSRMatrix.from_dense(w2d), 4, (3, 3), (1, 1), 9, 2 * 7)  # 2 images side by side
+    x = rng.standard_normal((2, 4, 7, 5)).astype(np.float32)
+    return m, x, w2d
+
+
+@pytest.mark.parametrize("images", [1, 2, 3, 4])
+def test_conv_entry_point_direct_call(conv_entry, isa, images):
+    # A matrix built for 2 images side by side runs any batch: chunks of 2, a last one short.
+    m, x, w2d = conv_entry
+    x = np.concatenate([x, x[::-1] * 2])[:images]
+    y = _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2)
+    assert y.shape == (images, 6, 7, 5) and y.dtype == np.float32
+    assert relerr(y, numpy_conv(x, w2d.reshape(6, 4, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
+
+
+@pytest.mark.parametrize(
+    "bad,error,match",
+    [
+        (lambda m, x: (m, x[0], (3, 3), (1, 1), (1, 1), 2), ValueError, "4-D"),
+        (lambda m, x: (m, x.astype(np.float64), (3, 3), (1, 1), (1, 1), 2), TypeError, "float32"),
+        (lambda m, x: (m, x.tolist(), (3, 3), (1, 1), (1, 1), 2), TypeError, "numpy array"),
+        (lambda m, x: (m, x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1), 2), ValueError, "C-contiguous"),
+        (lambda m, x: (m, x, (0, 3), (1, 1), (1, 1), 2), ValueError, "kernel_size"),
+        (lambda m, x: (m, x, (3, 3), (-1, 1), (1, 1), 2), ValueError, "padding"),
+        (lambda m, x: (m, x, (3, 3), (1, 1), (1, 0), 2), ValueError, "dilation"),
+        (lambda m, x: (m, x, (3, 3), (1, 1), (1, 1), 0), ValueError, "chunk"),
+        (lambda m, x: (m, x, (3, 3), (1, 1), (9, 1), 2), ValueError, "larger than the padded input"),
+        (lambda m, x: (m, x, (3, 3), (1, 1), (1, 1), 1), ValueError, "do not fit"),  # W built for 2 images
+        (lambda m, x: (m, np.ascontiguousarray(x[:, :, :, :3]), (3, 3), (1, 1), (1, 1), 2), ValueError,
+         "do not fit"),  # narrower image: a padded row shorter than W's
+        (lambda m, x: (m, x, (3, 3, 3), (1, 1), (1, 1), 2), TypeError, "incompatible function arguments"),
+        (lambda m, x: (ps.BSRMatrix.from_dense(np.ones((4, 36), np.float32), block=(2, 2))._m, x, (3, 3), (1, 1),
+                       (1, 1), 2), ValueError, "R, 1"),
+    ],
+    ids=["3d", "float64", "list", "not_contiguous", "kernel0", "padding_negative", "dilation0", "chunk0",
+         "kernel_too_big", "matrix_for_other_chunk", "matrix_for_bigger_image", "kernel_triple", "bsr2x2"],
+)
+def test_conv_entry_point_bad_inputs(conv_entry, bad, error, match):
+    args = bad(*conv_entry[:2])
+    with pytest.raises(error, match=match):
+        _core.conv2d_shifted(*args)
+
+
+def test_conv_entry_point_bad_bias_and_threads(conv_entry):
+    m, x, _ = conv_entry
+    with pytest.raises(ValueError, match="bias"):
+        _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="threads"):
+        _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, None, -1)
