@@ -145,10 +145,12 @@ py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::obje
 // so a buffer of W.cols - 1 + n floats keeps every read in bounds.
 void check_shiftable(const SparseMatrix& w, const char* what) {
   if (w.is_nm() || w.block_c() != 1) {
-    throw py::value_error(
-        std::string(what) + " needs a CSR matrix or a BSR matrix with (R, 1) blocks (a block of C > 1 consecutive "
-        "columns does not map to consecutive offsets); got " + std::string(w.is_nm() ? "an N:M matrix" : "a BSR matrix with " +
-        std::to_string(w.block_r()) + "x" + std::to_string(w.block_c()) + " blocks"));
+    const std::string got = w.is_nm() ? std::string("an N:M matrix")
+                                      : "a BSR matrix with " + std::to_string(w.block_r()) + "x" +
+                                            std::to_string(w.block_c()) + " blocks";
+    throw py::value_error(std::string(what) +
+                          " needs a CSR matrix or a BSR matrix with (R, 1) blocks (a block of C > 1 consecutive "
+                          "columns does not map to consecutive offsets); got " + got);
   }
 }
 
@@ -158,7 +160,8 @@ py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_
   check_shiftable(w, "spmm_shifted");
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1) {
-    throw py::value_error("x must be the 1-D flat padded input, got " + std::to_string(x.ndim()) + "-D; use x.reshape(-1)");
+    throw py::value_error("x must be the 1-D flat padded input, got " + std::to_string(x.ndim()) +
+                          "-D; use x.reshape(-1)");
   }
   const int64_t len = x.shape(0);
   if (len > 1 && x.strides(0) != static_cast<py::ssize_t>(sizeof(float))) {
@@ -197,7 +200,9 @@ py::array conv2d_shifted_py(const SparseMatrix& w, const py::object& x_obj, std:
   check_shiftable(w, "conv2d_shifted");
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
-  if (!(x.flags() & py::array::c_style)) throw py::value_error("x must be C-contiguous; use numpy.ascontiguousarray(x)");
+  if (!(x.flags() & py::array::c_style)) {
+    throw py::value_error("x must be C-contiguous; use numpy.ascontiguousarray(x)");
+  }
   constexpr int64_t kMaxDim = int64_t{1} << 20;
   for (int i = 0; i < 2; ++i) {
     if (kernel_size[i] < 1 || kernel_size[i] > kMaxDim || dilation[i] < 1 || dilation[i] > kMaxDim ||

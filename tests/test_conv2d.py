@@ -129,7 +129,7 @@ def test_grouped_and_depthwise_dense(rng, groups, cin, cout, k):
 
 
 def test_1x1_large_image_per_image_path_and_big_batch(rng):
-    # 1x1 over >= 256 pixels runs per image on views of x; 3x3 at batch 9 crosses im2col chunks.
+    # 1x1 over >= 256 pixels runs per image on views of x; 3x3 at batch 9: im2col (dense), direct path (csr).
     w2d = random_sparse(rng, (24, 16), 0.2)
     x = rng.standard_normal((2, 16, 20, 17)).astype(np.float32)
     ref = reference(x, w2d.reshape(24, 16, 1, 1), None, 1, 0, 1, 1)

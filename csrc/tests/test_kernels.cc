@@ -84,6 +84,24 @@ std::vector<float> make_dense(std::mt19937& rng, int64_t M, int64_t K, double de
   return a;
 }
 
+// ref = a X + bias in double, X[k, j] = x[k * ldx + j]; scale = the same sum of |terms|.
+void reference(const std::vector<float>& a, int64_t M, int64_t K, const std::vector<float>& x, int64_t ldx, int64_t n,
+               const std::vector<float>& bias, std::vector<double>& ref, std::vector<double>& scale) {
+  ref.assign(static_cast<size_t>(M * n), 0.0);
+  scale.assign(static_cast<size_t>(M * n), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = bias[i], sa = std::fabs(bias[i]);
+      for (int64_t kk = 0; kk < K; ++kk) {
+        const double t = static_cast<double>(a[i * K + kk]) * x[kk * ldx + j];
+        s += t;
+        sa += std::fabs(t);
+      }
+      ref[i * n + j] = s;
+      scale[i * n + j] = sa;
+    }
+}
+
 std::vector<float> run(const KernelInfo& k, const SparseMatrix& w, const std::vector<float>& x, int64_t n,
                        const std::vector<float>& bias) {
   std::vector<float> y(static_cast<size_t>(w.rows() * n), -12345.0f);
@@ -130,18 +148,8 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
             std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
             for (float& v : x) v = normal(rng);
             for (float& v : bias) v = normal(rng);
-            std::vector<double> ref(static_cast<size_t>(M * n)), scale(static_cast<size_t>(M * n));
-            for (int64_t i = 0; i < M; ++i)
-              for (int64_t j = 0; j < n; ++j) {
-                double s = bias[i], sa = std::fabs(bias[i]);
-                for (int64_t kk = 0; kk < K; ++kk) {
-                  const double t = static_cast<double>(a[i * K + kk]) * x[kk * n + j];
-                  s += t;
-                  sa += std::fabs(t);
-                }
-                ref[i * n + j] = s;
-                scale[i * n + j] = sa;
-              }
+            std::vector<double> ref, scale;
+            reference(a, M, K, x, n, n, bias, ref, scale);
             const std::vector<float> y = run(k, w, x, n, bias);
             const std::vector<float> y0 = run(*scalar, w, x, n, bias);
             char what[256];
@@ -171,18 +179,8 @@ void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
           std::vector<float> x(static_cast<size_t>(K - 1 + n)), bias(static_cast<size_t>(M));
           for (float& v : x) v = normal(rng);
           for (float& v : bias) v = normal(rng);
-          std::vector<double> ref(static_cast<size_t>(M * n)), scale(static_cast<size_t>(M * n));
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < n; ++j) {
-              double s = bias[i], sa = std::fabs(bias[i]);
-              for (int64_t kk = 0; kk < K; ++kk) {
-                const double t = static_cast<double>(a[i * K + kk]) * x[kk + j];
-                s += t;
-                sa += std::fabs(t);
-              }
-              ref[i * n + j] = s;
-              scale[i * n + j] = sa;
-            }
+          std::vector<double> ref, scale;
+          reference(a, M, K, x, 1, n, bias, ref, scale);
           std::vector<float> y(static_cast<size_t>(M * n), -12345.0f);
           k.fn(SpmmArgs{&w.view(), 0, w.block_rows(), n, x.data(), 1, y.data(), n, 1, bias.data()});
           char what[256];
