@@ -17,6 +17,7 @@ dense model before anything is timed.
     python bench/bench_models.py                      # full run
     python bench/bench_models.py --quick --rounds 3   # a smoke run: small models
     python bench/bench_models.py --json results.json
+    python bench/bench_models.py --only cnn           # one model family
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--show-reports", action="store_true", help="print each conversion report")
+    ap.add_argument("--only", choices=["mlp", "cnn"], help="run only the MLPs or only the CNN")
     args = ap.parse_args()
     torch.manual_seed(0)
     hidden, width = (256, 8) if args.quick else (2048, 32)
@@ -190,6 +192,8 @@ def main() -> None:
         f"MLP 784-{hidden}-{hidden}-10 unstructured": (mlp(hidden, args.sparsity, "unstructured"), (784,)),
         f"CNN w{width} 1x1+3x3 unstructured": (cnn(width, args.sparsity), (3, 32, 32)),
     }
+    if args.only:
+        models = {k: v for k, v in models.items() if k.lower().startswith(args.only)}
     info = ps.cpu_info()
     print(
         f"pysparse {ps.__version__} ({info['isa']} kernels), torch {torch.__version__}, {args.threads} thread(s), "

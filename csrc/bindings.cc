@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -130,6 +133,108 @@ py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::obje
   {
     py::gil_scoped_release nogil;
     spmm(w, xp, ldx, n, yp, n, 1, b, threads, k);
+  }
+  return y;
+}
+
+// The direct ("shifted rows") convolution: Y[i, j] = sum_p w_p x[idx_p + j]
+// (+ bias[i]) for j < n, i.e. the SpMM with ldx = 1 and W's indices read as
+// offsets into one flat buffer. ops.conv2d builds such a W from a conv weight
+// (offset of column (ci, a, b) = ci * plane + a * dh * row + b * dw) and x is the
+// zero-padded image, so no im2col copy is made. Every index of W is < W.cols,
+// so a buffer of W.cols - 1 + n floats keeps every read in bounds.
+void check_shiftable(const SparseMatrix& w, const char* what) {
+  if (w.is_nm() || w.block_c() != 1) {
+    const std::string got = w.is_nm() ? std::string("an N:M matrix")
+                                      : "a BSR matrix with " + std::to_string(w.block_r()) + "x" +
+                                            std::to_string(w.block_c()) + " blocks";
+    throw py::value_error(std::string(what) +
+                          " needs a CSR matrix or a BSR matrix with (R, 1) blocks (a block of C > 1 consecutive "
+                          "columns does not map to consecutive offsets); got " + got);
+  }
+}
+
+py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_t n, const py::object& bias,
+                          int threads) {
+  check_threads(threads);
+  check_shiftable(w, "spmm_shifted");
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 1) {
+    throw py::value_error("x must be the 1-D flat padded input, got " + std::to_string(x.ndim()) +
+                          "-D; use x.reshape(-1)");
+  }
+  const int64_t len = x.shape(0);
+  if (len > 1 && x.strides(0) != static_cast<py::ssize_t>(sizeof(float))) {
+    throw py::value_error("x must be contiguous; use numpy.ascontiguousarray(x)");
+  }
+  if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+  const int64_t K = w.cols(), M = w.rows();
+  // len >= K - 1 + n, written so that no sum can overflow.
+  if (len < K || n > len - std::max<int64_t>(K - 1, 0)) {
+    throw py::value_error("x is too short: W has " + std::to_string(K) + " columns (offsets) and n = " +
+                          std::to_string(n) + ", so x needs at least K - 1 + n = " +
+                          (n > INT64_MAX - K ? std::string("(overflow)") : std::to_string(K - 1 + n)) +
+                          " floats, got " + std::to_string(len));
+  }
+  py::object keep;
+  const float* b = bias_ptr(bias, M, keep);
+  py::array_t<float> y({M, n});
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    spmm(w, xp, 1, n, yp, n, 1, b, threads);
+  }
+  return y;
+}
+
+// The whole direct convolution in one call (spmm.h, conv2d_shifted): pads
+// `chunk` images side by side, runs the shifted product and crops the wide
+// result into y (N, M, Ho, Wo) per thread while it is in cache. W is the offset
+// matrix ops._conv_shifted builds for this geometry; whatever W holds, every
+// read stays inside the padded buffer (checked below).
+py::array conv2d_shifted_py(const SparseMatrix& w, const py::object& x_obj, std::array<int64_t, 2> kernel_size,
+                            std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation, int64_t chunk,
+                            const py::object& bias, int threads) {
+  check_threads(threads);
+  check_shiftable(w, "conv2d_shifted");
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
+  if (!(x.flags() & py::array::c_style)) {
+    throw py::value_error("x must be C-contiguous; use numpy.ascontiguousarray(x)");
+  }
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  for (int i = 0; i < 2; ++i) {
+    if (kernel_size[i] < 1 || kernel_size[i] > kMaxDim || dilation[i] < 1 || dilation[i] > kMaxDim ||
+        padding[i] < 0 || padding[i] > kMaxDim) {
+      throw py::value_error("kernel_size and dilation must be in [1, 2**20] and padding in [0, 2**20]");
+    }
+  }
+  if (chunk < 1 || chunk > kMaxDim) throw py::value_error("chunk must be in [1, 2**20], got " + std::to_string(chunk));
+  ShiftedConv g{x.shape(0), x.shape(1), x.shape(2), x.shape(3), padding[0], padding[1],
+                dilation[0] * (kernel_size[0] - 1), dilation[1] * (kernel_size[1] - 1), chunk};
+  if (g.out_h() < 1 || g.out_w() < 1) {
+    throw py::value_error("the kernel (with dilation) is larger than the padded input: output " +
+                          std::to_string(g.out_h()) + "x" + std::to_string(g.out_w()));
+  }
+  // Sizes as doubles first: no int64 product below may overflow.
+  const double buffer = static_cast<double>(g.channels) * g.padded_h() * g.padded_w() * g.chunk + g.span_w;
+  if (buffer > 1e12) throw py::value_error("the padded input is too large");
+  const int64_t M = w.rows(), K = w.cols(), n = g.wide_n();
+  if (K - 1 + n > g.buffer()) {
+    throw py::value_error("W's offsets do not fit this geometry: W has " + std::to_string(K) +
+                          " columns, the padded chunk of " + std::to_string(g.chunk) + " image(s) holds " +
+                          std::to_string(g.buffer()) + " floats and the wide product needs K - 1 + " +
+                          std::to_string(n) + "; build W for this input size");
+  }
+  py::object keep;
+  const float* b = bias_ptr(bias, M, keep);
+  py::array_t<float> y({g.images, M, g.out_h(), g.out_w()});
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    conv2d_shifted(w, xp, g, yp, b, threads);
   }
   return y;
 }
@@ -310,6 +415,15 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("spmm", &spmm_py, py::arg("w"), py::arg("x"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         py::arg("kernel") = py::none(), "Y = W @ X (+ bias[:, None]); X (K,) or (K, N) float32.");
+  m.def("spmm_shifted", &spmm_shifted_py, py::arg("w"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
+        py::arg("threads") = 0,
+        "Y[i, j] = sum_p W_p x[idx_p + j] (+ bias[i]), j < n: the direct convolution over a flat padded x "
+        "(1-D float32, at least W.cols - 1 + n long); W is CSR or BSR (R, 1). Returns Y (rows, n).");
+  m.def("conv2d_shifted", &conv2d_shifted_py, py::arg("w"), py::arg("x"), py::arg("kernel_size"),
+        py::arg("padding"), py::arg("dilation"), py::arg("chunk"), py::arg("bias") = py::none(),
+        py::arg("threads") = 0,
+        "The direct stride-1 convolution of x (N, C, H, W) float32, `chunk` images side by side per product, "
+        "with W the offset matrix for that geometry (pysparse.ops builds it). Returns y (N, rows, Ho, Wo).");
   m.def("linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
   m.def("threads_for", [](const SparseMatrix& w, int64_t n, int threads) { return threads_for(w, n, threads); },

@@ -75,7 +75,8 @@ static_assert(sizeof(SparseView) == 64, "SparseView is a plain 64-byte struct");
 
 // One call of a kernel: block rows [block_begin, block_end) of
 //   Y = W X (+ bias[:, None])
-// X[k, j] = x[k * ldx + j] for k < cols, j < n (unit stride along n).
+// X[k, j] = x[k * ldx + j] for k < cols, j < n (unit stride along n). Rows
+// may overlap (ldx < n, even ldx == 1 for the direct convolution): X is read-only.
 // Y[i, j] = y[i * y_rs + j * y_cs]; the rows of Y the range covers are
 // overwritten, never accumulated into. x and y must not overlap.
 // bias is null or has `rows` entries.

@@ -174,4 +174,75 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
   });
 }
 
+namespace {
+
+// Separate from scratch(): the caller's padded input stays alive while the
+// caller, as task 0 of the pool, also needs a wide-output buffer.
+thread_local std::vector<float> tl_padded;
+thread_local std::vector<float> tl_wide;
+
+// Wide rows computed per kernel call: their scratch (rows x n floats) should
+// stay in L1/L2 until cropped.
+constexpr int64_t kWideFloats = 16 * 1024;
+
+}  // namespace
+
+void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g, float* y, const float* bias,
+                    int nthreads) {
+  const SparseView& v = w.view();
+  const int64_t M = v.rows, C = g.channels, H = g.height, W = g.width;
+  const int64_t Hp = g.padded_h(), Wp = g.padded_w(), Ho = g.out_h(), Wo = g.out_w();
+  const int64_t S = g.row(), n = g.wide_n(), plane = Hp * S;
+  if (g.images == 0 || M == 0) return;
+  const SpmmFn fn = kernel_for(v, n, nullptr).fn;
+  const int T = threads_for(w, n, nthreads);
+  const Partition part{v, T};
+  const int64_t R = v.block_r;
+  const int64_t per_call = std::max<int64_t>(1, kWideFloats / (R * n));  // block rows per kernel call
+  if (tl_padded.size() < static_cast<size_t>(g.buffer())) tl_padded.resize(static_cast<size_t>(g.buffer()));
+  float* buf = tl_padded.data();
+  for (int64_t i0 = 0; i0 < g.images; i0 += g.chunk) {
+    const int64_t nb = std::min(g.chunk, g.images - i0);
+    // Zero borders (and the slots of images this chunk lacks), then the images.
+    std::fill(buf, buf + g.buffer(), 0.0f);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < nb; ++i)
+        for (int64_t h = 0; h < H; ++h)
+          std::copy_n(x + (((i0 + i) * C + c) * H + h) * W, W, buf + c * plane + (h + g.pad_h) * S + i * Wp + g.pad_w);
+    // Block rows [b0, b1): wide rows into this thread's scratch, cropped into y.
+    auto rows = [&](int64_t b0, int64_t b1) {
+      const int64_t cap = std::min(per_call, b1 - b0) * R * n;
+      if (tl_wide.size() < static_cast<size_t>(cap)) tl_wide.resize(static_cast<size_t>(cap));
+      float* wide = tl_wide.data();
+      for (int64_t c0 = b0; c0 < b1; c0 += per_call) {
+        const int64_t c1 = std::min(b1, c0 + per_call);
+        SparseView sub = v;  // block row c0 becomes block row 0, so rows land at the top of `wide`
+        sub.ptr = v.ptr + c0;
+        sub.rows = v.rows - c0 * R;
+        fn(SpmmArgs{&sub, 0, c1 - c0, n, buf, 1, wide, n, 1, bias == nullptr ? nullptr : bias + c0 * R});
+        const int64_t r_end = std::min(c1 * R, M);
+        for (int64_t r = c0 * R; r < r_end; ++r) {
+          const float* src = wide + (r - c0 * R) * n;
+          for (int64_t i = 0; i < nb; ++i) {
+            float* dst = y + ((i0 + i) * M + r) * Ho * Wo;
+            for (int64_t oh = 0; oh < Ho; ++oh) std::copy_n(src + oh * S + i * Wp, Wo, dst + oh * Wo);
+          }
+        }
+      }
+    };
+    if (T == 1) {
+      rows(0, v.block_rows());
+    } else {
+      parallel_for(T, [&](int t) {
+        const int64_t b0 = part.boundary(t), b1 = part.boundary(t + 1);
+        if (b0 < b1) rows(b0, b1);
+      });
+    }
+  }
+  // A one-off huge image should not pin its buffer to this thread for good.
+  constexpr size_t kKeepFloats = size_t{1} << 20;
+  if (tl_padded.size() > kKeepFloats) std::vector<float>().swap(tl_padded);
+  if (tl_wide.size() > kKeepFloats) std::vector<float>().swap(tl_wide);
+}
+
 }  // namespace pysparse

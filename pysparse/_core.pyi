@@ -43,6 +43,23 @@ def spmm(
     threads: int = 0,
     kernel: str | None = None,
 ) -> npt.NDArray[np.float32]: ...
+def spmm_shifted(
+    w: SparseMatrix,
+    x: npt.NDArray[np.float32],
+    n: int,
+    bias: npt.NDArray[np.float32] | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def conv2d_shifted(
+    w: SparseMatrix,
+    x: npt.NDArray[np.float32],
+    kernel_size: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    chunk: int,
+    bias: npt.NDArray[np.float32] | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
 def linear(
     x: npt.NDArray[np.float32],
     w: SparseMatrix,

@@ -6,6 +6,8 @@ runtime calls the same functions.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -141,6 +143,102 @@ def _conv_sparse(
     return y
 
 
+# The direct ("shifted rows") convolution, stride 1, CSR / BSR (R, 1) weights.
+#
+# Pad the input into xpad (Cin, Hp, Wp) and flatten it. Weight column
+# c = (ci * kh + a) * kw + b then reads xpad at offset(c) = ci * Hp * Wp +
+# a * dh * Wp + b * dw, and the "wide" output
+#     y_wide[co, j] = sum_p w_p * xpad_flat[offset_p + j],  j < Ho * Wp
+# holds y[co, oh, ow] at j = oh * Wp + ow (ow < Wo; the Wp - Wo other columns
+# of each row are garbage, cropped). That is the SpMM with ldx = 1 and the
+# weight's columns replaced by offsets (_core.spmm_shifted): every ISA's kernel
+# runs it unchanged, each nonzero streams one contiguous run of xpad, and no
+# im2col copy (Cin * kh * kw * Ho * Wo floats) is made.
+#
+# Several images side by side make one wider X: xpad (Cin, Hp, nb, Wp), so a
+# padded row of every image forms one row of stride nb * Wp; the zero columns
+# between images keep them apart. Offsets are monotone in c, so the offset
+# matrix has sorted indices like any matrix; it is built once per (weight,
+# geometry) and cached on the side (a few geometries per weight at most).
+# _core.conv2d_shifted does the padding, the product and the crop in one call
+# (the crop per thread, on rows still in its cache); _core.spmm_shifted is the
+# bare product.
+
+# Padded images per call: at most this many bytes of xpad (every output row
+# streams all of it, so it should stay in L2), and at least one image.
+_SHIFTED_BYTES = 256 << 10
+# Geometries (input size, images per call, ...) cached per weight.
+_SHIFTED_CACHE_SIZE = 4
+_shifted_cache: weakref.WeakKeyDictionary[SparseMatrixBase, dict[tuple[int, ...], _core.SparseMatrix]] = (
+    weakref.WeakKeyDictionary()
+)
+_shifted_lock = threading.Lock()  # conv2d may run on several Python threads at once
+# An offset must fit the matrix's column range (SparseMatrix: cols < 2**32).
+_MAX_OFFSETS = (1 << 32) - 1
+# The direct path multiplies every stored weight over Ho * Wp columns instead of
+# Ho * Wo, and saves the im2col copy of K = Cin * kh * kw floats per output
+# pixel. Per pixel it wins while (Wp - Wo) / Wo * stored / K stays below about
+# this (measured on Zen 3, AVX2: a 256->256 7x7 conv on a 3x3 image in (8, 1)
+# blocks, 292, ran 0.86x; 128->128 5x5 on 2x2 in (8, 1) blocks, 146, 1.9x).
+_SHIFTED_MAX_WASTE = 200.0
+
+
+def _shifted_fits(
+    w: SparseMatrixBase, s: tuple[int, int], k: tuple[int, int], p: tuple[int, int], wp: int, wo: int
+) -> bool:
+    """Whether conv2d runs this weight as a direct convolution (else im2col); wp, wo: padded and output widths."""
+    if s != (1, 1) or (k == (1, 1) and p == (0, 0)):  # strided: im2col; plain 1x1: already direct
+        return False
+    if w._m.layout != "bsr" or w.block[1] != 1:  # N:M, or blocks spanning columns
+        return False
+    return (wp - wo) / wo * w.nnz / w.shape[1] <= _SHIFTED_MAX_WASTE
+
+
+def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[int, int], hp: int, row: int) -> Any:
+    """W with column (ci, a, b) replaced by offset ci * hp * row + a * dh * row + b * dw; None if too large."""
+    key = (c, k[0], k[1], d[0], d[1], hp, row)
+    with _shifted_lock:
+        m = _shifted_cache.setdefault(w, {}).get(key)
+    if m is not None:
+        return m
+    plane = hp * row
+    cols = (c - 1) * plane + (k[0] - 1) * d[0] * row + (k[1] - 1) * d[1] + 1
+    if cols > _MAX_OFFSETS:
+        return None
+    table = (
+        np.arange(c, dtype=np.int64)[:, None, None] * plane
+        + np.arange(k[0], dtype=np.int64)[None, :, None] * (d[0] * row)
+        + np.arange(k[1], dtype=np.int64)[None, None, :] * d[1]
+    ).reshape(-1)
+    src = w._m
+    m = _core.SparseMatrix.from_arrays(
+        (src.shape[0], cols), src.block, src.indptr, table[src.indices], src.values
+    )
+    with _shifted_lock:
+        cache = _shifted_cache.setdefault(w, {})
+        while len(cache) >= _SHIFTED_CACHE_SIZE:  # the oldest geometry goes first
+            cache.pop(next(iter(cache)))
+        cache[key] = m
+    return m
+
+
+def _conv_shifted(
+    xa: np.ndarray, w: SparseMatrixBase, bias: Any, k: tuple[int, int], p: tuple[int, int], d: tuple[int, int],
+    threads: int,
+) -> np.ndarray | None:
+    """The direct convolution (stride 1) of xa (N, C, H, W); None when offsets would overflow."""
+    n, c, h, wd = xa.shape
+    hp, wp = h + 2 * p[0], wd + 2 * p[1]
+    # Balanced chunks of images side by side: ceil(n / chunks) each, the last one
+    # short by less than a chunk (its empty slots stay zero).
+    chunks = -(-n // max(1, _SHIFTED_BYTES // (4 * c * hp * wp)))
+    per_chunk = -(-n // chunks)
+    m = _shifted_matrix(w, c, k, d, hp, per_chunk * wp)
+    if m is None:
+        return None
+    return _core.conv2d_shifted(m, np.ascontiguousarray(xa), k, p, d, per_chunk, bias, threads)
+
+
 def _conv_dense(
     xa: np.ndarray, w: np.ndarray, bias: np.ndarray | None, direct: bool, win: Any, out_hw: tuple[int, int], groups: int
 ) -> np.ndarray:
@@ -207,8 +305,10 @@ def conv2d(
     ``dilation`` are ints or (h, w) pairs. ``threads`` applies to the sparse kernels;
     dense weights run through numpy's matmul.
 
-    A 1x1, stride-1 convolution runs as W[Cout, Cin] @ X[Cin, H*W] per image; a k x k
-    one gathers the receptive fields (im2col, strided views) and then multiplies.
+    A 1x1, stride-1 convolution runs as W[Cout, Cin] @ X[Cin, H*W] per image. Other
+    stride-1 convolutions with a CSR or BSR (R, 1) weight run directly on the padded
+    image (each weight reads a shifted run of it; see ``_conv_shifted``); the rest
+    gather the receptive fields (im2col, strided views) and then multiply.
     """
     t = _threads(threads)
     xa, torch_in = as_input(x, "x")
@@ -260,6 +360,10 @@ def conv2d(
         b, _ = as_input(bias, "bias")
         if b.dtype != np.float32 or b.shape != (cout,):
             raise ValueError(f"bias must be float32 of shape ({cout},), got {b.dtype} {b.shape}")
+    if n and sparse and _shifted_fits(w, s, k, p, wd + 2 * p[1], out_hw[1]):
+        y = _conv_shifted(xa, w, b, k, p, d, t)
+        if y is not None:
+            return as_output(y, torch_in)
     direct = k == (1, 1) and s == (1, 1) and p == (0, 0)
     if direct:
         xa = np.ascontiguousarray(xa)

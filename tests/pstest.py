@@ -48,3 +48,29 @@ def random_nm(rng, shape, n, m, fill=1.0):
     a = rng.standard_normal((rows, cols)).astype(np.float32)
     a[~keep] = 0.0
     return a
+
+
+def pair(v):
+    """(v, v) for an int, else v as a tuple: conv hyper-parameters."""
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def numpy_conv(x, w4, bias, stride, padding, dilation, groups):
+    """A float64 convolution by kernel taps: obviously right, slow, torch-free."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    n, _, hp, wp = xp.shape
+    cout, cg, kh, kw = w4.shape
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    og = cout // groups
+    y = np.zeros((n, cout, ho, wo))
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+                patch = xp[:, g * cg : (g + 1) * cg, rows, cols]
+                y[:, g * og : (g + 1) * og] += np.einsum("oc,nchw->nohw", w4[g * og : (g + 1) * og, :, i, j], patch)
+    if bias is not None:
+        y += bias[:, None, None]
+    return y

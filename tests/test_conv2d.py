@@ -13,7 +13,7 @@ import pytest
 
 import pysparse as ps
 
-from pstest import F32_SUM_RTOL, random_nm, random_sparse, relerr
+from pstest import F32_SUM_RTOL, numpy_conv, pair, random_nm, random_sparse, relerr
 
 try:
     import torch
@@ -42,31 +42,6 @@ def weight(rng, fmt: str, cout: int, cin: int, kh: int, kw: int) -> np.ndarray:
         return random_nm(rng, shape, 2, 4)
     block = (int(fmt[3:-2]), 1) if fmt.startswith("bsr") else (1, 1)
     return random_sparse(rng, shape, 0.3, block=block)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def numpy_conv(x, w4, bias, stride, padding, dilation, groups):
-    """A float64 convolution by kernel taps: obviously right, slow, torch-free."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    n, _, hp, wp = xp.shape
-    cout, cg, kh, kw = w4.shape
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    og = cout // groups
-    y = np.zeros((n, cout, ho, wo))
-    for g in range(groups):
-        for i in range(kh):
-            for j in range(kw):
-                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-                cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-                patch = xp[:, g * cg : (g + 1) * cg, rows, cols]
-                y[:, g * og : (g + 1) * og] += np.einsum("oc,nchw->nohw", w4[g * og : (g + 1) * og, :, i, j], patch)
-    if bias is not None:
-        y += bias[:, None, None]
-    return y
 
 
 def torch_conv(x, w4, bias, stride, padding, dilation, groups):
@@ -100,7 +75,7 @@ CASES = [
 def test_numpy_reference_matches_torch(rng, case):
     k, s, p, d, h, w, *g = case
     groups = g[0] if g else 1
-    kh, kw = _pair(k)
+    kh, kw = pair(k)
     x = rng.standard_normal((2, 6, h, w)).astype(np.float32)
     w4 = rng.standard_normal((12, 6 // groups, kh, kw)).astype(np.float32)
     bias = rng.standard_normal(12).astype(np.float32)
@@ -154,7 +129,7 @@ def test_grouped_and_depthwise_dense(rng, groups, cin, cout, k):
 
 
 def test_1x1_large_image_per_image_path_and_big_batch(rng):
-    # 1x1 over >= 256 pixels runs per image on views of x; 3x3 at batch 9 crosses im2col chunks.
+    # 1x1 over >= 256 pixels runs per image on views of x; 3x3 at batch 9: im2col (dense), direct path (csr).
     w2d = random_sparse(rng, (24, 16), 0.2)
     x = rng.standard_normal((2, 16, 20, 17)).astype(np.float32)
     ref = reference(x, w2d.reshape(24, 16, 1, 1), None, 1, 0, 1, 1)

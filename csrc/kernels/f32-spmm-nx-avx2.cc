@@ -15,7 +15,9 @@
 // buffer once per tile and writes Y from there, so no runtime-indexed access to
 // the accumulator array can force it into memory inside the hot loop.
 //
-// Contract: X rows are contiguous along n (ldx >= n). Y's columns may be
+// Contract: X rows are contiguous along n; any ldx >= 1 (rows may overlap when
+// ldx < n: the direct convolution runs this kernel with ldx == 1, indices as
+// offsets into one padded image). Y's columns may be
 // strided (y_cs != 1, used by `linear`, which writes Y^T straight into the
 // (batch, M) output). Masked tails never touch X or Y outside n columns. No
 // alignment required.

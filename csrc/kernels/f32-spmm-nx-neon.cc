@@ -7,7 +7,9 @@
 // from the widest down to one vector; the last (< 4) columns run scalar.
 // Accumulators stay in registers; the epilogue goes through a stack buffer.
 //
-// Contract: X rows contiguous along n (ldx >= n); Y's columns may be strided.
+// Contract: X rows contiguous along n; any ldx >= 1 (overlapping rows, ldx < n,
+// are fine: X is read-only; the direct convolution uses ldx == 1). Y's columns
+// may be strided.
 // Nothing read or written outside n columns. No alignment required.
 #include <arm_neon.h>
 

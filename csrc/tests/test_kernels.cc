@@ -84,6 +84,24 @@ std::vector<float> make_dense(std::mt19937& rng, int64_t M, int64_t K, double de
   return a;
 }
 
+// ref = a X + bias in double, X[k, j] = x[k * ldx + j]; scale = the same sum of |terms|.
+void reference(const std::vector<float>& a, int64_t M, int64_t K, const std::vector<float>& x, int64_t ldx, int64_t n,
+               const std::vector<float>& bias, std::vector<double>& ref, std::vector<double>& scale) {
+  ref.assign(static_cast<size_t>(M * n), 0.0);
+  scale.assign(static_cast<size_t>(M * n), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = bias[i], sa = std::fabs(bias[i]);
+      for (int64_t kk = 0; kk < K; ++kk) {
+        const double t = static_cast<double>(a[i * K + kk]) * x[kk * ldx + j];
+        s += t;
+        sa += std::fabs(t);
+      }
+      ref[i * n + j] = s;
+      scale[i * n + j] = sa;
+    }
+}
+
 std::vector<float> run(const KernelInfo& k, const SparseMatrix& w, const std::vector<float>& x, int64_t n,
                        const std::vector<float>& bias) {
   std::vector<float> y(static_cast<size_t>(w.rows() * n), -12345.0f);
@@ -130,18 +148,8 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
             std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
             for (float& v : x) v = normal(rng);
             for (float& v : bias) v = normal(rng);
-            std::vector<double> ref(static_cast<size_t>(M * n)), scale(static_cast<size_t>(M * n));
-            for (int64_t i = 0; i < M; ++i)
-              for (int64_t j = 0; j < n; ++j) {
-                double s = bias[i], sa = std::fabs(bias[i]);
-                for (int64_t kk = 0; kk < K; ++kk) {
-                  const double t = static_cast<double>(a[i * K + kk]) * x[kk * n + j];
-                  s += t;
-                  sa += std::fabs(t);
-                }
-                ref[i * n + j] = s;
-                scale[i * n + j] = sa;
-              }
+            std::vector<double> ref, scale;
+            reference(a, M, K, x, n, n, bias, ref, scale);
             const std::vector<float> y = run(k, w, x, n, bias);
             const std::vector<float> y0 = run(*scalar, w, x, n, bias);
             char what[256];
@@ -153,6 +161,34 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
           }
         }
     }
+}
+
+// ldx == 1 < n: X's rows overlap (row k is x[k .. k + n)), as the direct
+// convolution (bindings.cc, spmm_shifted) runs the nx kernels. x holds exactly
+// K - 1 + n floats, so a read past the last row's n columns would show under
+// ASan / valgrind, and a wrong result here.
+void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  for (int64_t M : {1, 7, 9, 17})
+    for (int64_t K : {1, 5, 67, 70001})
+      for (double density : {0.0, 0.3, 1.0}) {
+        if (K > 65536 && M > 7) continue;  // uint32 indices: a few rows suffice
+        const std::vector<float> a = make_dense(rng, M, K, density, k.format, k.block_r, 1, 0, 0, 1);
+        const SparseMatrix w = SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, 1);
+        for (int64_t n : {2, 7, 8, 9, 64, 65}) {
+          std::vector<float> x(static_cast<size_t>(K - 1 + n)), bias(static_cast<size_t>(M));
+          for (float& v : x) v = normal(rng);
+          for (float& v : bias) v = normal(rng);
+          std::vector<double> ref, scale;
+          reference(a, M, K, x, 1, n, bias, ref, scale);
+          std::vector<float> y(static_cast<size_t>(M * n), -12345.0f);
+          k.fn(SpmmArgs{&w.view(), 0, w.block_rows(), n, x.data(), 1, y.data(), n, 1, bias.data()});
+          char what[256];
+          std::snprintf(what, sizeof what, "%s ldx=1 M=%lld K=%lld density=%.2f n=%lld", k.name,
+                        static_cast<long long>(M), static_cast<long long>(K), density, static_cast<long long>(n));
+          expect(relerr(y, ref, scale) <= kVsFloat64, what);
+        }
+      }
 }
 
 bool family_is(Format f) {
@@ -188,6 +224,7 @@ int main() {
   for (const KernelInfo& k : all_kernels()) {
     if (!family_is(k.format) || !isa_supported(k.isa)) continue;
     test_kernel(k, rng);
+    if (k.format != Format::nm && k.batch == Batch::nx) test_overlapping_rows(k, rng);
     ++tested;
   }
   expect(tested > 0, "at least one kernel of the family runs here");
