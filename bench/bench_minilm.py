@@ -62,7 +62,8 @@ import torch  # noqa: E402
 import pysparse as ps  # noqa: E402
 from pysparse import prune  # noqa: E402
 
-from _contenders import _inner_count, threads  # noqa: E402
+from _contenders import threads  # noqa: E402
+from bench_models import measure  # noqa: E402  (interleaved rounds, ratios to 'torch_dense')
 
 # Converted vs pruned torch model, same weights: only summation order differs.
 CHECK_ATOL = 1e-4
@@ -172,32 +173,6 @@ def timing_input(tokenizer: Any, seq: int) -> dict[str, torch.Tensor]:
     return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def measure(fns: dict[str, Callable[[], Any]], rounds: int, target_s: float) -> dict[str, dict[str, float]]:
-    """Interleaved rounds (rotating order); per contender median and IQR in ms, and the
-    median (and IQR) of the round-by-round ratio torch dense / contender."""
-    names = list(fns)
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    inner = {n: _inner_count(fns[n], target_s) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            t = time.perf_counter_ns()
-            for _ in range(inner[n]):
-                fns[n]()
-            times[n].append((time.perf_counter_ns() - t) / inner[n] / 1e6)
-    base = np.array(times["torch dense"])
-    out = {}
-    for n, ts in times.items():
-        t = np.array(ts)
-        ratio = base / t
-        out[n] = {"median_ms": float(np.median(t)), "iqr_ms": float(np.subtract(*np.percentile(t, [75, 25]))),
-                  "speedup": float(np.median(ratio)),
-                  "speedup_iqr": float(np.subtract(*np.percentile(ratio, [75, 25])))}
-    return out
-
-
 def formats_chosen(sm: torch.nn.Module) -> str:
     counts = Counter(layer.format for layer in sm.pysparse_report_.layers)
     return ", ".join(f"{fmt} x{n}" for fmt, n in counts.most_common())
@@ -270,7 +245,7 @@ def main() -> None:
                 err = float((got - want).abs().max())
                 if not err <= CHECK_ATOL:
                     raise AssertionError(f"{label} seq {seq}: converted model differs from pruned torch by {err:.2e}")
-                res = measure({"torch dense": forward(model, x), "pruned torch": forward(student, x),
+                res = measure({"torch_dense": forward(model, x), "pruned torch": forward(student, x),
                                "ps.convert": forward(sm, x)}, args.rounds, args.sample_ms / 1e3)
                 rep = sm.pysparse_report_
                 rows.append((label, seq, q, res, formats_chosen(sm), rep.nbytes, rep.dense_nbytes, convert_s, err))
@@ -284,7 +259,8 @@ def main() -> None:
           f"{'torch dense ms (IQR)':>20}  {'pruned torch ms':>20}  {'ps.convert ms':>20}  formats chosen by convert")
     for label, seq, q, res, fmts, nbytes, dense_nbytes, _, _ in rows:
         cells = "  ".join(
-            f"{r['median_ms']:7.2f} ({r['iqr_ms']:4.2f})" + (f" {r['speedup']:4.2f}x" if n != "torch dense" else "")
+            f"{r['median_us'] / 1e3:7.2f} ({r['iqr_us'] / 1e3:4.2f})"
+            + (f" {r['speedup']:4.2f}x" if n != "torch_dense" else "")
             for n, r in res.items()
         )
         print(f"{label:<17} {q['cos_mean']:8.4f} {q['cos_min']:7.4f} {q['nn_same']:7.0%} {seq:>3}  {cells}  "
