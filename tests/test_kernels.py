@@ -224,7 +224,7 @@ def test_default_isa_is_the_best_runnable():
 
 
 @pytest.mark.parametrize("nm", NM_PATTERNS)
-@pytest.mark.parametrize("batch", [1, 3, 8, 33])
+@pytest.mark.parametrize("batch", [1, 3, 8, 16, 24, 31, 33])
 def test_nm_linear_ragged_shapes(isa, rng, nm, batch):
     for shape in [(1, 1), (7, 9), (8, 8), (17, 30), (65, 67)]:
         a = random_nm(rng, shape, *nm)

@@ -148,8 +148,17 @@ void f32_spmm_nm_8xm_nx__neon(const SpmmArgs& a) {
     const int rows_here = static_cast<int>(std::min<int64_t>(8, w.rows - b * 8));
     for (int lane = 0; lane < rows_here; ++lane) {
       int64_t j = 0;
+      // Widest tile first, then at most one of each narrower width: a 12-column
+      // rest is one 8-wide pass over the row's weights, not three 4-wide ones.
       for (; j + 16 <= a.n; j += 16) nm_tile<4>(a, b, lane, j);
-      for (; j + 4 <= a.n; j += 4) nm_tile<1>(a, b, lane, j);
+      if (j + 8 <= a.n) {
+        nm_tile<2>(a, b, lane, j);
+        j += 8;
+      }
+      if (j + 4 <= a.n) {
+        nm_tile<1>(a, b, lane, j);
+        j += 4;
+      }
       if (j < a.n) nm_tail(a, b, lane, j);
     }
   }

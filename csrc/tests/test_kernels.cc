@@ -123,7 +123,7 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
   const std::vector<int64_t> rows = {1, 2, 7, 8, 9, 17, 65};
   const std::vector<int64_t> cols = {1, 4, 5, 8, 13, 67, 70001};
   std::vector<int64_t> batches = {1};
-  if (k.batch == Batch::nx) batches = {2, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 65};
+  if (k.batch == Batch::nx) batches = {2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 31, 33, 64, 65};
   std::vector<std::pair<int, int>> shapes;  // (C, 0) for bsr/csr; (n, m) for nm
   if (k.format == Format::csr) shapes = {{1, 0}};
   if (k.format == Format::bsr) shapes = {{1, 0}, {2, 0}, {5, 0}};
