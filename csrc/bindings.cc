@@ -94,8 +94,11 @@ void check_threads(int threads) {
 
 void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n) {
   if (k == nullptr) return;
-  const bool csr = !w.is_nm() && w.block_r() == 1 && w.block_c() == 1;
-  const bool format_ok = k->format == Format::csr ? csr : (k->format == Format::nm) == w.is_nm();
+  const Layout layout = w.view().layout;
+  const bool format_ok = k->format == Format::csr    ? w.is_csr()
+                         : k->format == Format::sell ? layout == Layout::sell
+                         : k->format == Format::nm   ? layout == Layout::nm
+                                                     : layout == Layout::bsr;
   if (!format_ok || k->block_r != w.block_r() || (k->batch == Batch::n1) != (n == 1)) {
     throw py::value_error(std::string("kernel ") + k->name + " does not fit this matrix / batch");
   }
@@ -144,8 +147,9 @@ py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::obje
 // zero-padded image, so no im2col copy is made. Every index of W is < W.cols,
 // so a buffer of W.cols - 1 + n floats keeps every read in bounds.
 void check_shiftable(const SparseMatrix& w, const char* what) {
-  if (w.is_nm() || w.block_c() != 1) {
+  if (w.is_nm() || w.is_sell() || w.block_c() != 1) {
     const std::string got = w.is_nm() ? std::string("an N:M matrix")
+                            : w.is_sell() ? std::string("a SELL matrix (use its to_csr())")
                                       : "a BSR matrix with " + std::to_string(w.block_r()) + "x" +
                                             std::to_string(w.block_c()) + " blocks";
     throw py::value_error(std::string(what) +
@@ -331,6 +335,7 @@ py::dict cpu_info_py() {
   py::dict feats;
   feats["avx2"] = f.avx2;
   feats["fma"] = f.fma;
+  feats["bmi1"] = f.bmi1;
   feats["f16c"] = f.f16c;
   feats["avx512f"] = f.avx512f;
   feats["avx512vnni"] = f.avx512vnni;
@@ -350,6 +355,8 @@ py::dict cpu_info_py() {
   }
   in_use["nm_8xm_n1"] = select_kernel(isa, Format::nm, 8, Batch::n1).name;
   in_use["nm_8xm_nx"] = select_kernel(isa, Format::nm, 8, Batch::nx).name;
+  in_use["sell_n1"] = select_kernel(isa, Format::sell, 8, Batch::n1).name;
+  in_use["sell_nx"] = select_kernel(isa, Format::sell, 8, Batch::nx).name;
   d["kernels"] = in_use;
   return d;
 }
@@ -369,7 +376,32 @@ PYBIND11_MODULE(_core, m) {
       .def_static("from_dense_nm", &from_dense_nm_py, py::arg("a"), py::arg("n"), py::arg("m"))
       .def_static("from_arrays_nm", &from_arrays_nm_py, py::arg("shape"), py::arg("n"), py::arg("m"),
                   py::arg("values"), py::arg("offsets"))
-      .def_property_readonly("layout", [](const SparseMatrix& s) { return s.is_nm() ? "nm" : "bsr"; })
+      .def_property_readonly("layout",
+                             [](const SparseMatrix& s) { return s.is_nm() ? "nm" : s.is_sell() ? "sell" : "bsr"; })
+      .def("to_sell",
+           [](const SparseMatrix& s) {
+             if (!s.is_csr()) throw py::value_error("to_sell() needs a CSR matrix (1x1 blocks)");
+             py::gil_scoped_release nogil;
+             return SparseMatrix::sell_from_csr(s);
+           })
+      .def("to_csr",
+           [](const SparseMatrix& s) {
+             if (!s.is_sell()) throw py::value_error("to_csr() needs a SELL matrix");
+             py::gil_scoped_release nogil;
+             return s.csr_from_sell();
+           })
+      .def_property_readonly("row_of",
+                             [](py::object self) {
+                               const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               if (!s.is_sell()) return py::object(py::none());
+                               return py::object(readonly_view(s.view().row_of, s.block_rows() * 8, self));
+                             })
+      .def_property_readonly("row_len",
+                             [](py::object self) {
+                               const SparseMatrix& s = self.cast<const SparseMatrix&>();
+                               if (!s.is_sell()) return py::object(py::none());
+                               return py::object(readonly_view(s.view().row_len, s.block_rows() * 8, self));
+                             })
       .def_property_readonly("nm", [](const SparseMatrix& s) {
         return py::make_tuple(static_cast<int>(s.view().nm_n), s.block_c());
       })
@@ -396,9 +428,10 @@ PYBIND11_MODULE(_core, m) {
                              [](py::object self) {
                                const SparseMatrix& s = self.cast<const SparseMatrix&>();
                                if (s.is_nm()) return readonly_view(s.view().idx8(), s.stored_values(), self);
+                               const int64_t count = s.is_sell() ? s.stored_values() : s.nblocks();
                                if (s.view().index_width == IndexWidth::u16)
-                                 return readonly_view(s.view().idx16(), s.nblocks(), self);
-                               return readonly_view(s.view().idx32(), s.nblocks(), self);
+                                 return readonly_view(s.view().idx16(), count, self);
+                               return readonly_view(s.view().idx32(), count, self);
                              })
       .def_property_readonly("values",
                              [](py::object self) {
@@ -449,7 +482,10 @@ PYBIND11_MODULE(_core, m) {
       py::dict d;
       d["name"] = k.name;
       d["isa"] = isa_name(k.isa);
-      d["format"] = k.format == Format::csr ? "csr" : k.format == Format::bsr ? "bsr" : "nm";
+      d["format"] = k.format == Format::csr    ? "csr"
+                    : k.format == Format::bsr  ? "bsr"
+                    : k.format == Format::sell ? "sell"
+                                               : "nm";
       d["block_r"] = k.block_r;
       d["batch"] = k.batch == Batch::n1 ? "n1" : "nx";
       d["runnable"] = isa_supported(k.isa);

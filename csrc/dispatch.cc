@@ -36,6 +36,7 @@ CpuFeatures detect() {
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
+  f.bmi1 = __builtin_cpu_supports("bmi");
   f.f16c = __builtin_cpu_supports("f16c");
   f.avx512f = __builtin_cpu_supports("avx512f");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
@@ -113,7 +114,7 @@ bool isa_supported(Isa isa) {
   const CpuFeatures& f = cpu_features();
   switch (isa) {
     case Isa::scalar: return true;
-    case Isa::avx2: return f.avx2 && f.fma;
+    case Isa::avx2: return f.avx2 && f.fma && f.bmi1;
     case Isa::neon: return f.neon;
   }
   return false;

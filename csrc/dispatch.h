@@ -9,13 +9,14 @@
 namespace pysparse {
 
 enum class Isa : int { scalar = 0, avx2 = 1, neon = 2 };
-enum class Format : int { csr = 0, bsr = 1, nm = 2 };
+enum class Format : int { csr = 0, bsr = 1, nm = 2, sell = 3 };
 enum class Batch : int { n1 = 0, nx = 1 };
 
 struct CpuFeatures {
   std::string arch;     // "x86_64", "aarch64", ...
   bool avx2 = false;
   bool fma = false;
+  bool bmi1 = false;  // bextr: every AVX2 CPU shipped has it, but it is a separate flag
   bool f16c = false;
   bool avx512f = false;
   bool avx512vnni = false;

@@ -67,8 +67,10 @@ void SparseMatrix::allocate(int64_t rows, int64_t cols, int block_r, int block_c
 int64_t SparseMatrix::nbytes() const {
   if (is_nm()) return stored_values() * static_cast<int64_t>(sizeof(float) + 1);
   const int64_t isize = view_.index_width == IndexWidth::u16 ? 2 : 4;
-  return static_cast<int64_t>(ptr_.size() * sizeof(int64_t)) + view_.nblocks * isize +
-         stored_values() * static_cast<int64_t>(sizeof(float));
+  const int64_t indices = is_sell() ? stored_values() : view_.nblocks;
+  const int64_t row_maps = static_cast<int64_t>((row_of_.size() + row_len_.size()) * sizeof(int32_t));
+  return static_cast<int64_t>(ptr_.size() * sizeof(int64_t)) + indices * isize +
+         stored_values() * static_cast<int64_t>(sizeof(float)) + row_maps;
 }
 
 SparseMatrix SparseMatrix::from_dense(const float* a, int64_t rows, int64_t cols, int64_t lda, int block_r,
@@ -275,8 +277,106 @@ SparseMatrix SparseMatrix::from_arrays_nm(int64_t rows, int64_t cols, int n, int
   return mat;
 }
 
+SparseMatrix SparseMatrix::sell_from_csr(const SparseMatrix& csr) {
+  if (!csr.is_csr()) throw std::invalid_argument("SELL is built from a CSR matrix (1x1 blocks)");
+  const SparseView& c = csr.view();
+  const int64_t M = c.rows, S = (M + 7) / 8;
+  auto len = [&](int64_t i) { return c.ptr[i + 1] - c.ptr[i]; };
+  if (c.nblocks > std::numeric_limits<int32_t>::max()) {
+    throw std::invalid_argument("SELL supports up to 2**31 - 1 nonzeros per matrix; use CSR");
+  }
+  // Rows by length, longest first, inside each window (stable: ties keep order).
+  std::vector<int32_t> order(static_cast<size_t>(M));
+  for (int64_t i = 0; i < M; ++i) order[i] = static_cast<int32_t>(i);
+  for (int64_t w0 = 0; w0 < M; w0 += kSellWindow) {
+    std::stable_sort(order.begin() + w0, order.begin() + std::min(M, w0 + kSellWindow),
+                     [&](int32_t a, int32_t b) { return len(a) > len(b); });
+  }
+  SparseMatrix m;
+  m.row_of_.assign(static_cast<size_t>(S * 8), -1);
+  m.row_len_.assign(static_cast<size_t>(S * 8), 0);
+  m.ptr_.assign(static_cast<size_t>(S + 1), 0);
+  for (int64_t s = 0; s < S; ++s) {
+    int64_t slots = 0;
+    for (int64_t r = s * 8; r < std::min(M, s * 8 + 8); ++r) {
+      m.row_of_[r] = order[r];
+      m.row_len_[r] = static_cast<int32_t>(len(order[r]));
+      slots = std::max<int64_t>(slots, m.row_len_[r]);
+    }
+    m.ptr_[s + 1] = m.ptr_[s] + slots;
+  }
+  const int64_t nslots = m.ptr_[S];
+  m.view_.rows = M;
+  m.view_.cols = c.cols;
+  m.view_.block_r = 8;
+  m.view_.block_c = 1;
+  m.view_.nblocks = nslots;
+  m.view_.layout = Layout::sell;
+  m.view_.index_width = c.index_width;
+  const size_t isize = c.index_width == IndexWidth::u16 ? 2 : 4;
+  m.idx_ = AlignedBuffer(static_cast<size_t>(nslots * 8 + kIndexPad) * isize);
+  m.values_ = AlignedBuffer(static_cast<size_t>(nslots * 8 + kValuePad) * sizeof(float));
+  float* vals = static_cast<float*>(m.values_.data());
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t l = 0; l < 8; ++l) {
+      const int64_t lane = s * 8 + l;
+      if (m.row_of_[lane] < 0) continue;
+      const int64_t p0 = c.ptr[m.row_of_[lane]];
+      for (int64_t q = 0; q < m.row_len_[lane]; ++q) {
+        const int64_t dst = (m.ptr_[s] + q) * 8 + l;
+        vals[dst] = c.values[p0 + q];
+        if (c.index_width == IndexWidth::u16) {
+          static_cast<uint16_t*>(m.idx_.data())[dst] = c.idx16()[p0 + q];
+        } else {
+          static_cast<uint32_t*>(m.idx_.data())[dst] = c.idx32()[p0 + q];
+        }
+      }
+    }
+  }
+  m.view_.ptr = m.ptr_.data();
+  m.view_.idx = m.idx_.data();
+  m.view_.values = vals;
+  m.view_.row_of = m.row_of_.data();
+  m.view_.row_len = m.row_len_.data();
+  return m;
+}
+
+SparseMatrix SparseMatrix::csr_from_sell() const {
+  if (!is_sell()) throw std::invalid_argument("not a SELL matrix");
+  const int64_t M = view_.rows, S = view_.block_rows();
+  SparseMatrix m;
+  m.ptr_.assign(static_cast<size_t>(M + 1), 0);
+  for (int64_t lane = 0; lane < S * 8; ++lane)
+    if (row_of_[lane] >= 0) m.ptr_[row_of_[lane] + 1] = row_len_[lane];
+  for (int64_t i = 0; i < M; ++i) m.ptr_[i + 1] += m.ptr_[i];
+  m.allocate(M, view_.cols, 1, 1, m.ptr_[M]);
+  m.view_.ptr = m.ptr_.data();
+  float* vals = static_cast<float*>(m.values_.data());
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t l = 0; l < 8; ++l) {
+      const int64_t lane = s * 8 + l;
+      if (row_of_[lane] < 0) continue;
+      const int64_t p0 = m.ptr_[row_of_[lane]];
+      for (int64_t q = 0; q < row_len_[lane]; ++q) {
+        const int64_t src = (ptr_[s] + q) * 8 + l;
+        vals[p0 + q] = view_.values[src];
+        if (view_.index_width == IndexWidth::u16) {
+          static_cast<uint16_t*>(m.idx_.data())[p0 + q] = view_.idx16()[src];
+        } else {
+          static_cast<uint32_t*>(m.idx_.data())[p0 + q] = view_.idx32()[src];
+        }
+      }
+    }
+  }
+  return m;
+}
+
 void SparseMatrix::to_dense(float* out) const {
   const int64_t M = view_.rows, K = view_.cols;
+  if (is_sell()) {
+    csr_from_sell().to_dense(out);
+    return;
+  }
   if (is_nm()) {
     std::fill(out, out + M * K, 0.0f);
     const int64_t G = view_.nm_groups(), n = view_.nm_n, m = view_.block_c;

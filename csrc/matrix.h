@@ -54,8 +54,16 @@ class SparseMatrix {
                                      int64_t values_len, const int64_t* offsets, int64_t offsets_len);
   static void check_nm(int64_t rows, int64_t cols, int n, int m);
 
+  // SELL-8-sigma (formats.h) from a CSR matrix (R = C = 1), and back. Both are
+  // exact rearrangements of validated storage. Throw std::invalid_argument for
+  // a matrix of the wrong layout.
+  static SparseMatrix sell_from_csr(const SparseMatrix& csr);
+  SparseMatrix csr_from_sell() const;
+
   const SparseView& view() const { return view_; }
   bool is_nm() const { return view_.layout == Layout::nm; }
+  bool is_sell() const { return view_.layout == Layout::sell; }
+  bool is_csr() const { return view_.layout == Layout::bsr && view_.block_r == 1 && view_.block_c == 1; }
   int64_t rows() const { return view_.rows; }
   int64_t cols() const { return view_.cols; }
   int block_r() const { return view_.block_r; }
@@ -63,7 +71,7 @@ class SparseMatrix {
   int64_t nblocks() const { return view_.nblocks; }
   int64_t block_rows() const { return view_.block_rows(); }
   int64_t stored_values() const {
-    return is_nm() ? view_.nblocks * 8 : view_.nblocks * view_.block_r * view_.block_c;
+    return is_nm() || is_sell() ? view_.nblocks * 8 : view_.nblocks * view_.block_r * view_.block_c;
   }
   // Bytes of ptr + idx + values as stored (padding excluded).
   int64_t nbytes() const;
@@ -81,6 +89,8 @@ class SparseMatrix {
   std::vector<int64_t> ptr_;
   AlignedBuffer idx_;
   AlignedBuffer values_;
+  std::vector<int32_t> row_of_;   // SELL only
+  std::vector<int32_t> row_len_;  // SELL only
 };
 
 }  // namespace pysparse

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 #include "parallel.h"
@@ -66,6 +67,7 @@ const KernelInfo& kernel_for(const SparseView& v, int64_t n, const KernelInfo* f
   if (forced != nullptr) return *forced;
   const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
   const Format format = v.layout == Layout::nm                       ? Format::nm
+                        : v.layout == Layout::sell                   ? Format::sell
                         : (v.block_r == 1 && v.block_c == 1) ? Format::csr
                                                              : Format::bsr;
   return select_kernel(active_isa(), format, v.block_r, batch);
@@ -161,9 +163,12 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
     return;
   }
   // Boundaries on whole cache lines of y's rows (16 floats), so the two sides
-  // of a boundary do not write into the same line of each of `batch` rows.
+  // of a boundary do not write into the same line of each of `batch` rows; for
+  // SELL on whole sort windows, so a thread's slices write exactly the rows
+  // [b0 * 8, b1 * 8) that it transposes.
   const Partition part{v, T};
-  const int64_t align = std::max<int64_t>(1, 16 / v.block_r), B = v.block_rows();
+  const int64_t align = v.layout == Layout::sell ? kSellWindow / 8 : std::max<int64_t>(1, 16 / v.block_r);
+  const int64_t B = v.block_rows();
   auto boundary = [&](int t) {
     const int64_t b = part.boundary(t);
     return b >= B ? B : b / align * align;
@@ -190,6 +195,7 @@ constexpr int64_t kWideFloats = 16 * 1024;
 void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g, float* y, const float* bias,
                     int nthreads) {
   const SparseView& v = w.view();
+  if (v.layout == Layout::sell) throw std::invalid_argument("conv2d_shifted needs CSR or BSR (R, 1), not SELL");
   const int64_t M = v.rows, C = g.channels, H = g.height, W = g.width;
   const int64_t Hp = g.padded_h(), Wp = g.padded_w(), Ho = g.out_h(), Wo = g.out_w();
   const int64_t S = g.row(), n = g.wide_n(), plane = Hp * S;

@@ -53,17 +53,19 @@ void write_tile(const SpmmArgs& a, int64_t row0, int rows, int64_t j, int64_t co
 }
 
 // One register tile: rows [r0, r0 + RB) of block row b, columns [j, j + 8 V).
-// kMasked: V == 1 and only `count` (< 8) columns exist.
-template <class Index, int R, int RB, int V, bool kC1, bool kMasked>
+// kMasked: V == 1 and only `count` (< 8) columns exist. kSell: b is a SELL
+// slice and r0 its lane (R == RB == 1): the lane's row read at stride 8.
+template <class Index, int R, int RB, int V, bool kC1, bool kMasked, bool kSell>
 inline void tile(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j, int64_t count) {
   constexpr int U = (RB * V >= 8) ? 1 : 8 / (RB * V);
   const SparseView& w = *a.w;
-  const Index* idx = static_cast<const Index*>(w.idx);
+  constexpr int64_t S = kSell ? 8 : 1;  // stride between a row's stored weights
+  const Index* idx = static_cast<const Index*>(w.idx) + (kSell ? r0 : 0);
   const int64_t C = kC1 ? 1 : w.block_c;
   const int64_t ldx = a.ldx;
   const float* x = a.x + j;
   const float* values = w.values + r0;
-  const int64_t row0 = b * R + r0;
+  const int64_t row0 = kSell ? w.row_of[b * 8 + r0] : b * R + r0;
   const __m256i mask = kMasked ? tail_mask(count) : _mm256_setzero_si256();
 
   __m256 acc[U][RB][V];
@@ -73,8 +75,8 @@ inline void tile(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j,
 
   // acc[u] += block p's columns times X's rows.
   auto step = [&](int u, int64_t p) {
-    const float* xk = x + static_cast<int64_t>(idx[p]) * ldx;
-    const float* vp = values + p * R * C;
+    const float* xk = x + static_cast<int64_t>(idx[p * S]) * ldx;
+    const float* vp = values + p * R * C * S;
     for (int64_t c = 0; c < C; ++c, xk += ldx, vp += R) {
       __m256 xv[V];
       PYSPARSE_UNROLL for (int t = 0; t < V; ++t) xv[t] = kMasked ? _mm256_maskload_ps(xk, mask) : _mm256_loadu_ps(xk + 8 * t);
@@ -85,7 +87,7 @@ inline void tile(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j,
     }
   };
   int64_t p = w.ptr[b];
-  const int64_t end = w.ptr[b + 1];
+  const int64_t end = kSell ? p + w.row_len[b * 8 + r0] : w.ptr[b + 1];
   for (; p + U <= end; p += U) {
     PYSPARSE_UNROLL for (int u = 0; u < U; ++u) step(u, p + u);
   }
@@ -110,13 +112,13 @@ inline void tile(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j,
 }
 
 // Columns [j, n) of one pass, widest tile first.
-template <class Index, int R, int RB, int V, bool kC1>
+template <class Index, int R, int RB, int V, bool kC1, bool kSell = false>
 inline void columns(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t j) {
-  for (; j + 8 * V <= a.n; j += 8 * V) tile<Index, R, RB, V, kC1, false>(a, b, r0, rows_pass, j, 8 * V);
+  for (; j + 8 * V <= a.n; j += 8 * V) tile<Index, R, RB, V, kC1, false, kSell>(a, b, r0, rows_pass, j, 8 * V);
   if constexpr (V > 1) {
-    columns<Index, R, RB, V / 2, kC1>(a, b, r0, rows_pass, j);
+    columns<Index, R, RB, V / 2, kC1, kSell>(a, b, r0, rows_pass, j);
   } else {
-    if (j < a.n) tile<Index, R, RB, 1, kC1, true>(a, b, r0, rows_pass, j, a.n - j);
+    if (j < a.n) tile<Index, R, RB, 1, kC1, true, kSell>(a, b, r0, rows_pass, j, a.n - j);
   }
 }
 
@@ -133,6 +135,14 @@ void spmm_nx(const SpmmArgs& a) {
   }
 }
 
+// SELL: each lane of a slice is one CSR-like row at stride 8 (same tiles).
+template <class Index>
+void sell_nx(const SpmmArgs& a) {
+  for (int64_t s = a.block_begin; s < a.block_end; ++s)
+    for (int l = 0; l < 8; ++l)
+      if (a.w->row_of[s * 8 + l] >= 0) columns<Index, 1, 1, 8, true, true>(a, s, l, 1, 0);
+}
+
 template <int R>
 void run(const SpmmArgs& a) {
   const bool c1 = a.w->block_c == 1;
@@ -146,6 +156,9 @@ void run(const SpmmArgs& a) {
 }  // namespace
 
 void f32_spmm_csr_nx__avx2(const SpmmArgs& a) { run<1>(a); }
+void f32_spmm_sell_nx__avx2(const SpmmArgs& a) {
+  a.w->index_width == IndexWidth::u16 ? sell_nx<uint16_t>(a) : sell_nx<uint32_t>(a);
+}
 void f32_spmm_bsr_1xc_nx__avx2(const SpmmArgs& a) { run<1>(a); }
 void f32_spmm_bsr_2xc_nx__avx2(const SpmmArgs& a) { run<2>(a); }
 void f32_spmm_bsr_4xc_nx__avx2(const SpmmArgs& a) { run<4>(a); }

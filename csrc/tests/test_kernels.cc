@@ -120,12 +120,13 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
   const KernelInfo* scalar = twin(k);
   expect(scalar != nullptr, std::string(k.name) + " has a scalar twin");
   if (scalar == nullptr) return;
-  const std::vector<int64_t> rows = {1, 2, 7, 8, 9, 17, 65};
+  std::vector<int64_t> rows = {1, 2, 7, 8, 9, 17, 65};
+  if (k.format == Format::sell) rows.push_back(kSellWindow * 2 + 13);  // several sort windows
   const std::vector<int64_t> cols = {1, 4, 5, 8, 13, 67, 70001};
   std::vector<int64_t> batches = {1};
   if (k.batch == Batch::nx) batches = {2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 31, 33, 64, 65};
   std::vector<std::pair<int, int>> shapes;  // (C, 0) for bsr/csr; (n, m) for nm
-  if (k.format == Format::csr) shapes = {{1, 0}};
+  if (k.format == Format::csr || k.format == Format::sell) shapes = {{1, 0}};
   if (k.format == Format::bsr) shapes = {{1, 0}, {2, 0}, {5, 0}};
   if (k.format == Format::nm) shapes = {{1, 2}, {2, 2}, {1, 4}, {2, 4}, {3, 4}, {1, 8}, {2, 8}, {8, 8}};
   std::normal_distribution<float> normal;
@@ -139,10 +140,12 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
           const bool nm = k.format == Format::nm;
           const int C = nm ? 1 : p;
           if (!nm && C > K) continue;
-          const std::vector<float> a =
-              make_dense(rng, M, K, density, k.format, nm ? 1 : k.block_r, C, p, q, static_cast<int>(M / 4));
-          const SparseMatrix w = nm ? SparseMatrix::from_dense_nm(a.data(), M, K, K, p, q)
-                                    : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, C);
+          const bool sell = k.format == Format::sell;
+          const std::vector<float> a = make_dense(rng, M, K, density, k.format, nm || sell ? 1 : k.block_r, C, p, q,
+                                                  static_cast<int>(M / 4));
+          const SparseMatrix w = nm     ? SparseMatrix::from_dense_nm(a.data(), M, K, K, p, q)
+                                 : sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
+                                        : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, C);
           for (int64_t n : batches) {
             if (wide && n > 5) continue;
             std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
@@ -173,8 +176,10 @@ void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
     for (int64_t K : {1, 5, 67, 70001})
       for (double density : {0.0, 0.3, 1.0}) {
         if (K > 65536 && M > 7) continue;  // uint32 indices: a few rows suffice
-        const std::vector<float> a = make_dense(rng, M, K, density, k.format, k.block_r, 1, 0, 0, 1);
-        const SparseMatrix w = SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, 1);
+        const bool sell = k.format == Format::sell;
+        const std::vector<float> a = make_dense(rng, M, K, density, k.format, sell ? 1 : k.block_r, 1, 0, 0, 1);
+        const SparseMatrix w = sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
+                                    : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, 1);
         for (int64_t n : {2, 7, 8, 9, 64, 65}) {
           std::vector<float> x(static_cast<size_t>(K - 1 + n)), bias(static_cast<size_t>(M));
           for (float& v : x) v = normal(rng);
@@ -193,7 +198,8 @@ void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
 
 bool family_is(Format f) {
   const std::string fam = PYSPARSE_TEST_FAMILY;
-  return (fam == "csr" && f == Format::csr) || (fam == "bsr" && f == Format::bsr) || (fam == "nm" && f == Format::nm);
+  // SELL is CSR rearranged: tested with the csr family.
+  return (fam == "csr" && (f == Format::csr || f == Format::sell)) || (fam == "bsr" && f == Format::bsr) || (fam == "nm" && f == Format::nm);
 }
 
 void test_transposes(std::mt19937& rng) {
