@@ -7,8 +7,11 @@
 // finds them awake, an idle process sleeps after a fraction of a millisecond and
 // leaves the cores to torch or anyone else.
 //
-// Never more threads run than asked: a job wakes get_num_threads() - 1 workers,
-// each through its own slot, and the caller does task 0. set_num_threads() is
+// Never more threads run than asked: a job wakes at most get_num_threads() - 1
+// workers, each through its own slot, and the caller works too. Tasks are
+// claimed from one atomic counter rather than dealt out in advance: on a shared
+// VM a worker's wake-up or a stolen core would otherwise leave the caller
+// waiting with nothing to do. set_num_threads() is
 // cheap both ways (benchmarks alternate 1 and 2 threads call by call): growing
 // starts workers on the next job, shrinking leaves the surplus asleep. Workers
 // are never joined; they live as long as the process. One job at a time: a
@@ -67,10 +70,10 @@ class Pool {
   // shrinking just stops handing jobs to the surplus ones, which go to sleep.
   void resize(int n) { requested_.store(n); }
 
-  void run(int n, TaskFn fn, void* ctx) {
+  void run(int n, int threads, TaskFn fn, void* ctx) {
     if (n <= 0) return;
-    const int T = std::min(n, requested_.load());
-    if (T == 1) {
+    const int T = std::min({n, threads, requested_.load()});
+    if (T <= 1) {
       for (int t = 0; t < n; ++t) fn(ctx, t);
       return;
     }
@@ -83,14 +86,19 @@ class Pool {
     job_fn_ = fn;
     job_ctx_ = ctx;
     job_n_ = n;
-    job_stride_ = T;
+    next_task_.store(0, std::memory_order_relaxed);
     // Only the T - 1 workers taking part are woken, and the caller returns only
     // after all of them are done, so no worker can still be reading this job's
     // fields when the next one is posted.
     pending_.store(T - 1, std::memory_order_relaxed);
     for (int w = 1; w < T; ++w) workers_[w - 1]->post();
-    for (int t = 0; t < n; t += T) fn(ctx, t);
+    drain();
     while (pending_.load(std::memory_order_acquire) != 0) PYSPARSE_PAUSE();
+  }
+
+  // Claims and runs tasks of the posted job until none is left.
+  void drain() {
+    for (int t; (t = next_task_.fetch_add(1, std::memory_order_relaxed)) < job_n_;) job_fn_(job_ctx_, t);
   }
 
   // In a forked child the workers do not exist: forget them (never join or
@@ -138,14 +146,13 @@ class Pool {
   };
 
   void start_worker() {
-    const int index = static_cast<int>(workers_.size()) + 1;
     Worker* w = new Worker();  // lives as long as the process (see pool())
     workers_.push_back(w);
-    w->thread = std::thread([this, w, index] {
+    w->thread = std::thread([this, w] {
       uint64_t seen = 0;
       for (;;) {
         seen = w->wait(seen);
-        for (int t = index; t < job_n_; t += job_stride_) job_fn_(job_ctx_, t);
+        drain();
         pending_.fetch_sub(1, std::memory_order_release);
       }
     });
@@ -159,7 +166,7 @@ class Pool {
   TaskFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int job_n_ = 0;
-  int job_stride_ = 1;  // participants: participant p runs tasks p, p + stride, ...
+  alignas(64) std::atomic<int> next_task_{0};  // the next unclaimed task of the job
 };
 
 Pool& pool() {
@@ -213,6 +220,6 @@ void set_num_threads(int n) {
   pool().resize(n);
 }
 
-void parallel_run(int n, TaskFn fn, void* ctx) { pool().run(n, fn, ctx); }
+void parallel_run(int n, int threads, TaskFn fn, void* ctx) { pool().run(n, threads, fn, ctx); }
 
 }  // namespace pysparse

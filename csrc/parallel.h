@@ -17,16 +17,19 @@ inline constexpr int kMaxThreads = 256;
 
 using TaskFn = void (*)(void* ctx, int task);
 
-// Runs fn(ctx, t) for t in [0, n) and returns when all are done: at most
-// get_num_threads() threads take part, the caller running task 0 (and every
-// further task number congruent to 0 modulo the threads taking part). If another thread is already using the pool, the tasks run
-// one after another on the calling thread instead of waiting: correct, never a
-// deadlock, and Python threads calling at once each make progress.
-void parallel_run(int n, TaskFn fn, void* ctx);
+// Runs fn(ctx, t) for t in [0, n) and returns when all are done, on at most
+// min(threads, get_num_threads()) threads, the caller being one of them. Tasks
+// are claimed one at a time from a shared counter, so a thread that starts late
+// (a worker woken from sleep, a core the hypervisor lent to someone else) just
+// runs fewer of them: callers split work into a few tasks per thread. If
+// another thread is already using the pool, the tasks run one after another on
+// the calling thread instead of waiting: correct, never a deadlock, and Python
+// threads calling at once each make progress.
+void parallel_run(int n, int threads, TaskFn fn, void* ctx);
 
 template <class F>
-void parallel_for(int n, F&& f) {
-  parallel_run(n, [](void* ctx, int t) { (*static_cast<F*>(ctx))(t); }, &f);
+void parallel_for(int n, int threads, F&& f) {
+  parallel_run(n, threads, [](void* ctx, int t) { (*static_cast<F*>(ctx))(t); }, &f);
 }
 
 }  // namespace pysparse

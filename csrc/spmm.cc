@@ -15,6 +15,13 @@ namespace {
 constexpr int64_t kMinWorkPerThread = 32 * 1024;
 // A row costs something even when empty (pointer loads, horizontal sum, store).
 constexpr int64_t kRowCost = 8;
+// Parts of balanced cost per thread: threads claim parts as they get to them,
+// so one that starts late (a wake-up, a core busy elsewhere) takes fewer.
+constexpr int64_t kPartsPerThread = 8;
+
+int parts_for(const SparseView& w, int T) {
+  return static_cast<int>(std::min<int64_t>(w.block_rows(), T * kPartsPerThread));
+}
 
 // Block rows [begin, end) for thread t of T, balanced by stored weights (plus a
 // per-row cost) rather than by rows: pruned layers are far from uniform.
@@ -87,8 +94,9 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
     fn(base);
     return;
   }
-  const Partition part{v, T};
-  parallel_for(T, [&](int t) {
+  const int parts = parts_for(v, T);
+  const Partition part{v, parts};
+  parallel_for(parts, T, [&](int t) {
     SpmmArgs a = base;
     a.block_begin = part.boundary(t);
     a.block_end = part.boundary(t + 1);
@@ -113,7 +121,7 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nth
   }
   constexpr int64_t kLine = 16;  // floats per cache line
   const int64_t lines = (cols + kLine - 1) / kLine;
-  parallel_for(T, [&](int t) {
+  parallel_for(T, T, [&](int t) {
     const int64_t c0 = std::min(cols, lines * t / T * kLine), c1 = std::min(cols, lines * (t + 1) / T * kLine);
     if (c0 >= c1) return;
     TransposeArgs a = base;
@@ -166,14 +174,15 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
   // of a boundary do not write into the same line of each of `batch` rows; for
   // SELL on whole sort windows, so a thread's slices write exactly the rows
   // [b0 * 8, b1 * 8) that it transposes.
-  const Partition part{v, T};
+  const int parts = parts_for(v, T);
+  const Partition part{v, parts};
   const int64_t align = v.layout == Layout::sell ? kSellWindow / 8 : std::max<int64_t>(1, 16 / v.block_r);
   const int64_t B = v.block_rows();
   auto boundary = [&](int t) {
     const int64_t b = part.boundary(t);
     return b >= B ? B : b / align * align;
   };
-  parallel_for(T, [&](int t) {
+  parallel_for(parts, T, [&](int t) {
     const int64_t b0 = boundary(t), b1 = boundary(t + 1);
     if (b0 < b1) rows(b0, b1);
   });
@@ -202,7 +211,8 @@ void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g,
   if (g.images == 0 || M == 0) return;
   const SpmmFn fn = kernel_for(v, n, nullptr).fn;
   const int T = threads_for(w, n, nthreads);
-  const Partition part{v, T};
+  const int parts = parts_for(v, T);
+  const Partition part{v, parts};
   const int64_t R = v.block_r;
   const int64_t per_call = std::max<int64_t>(1, kWideFloats / (R * n));  // block rows per kernel call
   if (tl_padded.size() < static_cast<size_t>(g.buffer())) tl_padded.resize(static_cast<size_t>(g.buffer()));
@@ -239,7 +249,7 @@ void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g,
     if (T == 1) {
       rows(0, v.block_rows());
     } else {
-      parallel_for(T, [&](int t) {
+      parallel_for(parts, T, [&](int t) {
         const int64_t b0 = part.boundary(t), b1 = part.boundary(t + 1);
         if (b0 < b1) rows(b0, b1);
       });
