@@ -112,6 +112,7 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
     xT = np.ascontiguousarray(x.T)
     nnz_u = int(np.count_nonzero(wu))
     csr = ps.CSRMatrix.from_dense(wu)
+    sell = ps.SELLMatrix.from_csr(csr)
     bsr_u = ps.BSRMatrix.from_dense(wu, block=(8, 1))
     bsr = ps.BSRMatrix.from_dense(weights["block8x1"], block=(8, 1))
     add = cell.contenders.append
@@ -120,6 +121,7 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
     add(Contender("torch_csr", lambda: torch.mm(wt_csr, xt.T).T, "unstructured", nnz_u))
     add(Contender("scipy_csr", lambda: (w_sp @ xT).T, "unstructured", nnz_u))
     add(Contender("pysparse_csr", lambda: ps.linear(x, csr), "unstructured", nnz_u))
+    add(Contender("pysparse_sell", lambda: ps.linear(x, sell), "unstructured", nnz_u))
     add(Contender("pysparse_bsr8x1_unstructured", lambda: ps.linear(x, bsr_u), "unstructured", nnz_u))
     add(Contender("pysparse_bsr8x1", lambda: ps.linear(x, bsr), "block8x1", int(np.count_nonzero(weights["block8x1"]))))
     if threads == 1:
@@ -136,6 +138,7 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
             return run
 
         add(Contender("pysparse_csr@2t", two(lambda: ps.linear(x, csr)), "unstructured", nnz_u))
+        add(Contender("pysparse_sell@2t", two(lambda: ps.linear(x, sell)), "unstructured", nnz_u))
         add(Contender("pysparse_bsr8x1@2t", two(lambda: ps.linear(x, bsr)), "block8x1", int(np.count_nonzero(weights["block8x1"]))))
     if "nm" in weights:
         n_, m_ = NM_AT[sparsity]

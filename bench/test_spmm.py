@@ -38,6 +38,7 @@ CONTENDERS = [
     "torch_csr",
     "scipy_csr",
     "pysparse_csr",
+    "pysparse_sell",
     "pysparse_bsr8x1",
     "pysparse_nm2:4",
 ]
