@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - reported in the results' environment
     threadpool_limits = None
 
 CHECK_RTOL = 1e-4  # every contender's output against a float64 reference
+AA = "torch_dense_again"  # the A/A contender (see build_cell)
 
 
 def prune_unstructured(rng: np.random.Generator, w: np.ndarray, sparsity: float) -> np.ndarray:
@@ -117,6 +118,9 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
     bsr = ps.BSRMatrix.from_dense(weights["block8x1"], block=(8, 1))
     add = cell.contenders.append
     add(Contender("torch_dense", lambda: torch.nn.functional.linear(xt, wt), "unstructured", m * k))
+    # A/A: the baseline again, under another name. Its "speedup" would be 1.00
+    # on a quiet machine; how far it strays is this cell's noise.
+    add(Contender(AA, lambda: torch.nn.functional.linear(xt, wt), "unstructured", m * k))
     add(Contender("numpy_dense", lambda: x @ wu.T, "unstructured", m * k))
     add(Contender("torch_csr", lambda: torch.mm(wt_csr, xt.T).T, "unstructured", nnz_u))
     add(Contender("scipy_csr", lambda: (w_sp @ xT).T, "unstructured", nnz_u))
