@@ -17,7 +17,7 @@ from pstest import F32_SUM_RTOL, random_nm, random_sparse, relerr
 torch = pytest.importorskip("torch")
 from pysparse import nn as psnn  # noqa: E402  (needs torch)
 
-FORMATS = ["csr", "bsr", "nm", "dense"]
+FORMATS = ["csr", "sell", "bsr", "nm", "dense"]
 
 
 def linear_with(rng, out: int, inp: int, fmt: str) -> torch.nn.Linear:
