@@ -121,7 +121,7 @@ def test_unsupported_conv_padding_is_refused():
         psnn.SparseConv2d.from_module(torch.nn.Conv2d(2, 2, 2, padding="same"))
 
 
-@pytest.mark.parametrize("fmt", ["csr", "dense"])
+@pytest.mark.parametrize("fmt", ["csr", "sell", "dense"])
 def test_deepcopy_and_state_dict(rng, fmt):
     m = linear_with(rng, 24, 16, fmt)
     s = psnn.SparseLinear.from_module(m, format=fmt)

@@ -317,6 +317,21 @@ def test_save_load_round_trip(rng, tmp_path):
         np.testing.assert_array_equal(m(x.numpy()), ref)  # same kernels, same order: bitwise
 
 
+def test_sparse_linear_under_torch_export(rng):
+    torch = pytest.importorskip("torch")
+    from pysparse import nn as psnn
+
+    a = random_sparse(rng, (65, 40), 0.2, empty_rows=3)
+    net = torch.nn.Sequential(psnn.SparseLinear(ps.SELLMatrix.from_dense(a), np.ones(65, np.float32))).eval()
+    x = torch.randn(3, 40)
+    ep = torch.export.export(net, (x,))
+    assert "pysparse.linear.default" in {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    with torch.no_grad():
+        y = ep.module()(x).numpy()
+        np.testing.assert_array_equal(y, net(x).numpy())
+    assert relerr(y, x.numpy().astype(np.float64) @ a.T + 1.0) <= F32_SUM_RTOL
+
+
 def test_convert_times_sell_and_keeps_outputs(rng):
     torch = pytest.importorskip("torch")
 
