@@ -213,8 +213,9 @@ def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[in
         + np.arange(k[1], dtype=np.int64)[None, None, :] * d[1]
     ).reshape(-1)
     # A SELL weight runs the direct convolution in CSR (the shifted kernels are
-    # CSR / BSR ones); its CSR view is built once and kept by the weight.
-    src = w.to_csr()._m if isinstance(w, SELLMatrix) else w._m
+    # CSR / BSR ones): a CSR copy serves only to build the offset matrix, which
+    # is what gets cached.
+    src = w._m.to_csr() if isinstance(w, SELLMatrix) else w._m
     m = _core.SparseMatrix.from_arrays(
         (src.shape[0], cols), src.block, src.indptr, table[src.indices], src.values
     )

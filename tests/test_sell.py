@@ -220,6 +220,7 @@ def test_conv2d_with_a_sell_weight(rng, isa, stride):
     bias = rng.standard_normal(cout).astype(np.float32)
     kw = dict(kernel_size=3, stride=stride, padding=1)
     y = ps.conv2d(x, w, bias, **kw)
+    assert w._csr is None  # the direct path keeps no CSR copy on the weight
     assert relerr(y, ps.conv2d(x, csr, bias, **kw)) <= F32_SUM_RTOL
     assert relerr(y, ps.conv2d(x, w2d, bias, **kw)) <= F32_SUM_RTOL
     one = ps.SELLMatrix.from_dense(w2d[:, :cin])  # 1x1
