@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core
-from .formats import BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase
+from .formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
 from .ops import conv2d, linear, spmm
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "BSRMatrix",
     "CSRMatrix",
     "NMMatrix",
+    "SELLMatrix",
     "SparseMatrixBase",
     "conv2d",
     "cpu_info",

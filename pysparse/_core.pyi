@@ -16,6 +16,26 @@ class SparseMatrix:
         indices: npt.NDArray[np.integer[Any]],
         data: npt.NDArray[np.float32],
     ) -> SparseMatrix: ...
+    @staticmethod
+    def from_dense_nm(a: npt.NDArray[np.float32], n: int, m: int) -> SparseMatrix: ...
+    @staticmethod
+    def from_arrays_nm(
+        shape: tuple[int, int],
+        n: int,
+        m: int,
+        values: npt.NDArray[np.float32],
+        offsets: npt.NDArray[np.uint8],
+    ) -> SparseMatrix: ...
+    @property
+    def layout(self) -> str: ...  # "bsr" (CSR is 1x1 BSR) | "nm" | "sell"
+    def to_sell(self) -> SparseMatrix: ...  # CSR only (ValueError otherwise)
+    def to_csr(self) -> SparseMatrix: ...  # SELL only (ValueError otherwise)
+    @property
+    def row_of(self) -> npt.NDArray[np.int32] | None: ...  # SELL: original row of each lane (-1: none)
+    @property
+    def row_len(self) -> npt.NDArray[np.int32] | None: ...  # SELL: nonzeros of each lane
+    @property
+    def nm(self) -> tuple[int, int]: ...  # meaningful for N:M only
     @property
     def shape(self) -> tuple[int, int]: ...
     @property

@@ -252,6 +252,9 @@ class _Exporter:
                 raise ValueError(f"module {base!r}: .format is {fmt!r} but its weight is a {type(w).__name__}")
             if fmt == "csr":
                 params = csr_pack(w.indptr, w.indices, w.data, *w.shape)
+            elif fmt == "sell":  # stored as its CSR arrays; the loader rebuilds SELL from the "sell" tag
+                csr = w._m.to_csr()  # not w.to_csr(): saving should not leave a CSR copy cached on the weight
+                params = csr_pack(csr.indptr, csr.indices, csr.values, *w.shape)
             elif fmt == "bsr":
                 attrs["block"] = list(w.block)
                 params = {"indptr": w.indptr, "indices": w.indices, "data": w.data}

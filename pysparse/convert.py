@@ -1,9 +1,11 @@
 """convert: swap every Linear / Conv2d of a pruned torch model for a pysparse module,
 in the weight format that measures fastest on this CPU.
 
-For each layer the candidates are dense, CSR, BSR with the (R, 1) blocks the
-weight actually has (no fill, or a small fill overhead), and N:M when the weight
-is N:M along its inputs. Each candidate is a ready-made module timed on an input
+For each layer the candidates are dense, CSR, SELL (for Linear layers: its layout
+pays at batch 1, where it usually beats CSR; convolutions multiply many pixels
+at once, where CSR is as fast), BSR with the (R, 1) blocks the weight actually
+has (no fill, or a small fill overhead), and N:M when the weight is N:M along
+its inputs. Each candidate is a ready-made module timed on an input
 of the layer's shape at the expected batch: interleaved rounds (every candidate
 once per round, rotating order); a candidate's speedup is the median over rounds
 of dense time / its time. The best sparse format is kept only if that speedup
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from ._arrays import as_float32_matrix
-from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, parse_nm
+from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, parse_nm
 from .nn import FORMATS, SparseConv2d, SparseLinear, conv_padding, describe_format
 
 __all__ = ["convert", "ConversionReport", "LayerReport", "bsr_blocks", "nm_pattern", "pack_weight"]
@@ -80,7 +82,7 @@ def nm_pattern(w: np.ndarray) -> str | None:
 
 
 def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = None) -> Any:
-    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'bsr' (``block``, default
+    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'sell', 'bsr' (``block``, default
     the largest (R, 1) block the weight has without fill, else (8, 1)), 'nm' (``nm``,
     default detected from the weight) or 'dense' (a C-contiguous float32 numpy array)."""
     if format not in FORMATS:
@@ -90,6 +92,8 @@ def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = N
         return a
     if format == "csr":
         return CSRMatrix.from_dense(a)
+    if format == "sell":
+        return SELLMatrix.from_dense(a)
     if format == "bsr":
         if block is None:
             found = bsr_blocks(a, max_fill=0.0)
@@ -112,7 +116,7 @@ class LayerReport:
     kind: str  # "linear" | "conv2d"
     shape: tuple[int, ...]  # the torch weight's shape
     input_shape: tuple[int, ...]  # the input the candidates were timed on
-    format: str  # "csr" | "bsr(8,1)" | "nm(2:4)" | "dense" | "kept" (module left as is)
+    format: str  # "csr" | "sell" | "bsr(8,1)" | "nm(2:4)" | "dense" | "kept" (module left as is)
     sparsity: float  # measured: exact zeros / weights
     nbytes: int  # bytes of the stored weight
     dense_nbytes: int  # bytes of the dense float32 weight
@@ -279,14 +283,19 @@ def _input_shapes(
     return shapes
 
 
-def _candidate_weights(w2d: np.ndarray, formats: Iterable[str], block: Any) -> tuple[dict[str, Any], str]:
+def _candidate_weights(
+    w2d: np.ndarray, formats: Iterable[str], block: Any, kind: str = "linear"
+) -> tuple[dict[str, Any], str]:
     """The sparse weights worth timing, by label, and a note when none is."""
     nnz = int(np.count_nonzero(w2d))
     density = nnz / max(1, w2d.size)
     out: dict[str, Any] = {}
     if density <= MAX_SPARSE_DENSITY:
+        csr = CSRMatrix.from_dense(w2d) if "csr" in formats or "sell" in formats else None
         if "csr" in formats:
-            out["csr"] = CSRMatrix.from_dense(w2d)
+            out["csr"] = csr
+        if "sell" in formats and kind == "linear":
+            out["sell"] = SELLMatrix.from_csr(csr)
         if "bsr" in formats:
             blocks = [(tuple(block), 0.0)] if block is not None else bsr_blocks(w2d)
             exact = [b for b, fill in blocks if fill == 0.0][:1]
@@ -352,7 +361,7 @@ def _convert_layer(
             mod = _make(kind, m, w2d, threads)
             return mod, report("dense", w2d.nbytes, 1.0, {}, f"grouped (groups={m.groups}): dense")
 
-    sparse, why = _candidate_weights(w2d, formats, block)
+    sparse, why = _candidate_weights(w2d, formats, block, kind)
     dense_mod = _make(kind, m, w2d, threads)
     if not sparse:
         return dense_mod, report("dense", w2d.nbytes, 1.0, {}, why)
@@ -392,13 +401,14 @@ def convert(
     :class:`pysparse.nn.SparseLinear` and every ``nn.Conv2d`` a :class:`pysparse.nn.SparseConv2d`;
     other modules are untouched.
 
-    The format of each layer (CSR, BSR (R, 1), N:M or dense) is chosen by timing the
+    The format of each layer (CSR, SELL, BSR (R, 1), N:M or dense) is chosen by timing the
     candidates on this CPU, on the layer's input shape (taken from one forward pass
     of ``example_inputs``, a tensor or a tuple of positional arguments; without it a
     Linear gets (batch, in_features) and a conv an assumed 32x32 image) with the
     leading dimension set to ``batch``. BSR candidates use the (R, 1) blocks the weight
     really has (``block`` forces one); N:M is tried when the weight is N:M along its
-    inputs. A layer whose best sparse format is not ``min_speedup`` times faster than
+    inputs; SELL (the batch-1 layout of unstructured weights) is tried for Linears.
+    A layer whose best sparse format is not ``min_speedup`` times faster than
     dense stays dense (as a pysparse module with a dense weight). Grouped and depthwise
     convolutions become dense ``SparseConv2d``; a conv with non-zero padding modes or
     asymmetric 'same' padding is left as ``nn.Conv2d``. Linears inside

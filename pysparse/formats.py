@@ -1,6 +1,6 @@
-"""Sparse weight matrices: CSR and block-sparse (BSR), validated once, in C++.
+"""Sparse weight matrices: CSR, block-sparse (BSR), N:M and SELL, validated once, in C++.
 
-Both wrap a ``_core.SparseMatrix`` that owns aligned, padded, immutable copies of
+Each wraps a ``_core.SparseMatrix`` that owns aligned, padded, immutable copies of
 the arrays, so nothing a caller does to its own arrays afterwards can make a
 kernel read out of bounds. Column indices are stored as narrow as the shape
 allows (uint16 below 65,537 columns).
@@ -16,7 +16,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float32_matrix, is_torch_tensor
 
-__all__ = ["SparseMatrixBase", "CSRMatrix", "BSRMatrix", "NMMatrix"]
+__all__ = ["SparseMatrixBase", "CSRMatrix", "BSRMatrix", "NMMatrix", "SELLMatrix"]
 
 BLOCK_ROWS = (1, 2, 4, 8, 16)
 
@@ -48,7 +48,7 @@ class SparseMatrixBase:
     format: str = ""
 
     def __init__(self) -> None:  # pragma: no cover - abstract
-        raise TypeError("use CSRMatrix or BSRMatrix")
+        raise TypeError("use CSRMatrix, BSRMatrix, NMMatrix or SELLMatrix")
 
     @classmethod
     def _wrap(cls, m: _core.SparseMatrix) -> Any:
@@ -313,3 +313,118 @@ class NMMatrix(SparseMatrixBase):
         n, m = self.nm
         rows, cols = self.shape
         return f"NMMatrix(shape=({rows}, {cols}), nm={n}:{m}, nnz={self.nnz}, density={self.density:.3f})"
+
+
+class SELLMatrix(SparseMatrixBase):
+    """An unstructured sparse matrix laid out for the batch-1 kernel (SELL-8-sigma).
+
+    Use it for unstructured weights (what CSR holds) that run at batch 1, such as
+    token-by-token decoding or single-request inference: there its kernel is
+    typically 15-25% faster than CSR's on the same matrix. At batch > 1 CSR is as
+    fast or faster, so keep CSR there; :func:`pysparse.convert` times both and
+    picks per layer.
+
+    Sliced ELLPACK: the rows are taken 8 at a time ("slices") and the 8 rows of a
+    slice are interleaved, so one vector load fetches one weight of each of 8 rows.
+    A slice stores as many slots as its longest row has nonzeros; shorter rows
+    are padded with zeros (which the kernels never let touch the result, even
+    when X holds inf or NaN). To keep that padding small, rows are first sorted by
+    their nonzero count inside windows of sigma = 128 rows, so rows of similar
+    length share a slice (about 1.6% padding on a random 90%-sparse 3072x768).
+    The permutation is internal: results come back in the original row order.
+
+    ``SELLMatrix(indptr, indices, data, shape)`` takes CSR arrays (validated
+    exactly like :class:`CSRMatrix`'s); ``from_dense``, ``from_csr``,
+    ``from_scipy`` and ``from_torch`` build one from other representations and
+    :meth:`to_csr` goes back. ``nnz`` and ``density`` count the true nonzeros
+    (padding excluded; see ``padding``); ``indptr``, ``indices`` and ``data`` are
+    the CSR view of the matrix (built on first use and then kept, like
+    :meth:`to_csr`'s result: the storage is immutable, so they stay in sync; it
+    costs about the matrix's size again), so code written for CSR arrays keeps working; ``block`` is
+    (1, 1), as for CSR. ``nbytes`` is the SELL storage (values, indices, slice
+    offsets and row order, padding included).
+    """
+
+    format = "sell"
+    _csr: CSRMatrix | None = None
+    _nnz: int | None = None
+
+    def __init__(self, indptr: Any, indices: Any, data: Any, shape: Any) -> None:
+        self._m = CSRMatrix(indptr, indices, data, shape)._m.to_sell()
+
+    @classmethod
+    def from_csr(cls, csr: CSRMatrix) -> SELLMatrix:
+        """The same matrix as a CSRMatrix, in SELL layout."""
+        if not isinstance(csr, CSRMatrix):
+            raise TypeError(
+                f"from_csr needs a pysparse CSRMatrix, got {type(csr).__name__}; "
+                "use SELLMatrix.from_dense for dense arrays"
+            )
+        return cls._wrap(csr._m.to_sell())
+
+    @classmethod
+    def from_dense(cls, a: Any) -> SELLMatrix:
+        """From a 2-D array-like (numpy, torch, lists); exact zeros are dropped."""
+        return cls._wrap(_core.SparseMatrix.from_dense(as_float32_matrix(a), 1, 1).to_sell())
+
+    @classmethod
+    def from_scipy(cls, s: Any) -> SELLMatrix:
+        """From any scipy.sparse matrix or array (duplicates are summed)."""
+        return cls.from_csr(CSRMatrix.from_scipy(s))
+
+    @classmethod
+    def from_torch(cls, t: Any) -> SELLMatrix:
+        """From a torch tensor: sparse CSR/COO as stored, dense with zeros dropped."""
+        return cls.from_csr(CSRMatrix.from_torch(t))
+
+    def to_csr(self) -> CSRMatrix:
+        """The same matrix as a CSRMatrix (built on first use, then kept and shared: both are immutable)."""
+        csr = self._csr
+        if csr is None:
+            csr = CSRMatrix._wrap(self._m.to_csr())
+            self._csr = csr  # a race only builds it twice
+        return csr
+
+    def to_scipy(self) -> Any:
+        """A scipy.sparse.csr_matrix copy."""
+        return self.to_csr().to_scipy()
+
+    @property
+    def block(self) -> tuple[int, int]:
+        """(1, 1): the matrix is unstructured (the kernels' slices of 8 rows are internal)."""
+        return (1, 1)
+
+    @property
+    def nnz(self) -> int:
+        """True nonzeros (stored zeros of the padding excluded)."""
+        n = self._nnz
+        if n is None:
+            n = self._nnz = int(self._m.row_len.sum(dtype=np.int64))
+        return n
+
+    @property
+    def padding(self) -> int:
+        """Zeros stored to pad the short rows of each slice (and the lanes past the last row)."""
+        return self._m.stored_values - self.nnz
+
+    @property
+    def indptr(self) -> np.ndarray:
+        """CSR row pointers (of the CSR view, see :meth:`to_csr`)."""
+        return self.to_csr().indptr
+
+    @property
+    def indices(self) -> np.ndarray:
+        """CSR column indices (of the CSR view, see :meth:`to_csr`)."""
+        return self.to_csr().indices
+
+    @property
+    def data(self) -> np.ndarray:
+        """CSR values (of the CSR view, see :meth:`to_csr`)."""
+        return self.to_csr().data
+
+    def __repr__(self) -> str:
+        m, k = self.shape
+        return (
+            f"SELLMatrix(shape=({m}, {k}), nnz={self.nnz}, density={self.density:.3f}, "
+            f"padding={self.padding}, index_dtype={self.index_dtype})"
+        )

@@ -3,7 +3,7 @@
 How the weights reach the kernels
 ---------------------------------
 A module keeps its weight as a pysparse matrix (``CSRMatrix``, ``BSRMatrix``,
-``NMMatrix``) or, for a layer that stays dense, as a 2-D float32 numpy array --
+``NMMatrix``, ``SELLMatrix``) or, for a layer that stays dense, as a 2-D float32 numpy array --
 never as a torch parameter. The forward pass calls the ``torch.library`` custom
 ops ``pysparse::linear`` and ``pysparse::conv2d``, which take only tensors and
 scalars; the weight travels as an int *handle* into a process-wide registry
@@ -56,7 +56,7 @@ __all__ = [
     "weight_from_handle",
 ]
 
-FORMATS = ("csr", "bsr", "nm", "dense")
+FORMATS = ("csr", "sell", "bsr", "nm", "dense")
 
 # ---------------------------------------------------------------------------
 # The weight registry: int handle <-> weight object (weakly held).
@@ -115,18 +115,18 @@ def _check_weight(weight: Any) -> None:
             )
         return
     raise TypeError(
-        "weight must be a pysparse CSRMatrix/BSRMatrix/NMMatrix or a 2-D float32 numpy array, "
+        "weight must be a pysparse CSRMatrix/BSRMatrix/NMMatrix/SELLMatrix or a 2-D float32 numpy array, "
         f"got {type(weight).__name__}"
     )
 
 
 def format_of(weight: Any) -> str:
-    """'csr' | 'bsr' | 'nm' | 'dense' for a registered kind of weight."""
+    """'csr' | 'sell' | 'bsr' | 'nm' | 'dense' for a registered kind of weight."""
     return "dense" if isinstance(weight, np.ndarray) else weight.format
 
 
 def describe_format(weight: Any) -> str:
-    """A short label: 'csr', 'bsr(8,1)', 'nm(2:4)' or 'dense'."""
+    """A short label: 'csr', 'sell', 'bsr(8,1)', 'nm(2:4)' or 'dense'."""
     fmt = format_of(weight)
     if fmt == "bsr":
         return f"bsr({weight.block[0]},{weight.block[1]})"
@@ -350,7 +350,7 @@ class SparseLinear(_SparseModule):
     """y = x @ W.T + bias with W a pysparse sparse matrix (or a dense numpy array).
 
     ``weight`` is (out_features, in_features) like ``nn.Linear.weight``: a
-    ``CSRMatrix``/``BSRMatrix``/``NMMatrix`` or a 2-D float32 numpy array (dense,
+    ``CSRMatrix``/``SELLMatrix``/``BSRMatrix``/``NMMatrix`` or a 2-D float32 numpy array (dense,
     kept as is). ``bias`` (a tensor or array, or None) becomes a buffer. Inference only.
     """
 

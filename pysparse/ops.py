@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_input, as_output
-from .formats import SparseMatrixBase
+from .formats import SELLMatrix, SparseMatrixBase
 
 __all__ = ["spmm", "linear", "conv2d"]
 
@@ -30,7 +30,7 @@ def _threads(threads: int | None) -> int:
 def _matrix(w: Any) -> _core.SparseMatrix:
     if not isinstance(w, SparseMatrixBase):
         raise TypeError(
-            f"W must be a pysparse CSRMatrix, BSRMatrix or NMMatrix, got {type(w).__name__}; "
+            f"W must be a pysparse CSRMatrix, BSRMatrix, NMMatrix or SELLMatrix, got {type(w).__name__}; "
             "build one with pysparse.CSRMatrix.from_dense(W)"
         )
     return w._m
@@ -44,7 +44,9 @@ def _bias(bias: Any) -> Any:
 
 
 def spmm(w: SparseMatrixBase, x: Any, *, bias: Any = None, threads: int | None = None) -> Any:
-    """Y = W @ X (+ bias[:, None]). X is (K,) or (K, N) float32; Y follows X's kind."""
+    """Y = W @ X (+ bias[:, None]). X is (K,) or (K, N) float32; Y follows X's kind.
+
+    W is any pysparse matrix (CSRMatrix, BSRMatrix, NMMatrix, SELLMatrix)."""
     m = _matrix(w)
     xa, torch_in = as_input(x, "x")
     return as_output(_core.spmm(m, xa, _bias(bias), _threads(threads)), torch_in)
@@ -189,7 +191,7 @@ def _shifted_fits(
     """Whether conv2d runs this weight as a direct convolution (else im2col); wp, wo: padded and output widths."""
     if s != (1, 1) or (k == (1, 1) and p == (0, 0)):  # strided: im2col; plain 1x1: already direct
         return False
-    if w._m.layout != "bsr" or w.block[1] != 1:  # N:M, or blocks spanning columns
+    if w._m.layout not in ("bsr", "sell") or w.block[1] != 1:  # N:M, or blocks spanning columns
         return False
     return (wp - wo) / wo * w.nnz / w.shape[1] <= _SHIFTED_MAX_WASTE
 
@@ -210,7 +212,10 @@ def _shifted_matrix(w: SparseMatrixBase, c: int, k: tuple[int, int], d: tuple[in
         + np.arange(k[0], dtype=np.int64)[None, :, None] * (d[0] * row)
         + np.arange(k[1], dtype=np.int64)[None, None, :] * d[1]
     ).reshape(-1)
-    src = w._m
+    # A SELL weight runs the direct convolution in CSR (the shifted kernels are
+    # CSR / BSR ones): a CSR copy serves only to build the offset matrix, which
+    # is what gets cached.
+    src = w._m.to_csr() if isinstance(w, SELLMatrix) else w._m
     m = _core.SparseMatrix.from_arrays(
         (src.shape[0], cols), src.block, src.indptr, table[src.indices], src.values
     )
@@ -306,9 +311,11 @@ def conv2d(
     dense weights run through numpy's matmul.
 
     A 1x1, stride-1 convolution runs as W[Cout, Cin] @ X[Cin, H*W] per image. Other
-    stride-1 convolutions with a CSR or BSR (R, 1) weight run directly on the padded
-    image (each weight reads a shifted run of it; see ``_conv_shifted``); the rest
-    gather the receptive fields (im2col, strided views) and then multiply.
+    stride-1 convolutions with a CSR, SELL or BSR (R, 1) weight run directly on the
+    padded image (each weight reads a shifted run of it; see ``_conv_shifted``; a
+    SELL weight runs this path through its CSR view, :meth:`SELLMatrix.to_csr`,
+    since SELL's layout only pays at batch 1); the rest gather the receptive fields
+    (im2col, strided views) and then multiply, SELL weights included.
     """
     t = _threads(threads)
     xa, torch_in = as_input(x, "x")
@@ -340,7 +347,8 @@ def conv2d(
             )
     else:
         raise TypeError(
-            f"w must be a pysparse CSRMatrix/BSRMatrix/NMMatrix or a 2-D float32 numpy array, got {type(w).__name__}"
+            "w must be a pysparse CSRMatrix/BSRMatrix/NMMatrix/SELLMatrix or a 2-D float32 numpy array, "
+            f"got {type(w).__name__}"
         )
     cout, kdim = w.shape
     if c % groups or cout % groups:

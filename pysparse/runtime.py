@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import ops as _ops
-from .formats import BLOCK_ROWS, NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, SparseMatrixBase
+from .formats import BLOCK_ROWS, NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "OPS", "LayerInfo", "Model", "ModelFileError", "csr_pack", "csr_unpack"]
 
@@ -126,7 +126,7 @@ _EPS = _float(0.0, 1.0)
 _PAIR_K = _ints(1, 1024, 2)
 _PAIR_S = _ints(1, 1024, 2)
 _PAIR_P = _ints(0, 1024, 2)
-_FORMAT = _choice("dense", "csr", "bsr", "nm")
+_FORMAT = _choice("dense", "csr", "sell", "bsr", "nm")
 _MATRIX_ATTRS: dict[str, tuple[Check, Any]] = {
     "format": (_FORMAT, _REQUIRED),
     "block": (_optional(_block), None),
@@ -152,7 +152,7 @@ def _matrix_params(a: dict[str, Any], rows: int, cols: int, where: str) -> dict[
     fmt = a["format"]
     if fmt == "dense":
         return {"weight": _Param(True, _F32, (rows, cols))}
-    if fmt == "csr":
+    if fmt in ("csr", "sell"):  # SELL is stored as its CSR arrays
         return {
             "bucket_nnz": _Param(True, ("uint16",), (rows, -(-cols // CSR_BUCKET))),
             "col_lo": _Param(True, ("uint8",), (None,)),
@@ -218,9 +218,10 @@ def _build_matrix(a: dict[str, Any], p: dict[str, np.ndarray], rows: int, cols: 
     fmt = a["format"]
     if fmt == "dense":
         return p["weight"]
-    if fmt == "csr":
+    if fmt in ("csr", "sell"):
         indptr, indices = csr_unpack(p["bucket_nnz"], p["col_lo"], len(p["data"]))
-        return CSRMatrix(indptr, indices, p["data"], (rows, cols))
+        csr = CSRMatrix(indptr, indices, p["data"], (rows, cols))
+        return csr if fmt == "csr" else SELLMatrix.from_csr(csr)
     if fmt == "bsr":
         return BSRMatrix(p["indptr"], p["indices"], p["data"], (rows, cols), a["block"])
     return NMMatrix(p["data"], p["offsets"], (rows, cols), a["nm"])
@@ -829,7 +830,7 @@ class LayerInfo:
 
     name: str
     op: str
-    format: str  # csr | bsr | nm | dense, or "-" for ops without a weight matrix
+    format: str  # csr | sell | bsr | nm | dense, or "-" for ops without a weight matrix
     shape: tuple[int, ...]
     sparsity: float  # fraction of zero weights in the weight matrix
     nbytes: int  # bytes of the stored arrays (weights, bias, statistics)

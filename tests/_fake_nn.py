@@ -40,6 +40,8 @@ def magnitude_prune(w: np.ndarray, sparsity: float, pattern: str = "unstructured
 def pack(w: np.ndarray, fmt: str):
     if fmt == "csr":
         return ps.CSRMatrix.from_dense(w)
+    if fmt == "sell":
+        return ps.SELLMatrix.from_dense(w)
     if fmt == "bsr":
         return ps.BSRMatrix.from_dense(w, block=(8, 1))
     if fmt == "nm":

@@ -43,7 +43,7 @@ def test_wrong_ndim_and_shape(w):
 def test_not_an_array(w):
     with pytest.raises(TypeError, match="numpy array or a torch tensor"):
         ps.linear([[1.0] * 6], w)
-    with pytest.raises(TypeError, match="CSRMatrix, BSRMatrix or NMMatrix"):
+    with pytest.raises(TypeError, match="CSRMatrix, BSRMatrix, NMMatrix or SELLMatrix"):
         ps.linear(np.ones((1, 6), np.float32), np.eye(4, 6, dtype=np.float32))
 
 
@@ -68,11 +68,12 @@ CSR_OK = dict(indptr=[0, 1, 3], indices=[2, 0, 1], data=[1.0, 2.0, 3.0], shape=(
         (dict(shape=(2, 2**33)), "columns"),
     ],
 )
-def test_hostile_csr_arrays(change, message):
+@pytest.mark.parametrize("cls", [ps.CSRMatrix, ps.SELLMatrix])  # SELL takes CSR arrays, checked alike
+def test_hostile_csr_arrays(change, message, cls):
     args = {**CSR_OK, **change}
     data = np.asarray(args["data"], dtype=np.float32)
     with pytest.raises((ValueError, TypeError), match=message):
-        ps.CSRMatrix(np.asarray(args["indptr"]), np.asarray(args["indices"]), data, args["shape"])
+        cls(np.asarray(args["indptr"]), np.asarray(args["indices"]), data, args["shape"])
 
 
 def test_valid_csr_arrays_accepted():

@@ -22,7 +22,7 @@ except ImportError:  # the torch-free CI: numpy reference only
 
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
 
-FORMATS = ["dense", "csr", "bsr4x1", "bsr8x1", "nm2:4"]
+FORMATS = ["dense", "csr", "sell", "bsr4x1", "bsr8x1", "nm2:4"]
 
 
 def pack(w2d: np.ndarray, fmt: str):
@@ -30,6 +30,8 @@ def pack(w2d: np.ndarray, fmt: str):
         return w2d
     if fmt == "csr":
         return ps.CSRMatrix.from_dense(w2d)
+    if fmt == "sell":
+        return ps.SELLMatrix.from_dense(w2d)
     if fmt.startswith("bsr"):
         return ps.BSRMatrix.from_dense(w2d, block=(int(fmt[3:-2]), 1))
     return ps.NMMatrix.from_dense(w2d, fmt[2:])

@@ -17,11 +17,13 @@ from pysparse import _core, ops
 
 from pstest import F32_SUM_RTOL, numpy_conv, pair, random_nm, random_sparse, relerr
 
-FORMATS = {"csr": (1, 1), "bsr4x1": (4, 1), "bsr8x1": (8, 1)}
+FORMATS = {"csr": (1, 1), "sell": (1, 1), "bsr4x1": (4, 1), "bsr8x1": (8, 1)}
 DENSITIES = [0.0, 0.1, 1.0]
 
 
 def pack(w2d: np.ndarray, fmt: str):
+    if fmt == "sell":  # runs the direct path through its CSR view
+        return ps.SELLMatrix.from_dense(w2d)
     block = FORMATS[fmt]
     return ps.CSRMatrix.from_dense(w2d) if block == (1, 1) else ps.BSRMatrix.from_dense(w2d, block=block)
 
@@ -212,7 +214,7 @@ def shifted_reference(w2d: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return w2d.astype(np.float64) @ windows
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "sell"])  # the core refuses SELL (test_sell.py)
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 64, 65])
 def test_entry_point_semantics(rng, isa, fmt, n):
     w2d = random_sparse(rng, (13, 37), 0.3, block=FORMATS[fmt], empty_rows=2)
@@ -246,9 +248,10 @@ def entry_problem(rng):
          ValueError, "R, 1"),
         (lambda w, x: (ps.NMMatrix.from_dense(np.tile(np.float32([1, 1, 0, 0]), (8, 2)), "2:4")._m, x, 10),
          ValueError, "N:M"),
+        (lambda w, x: (w.to_sell(), x, 10), ValueError, "SELL"),
     ],
     ids=["short_by_one", "shorter_than_K", "huge_n", "n0", "n_negative", "float64", "list", "2d", "strided",
-         "bsr2x2", "nm"],
+         "bsr2x2", "nm", "sell"],
 )
 def test_entry_point_bad_inputs(entry_problem, bad, error, match):
     args = bad(*entry_problem)  # built outside: only the call may raise

@@ -65,7 +65,7 @@ def check_outputs(model, converted, x):
 
 
 @pytest.mark.parametrize(
-    "pattern,formats", [("unstructured", {"csr"}), ("block", {"bsr(8,1)"}), ("2:4", {"nm(2:4)", "csr"})]
+    "pattern,formats", [("unstructured", {"csr", "sell"}), ("block", {"bsr(8,1)"}), ("2:4", {"nm(2:4)", "csr", "sell"})]
 )
 def test_mlp_keeps_outputs_and_goes_sparse(rng, pattern, formats):
     model = mlp(rng, pattern)

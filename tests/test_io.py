@@ -368,7 +368,7 @@ def _check_round_trip(torch, model, path, shape, batches=(1, 7)):
     return m
 
 
-@pytest.mark.parametrize("fmt", ["plain", "dense", "csr", "bsr", "nm"])
+@pytest.mark.parametrize("fmt", ["plain", "dense", "csr", "sell", "bsr", "nm"])
 def test_round_trip_mlp(torch, tmp_path, fmt):
     from _fake_nn import sparsify
 
@@ -378,11 +378,11 @@ def test_round_trip_mlp(torch, tmp_path, fmt):
     m = _check_round_trip(torch, model, tmp_path / "mlp.pspz", (64,))
     want = "dense" if fmt == "plain" else fmt
     assert [li.format for li in m.layers] == [want] * 3
-    if fmt in ("csr", "bsr"):
+    if fmt in ("csr", "sell", "bsr"):
         assert all(0.8 <= li.sparsity <= 0.95 for li in m.layers)
 
 
-@pytest.mark.parametrize("fmt", ["plain", "csr", "bsr"])
+@pytest.mark.parametrize("fmt", ["plain", "csr", "sell", "bsr"])
 def test_round_trip_cnn(torch, tmp_path, fmt):
     from _fake_nn import sparsify
 
@@ -396,7 +396,7 @@ def test_round_trip_cnn(torch, tmp_path, fmt):
     assert formats["dw"] == "dense"
 
 
-@pytest.mark.parametrize("fmt", ["csr", "bsr"])
+@pytest.mark.parametrize("fmt", ["csr", "sell", "bsr"])
 def test_file_size_at_90_percent(torch, tmp_path, fmt):
     from _fake_nn import sparsify
 

@@ -28,9 +28,15 @@ KERNELS = [k for k in _core.kernels() if k["runnable"]]
 SIMD_KERNELS = [k for k in KERNELS if k["isa"] != "scalar"]
 
 
+# The SELL kernels' "block": 1x1 weights (CSR's) in the SELL-8-sigma layout.
+SELL = ("sell", 1)
+
+
 def make(a, block):
     if block[0] == "nm":
         return ps.NMMatrix.from_dense(a, block[1:])
+    if block == SELL:
+        return ps.SELLMatrix.from_dense(a)
     return ps.CSRMatrix.from_dense(a) if block == (1, 1) else ps.BSRMatrix.from_dense(a, block=block)
 
 
@@ -40,6 +46,8 @@ def generate(rng, shape, density, block, empty_rows=0):
         if empty_rows:
             a[rng.choice(shape[0], size=min(empty_rows, shape[0]), replace=False)] = 0.0
         return a
+    if block == SELL:
+        block = (1, 1)
     return random_sparse(rng, shape, density, block=block, empty_rows=empty_rows)
 
 
@@ -62,6 +70,8 @@ def blocks_for(kernel):
         return [(1, 1)]
     if kernel["format"] == "nm":
         return [("nm", n, m) for n, m in NM_PATTERNS]
+    if kernel["format"] == "sell":
+        return [SELL]
     r = kernel["block_r"]
     return [(r, 1), (r, 2), (r, 5)]
 

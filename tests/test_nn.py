@@ -17,7 +17,7 @@ from pstest import F32_SUM_RTOL, random_nm, random_sparse, relerr
 torch = pytest.importorskip("torch")
 from pysparse import nn as psnn  # noqa: E402  (needs torch)
 
-FORMATS = ["csr", "bsr", "nm", "dense"]
+FORMATS = ["csr", "sell", "bsr", "nm", "dense"]
 
 
 def linear_with(rng, out: int, inp: int, fmt: str) -> torch.nn.Linear:
@@ -121,7 +121,7 @@ def test_unsupported_conv_padding_is_refused():
         psnn.SparseConv2d.from_module(torch.nn.Conv2d(2, 2, 2, padding="same"))
 
 
-@pytest.mark.parametrize("fmt", ["csr", "dense"])
+@pytest.mark.parametrize("fmt", ["csr", "sell", "dense"])
 def test_deepcopy_and_state_dict(rng, fmt):
     m = linear_with(rng, 24, 16, fmt)
     s = psnn.SparseLinear.from_module(m, format=fmt)
