@@ -113,12 +113,7 @@ void sell_n1(const SpmmArgs& a) {
     float out[8];
     vst1q_f32(out, vaddq_f32(acc0, acc1));
     vst1q_f32(out + 4, vaddq_f32(acc2, acc3));
-    const int32_t* rows = w.row_of + s * 8;
-    for (int l = 0; l < 8; ++l) {
-      const int64_t row = rows[l];
-      if (row < 0) continue;
-      a.y[row * a.y_rs] = a.bias != nullptr ? out[l] + a.bias[row] : out[l];
-    }
+    sell_store_slice(a, s, out);
   }
 }
 
