@@ -181,12 +181,7 @@ void sell_n1(const SpmmArgs& a) {
     }
     alignas(32) float out[8];
     _mm256_store_ps(out, _mm256_add_ps(acc0, acc1));
-    const int32_t* rows = w.row_of + s * 8;
-    for (int l = 0; l < 8; ++l) {
-      const int64_t row = rows[l];
-      if (row < 0) continue;
-      a.y[row * a.y_rs] = a.bias != nullptr ? out[l] + a.bias[row] : out[l];
-    }
+    sell_store_slice(a, s, out);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -198,6 +199,38 @@ void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
       }
 }
 
+// Unstructured formats store no zeros a row does not have, so an inf in a row
+// of X that no weight uses must not reach Y. SELL pads finished lanes with
+// zeros at column 0 and the CSR n1 kernels over-read past a row's end: both
+// must mask, not multiply 0 * inf. Column 0 of W is empty, row 0 of X is inf.
+void test_inf_in_unused_column(const KernelInfo& k, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  const float inf = std::numeric_limits<float>::infinity();
+  const bool sell = k.format == Format::sell;
+  for (int64_t M : {int64_t{9}, int64_t{17}, int64_t{65}, kSellWindow + 13})
+    for (int64_t K : {5, 67})
+      for (double density : {0.05, 0.3, 1.0}) {
+        std::vector<float> a = make_dense(rng, M, K, density, k.format, 1, 1, 0, 0, static_cast<int>(M / 4));
+        for (int64_t i = 0; i < M; ++i) a[i * K] = 0.0f;
+        const SparseMatrix w = sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
+                                    : SparseMatrix::from_dense(a.data(), M, K, K, 1, 1);
+        const int64_t n = k.batch == Batch::n1 ? 1 : 9;
+        std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
+        for (float& v : x) v = normal(rng);
+        for (float& v : bias) v = normal(rng);
+        std::vector<double> ref, scale;
+        reference(a, M, K, x, n, n, bias, ref, scale);  // x's row 0 still finite here
+        for (int64_t j = 0; j < n; ++j) x[j] = inf;
+        const std::vector<float> y = run(k, w, x, n, bias);
+        bool finite = true;
+        for (float v : y) finite = finite && std::isfinite(v);
+        char what[256];
+        std::snprintf(what, sizeof what, "%s inf in unused column 0, M=%lld K=%lld density=%.2f", k.name,
+                      static_cast<long long>(M), static_cast<long long>(K), density);
+        expect(finite && relerr(y, ref, scale) <= kVsFloat64, what);
+      }
+}
+
 bool family_is(Format f) {
   const std::string fam = PYSPARSE_TEST_FAMILY;
   // SELL is CSR rearranged: tested with the csr family.
@@ -233,6 +266,8 @@ int main() {
     if (!family_is(k.format) || !isa_supported(k.isa)) continue;
     test_kernel(k, rng);
     if (k.format != Format::nm && k.batch == Batch::nx) test_overlapping_rows(k, rng);
+    if (k.format == Format::csr || k.format == Format::sell) test_inf_in_unused_column(k, rng);
+    std::printf("tested %s\n", k.name);
     ++tested;
   }
   expect(tested > 0, "at least one kernel of the family runs here");
