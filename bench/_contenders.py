@@ -141,6 +141,17 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
 
             return run
 
+        # The control for the 2-thread figures: torch dense (MKL) on 2 threads in
+        # the same rounds. On this shared VM the second vCPU comes and goes; when
+        # MKL does not scale either, the machine did not give us a second core.
+        def torch_two():
+            torch.set_num_threads(2)
+            try:
+                return torch.nn.functional.linear(xt, wt)
+            finally:
+                torch.set_num_threads(1)
+
+        add(Contender("torch_dense@2t", torch_two, "unstructured", m * k))
         add(Contender("pysparse_csr@2t", two(lambda: ps.linear(x, csr)), "unstructured", nnz_u))
         add(Contender("pysparse_sell@2t", two(lambda: ps.linear(x, sell)), "unstructured", nnz_u))
         add(Contender("pysparse_bsr8x1@2t", two(lambda: ps.linear(x, bsr)), "block8x1", int(np.count_nonzero(weights["block8x1"]))))

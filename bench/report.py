@@ -170,6 +170,11 @@ def targets(rows: list[dict]) -> list[Target]:
                 if bb and cc:
                     fmt = name.split("_")[1].upper()
                     add(f"{sh} 90% batch {b}: BSR 8x1 faster than {fmt}", cc["median_s"] / bb["median_s"], 1.0, cell)
+            d1 = _get(rows, contender="torch_dense", **cell)
+            d2 = _get(rows, contender="torch_dense@2t", **cell)
+            if d1 and d2 and b == 32:
+                add(f"{sh} 90% batch 32: control, torch dense (MKL) 2 threads vs 1 in the same rounds",
+                    d1["median_s"] / d2["median_s"], None, cell)
             for name in ("pysparse_csr", "pysparse_bsr8x1"):
                 t1 = _get(rows, contender=name, **cell)
                 t2 = _get(rows, contender=name + "@2t", **cell)
