@@ -319,8 +319,9 @@ class SELLMatrix(SparseMatrixBase):
     """An unstructured sparse matrix laid out for the batch-1 kernel (SELL-8-sigma).
 
     Use it for unstructured weights (what CSR holds) that run at batch 1, such as
-    token-by-token decoding or single-request inference: there its kernel is
-    typically 15-25% faster than CSR's on the same matrix. At batch > 1 CSR is as
+    token-by-token decoding or single-request inference: there its kernel was
+    6-25% faster than CSR's on the same matrix (AVX2, weights in cache; from DRAM
+    CSR can win). At batch > 1 CSR is as
     fast or faster, so keep CSR there; :func:`pysparse.convert` times both and
     picks per layer.
 
@@ -365,7 +366,7 @@ class SELLMatrix(SparseMatrixBase):
     @classmethod
     def from_dense(cls, a: Any) -> SELLMatrix:
         """From a 2-D array-like (numpy, torch, lists); exact zeros are dropped."""
-        return cls._wrap(_core.SparseMatrix.from_dense(as_float32_matrix(a), 1, 1).to_sell())
+        return cls.from_csr(CSRMatrix.from_dense(a))
 
     @classmethod
     def from_scipy(cls, s: Any) -> SELLMatrix:
