@@ -42,6 +42,13 @@ py::array float32_array(const py::handle& obj, const char* what) {
 }
 
 // An integer array converted to int64 (values are range-checked in C++ later).
+// numpy.require, looked up once and never released (no destructor may run
+// after the interpreter has gone at exit).
+const py::object& numpy_require() {
+  static const py::object* f = new py::object(py::module_::import("numpy").attr("require"));
+  return *f;
+}
+
 py::array_t<int64_t, py::array::c_style> index_array(const py::handle& obj, const char* what) {
   py::array a = as_array(obj, what);
   const char kind = a.dtype().kind();
@@ -52,11 +59,66 @@ py::array_t<int64_t, py::array::c_style> index_array(const py::handle& obj, cons
   if (kind == 'u' && a.itemsize() == 8) {
     // uint64 above 2**63 would wrap to negative: still rejected as out of range.
   }
-  return py::array_t<int64_t, py::array::c_style>::ensure(a.attr("astype")("int64"));
+  // numpy makes the copy, so a failed allocation is a MemoryError.
+  return py::reinterpret_borrow<py::array_t<int64_t, py::array::c_style>>(
+      numpy_require()(a, py::dtype::of<int64_t>(), "CA"));
 }
 
+// Whether the kernels may read a's memory as float32 where it lies: float loads
+// from an unaligned address are undefined behaviour (UBSan reports them), so an
+// unaligned numpy array (np.frombuffer at an odd offset) is copied first.
+bool aligned(const py::array& a) { return (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0; }
+
+// A C-contiguous, aligned float32 copy of a (or a itself when it already is
+// one), made by numpy so that its errors arrive as Python exceptions: a copy
+// that cannot be allocated (a broadcast view of 2**40 rows) raises MemoryError.
+// pybind11's array_t::ensure returned a null array there, and the kernels read
+// through its null pointer (a segfault).
 py::array_t<float, py::array::c_style> c_contiguous(const py::array& a) {
-  return py::array_t<float, py::array::c_style>::ensure(a);
+  py::object c = numpy_require()(a, py::dtype::of<float>(), "CA");
+  auto out = py::reinterpret_borrow<py::array_t<float, py::array::c_style>>(c);
+  if (out.ptr() == nullptr || (out.size() > 0 && out.data() == nullptr)) throw std::bad_alloc();
+  return out;
+}
+
+// A Python int (not bool) in [lo, hi], or TypeError / ValueError naming `what`:
+// pybind11's own int cast raises RuntimeError past 64 bits and a signature dump
+// for a wrong type.
+int64_t int_arg(const py::handle& v, const char* what, int64_t lo, int64_t hi) {
+  if (PyBool_Check(v.ptr()) || !PyLong_Check(v.ptr())) {
+    throw py::type_error(std::string(what) + " must be an int, got " + py::str(py::type::of(v)).cast<std::string>());
+  }
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0 || x < lo || x > hi) {
+    throw py::value_error(std::string(what) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                          ", got " + py::str(v).cast<std::string>().substr(0, 40));
+  }
+  return x;
+}
+
+int threads_arg(const py::handle& v) { return static_cast<int>(int_arg(v, "threads", 0, kMaxThreads)); }
+
+// (rows, cols) from a Python sequence of two ints.
+std::array<int64_t, 2> shape_arg(const py::object& shape, const char* what) {
+  if (!py::isinstance<py::sequence>(shape) || py::len(shape) != 2) {
+    throw py::value_error(std::string(what) + " must be a pair of ints (rows, cols)");
+  }
+  py::sequence seq = shape;
+  std::array<int64_t, 2> out{};
+  for (int i = 0; i < 2; ++i) {
+    py::object v = seq[i];
+    if (PyBool_Check(v.ptr()) || !PyLong_Check(v.ptr())) {
+      throw py::type_error(std::string(what) + " must hold ints, got " + py::str(py::type::of(v)).cast<std::string>());
+    }
+    int overflow = 0;
+    out[i] = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+    if (overflow != 0 || out[i] < 0) {
+      throw py::value_error(std::string(what) + " must be non-negative and below 2**63, got " +
+                            py::str(shape).cast<std::string>().substr(0, 80));
+    }
+  }
+  return out;
 }
 
 // A read-only numpy view of memory owned by `owner`.
@@ -88,10 +150,6 @@ const float* bias_ptr(const py::object& bias, int64_t M, py::object& keep) {
   return c.data();
 }
 
-void check_threads(int threads) {
-  if (threads < 0 || threads > kMaxThreads) throw py::value_error("threads must be between 0 (default) and " + std::to_string(kMaxThreads));
-}
-
 void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n) {
   if (k == nullptr) return;
   const Layout layout = w.view().layout;
@@ -104,9 +162,9 @@ void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n)
   }
 }
 
-py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::object& bias, int threads,
+py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::object& bias, const py::object& threads_obj,
                   const py::object& kernel_name) {
-  check_threads(threads);
+  const int threads = threads_arg(threads_obj);
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1 && x.ndim() != 2) {
     throw py::value_error("x must be 1-D (K,) or 2-D (K, N), got " + std::to_string(x.ndim()) + "-D");
@@ -121,8 +179,11 @@ py::array spmm_py(const SparseMatrix& w, const py::object& x_obj, const py::obje
   check_kernel_matches(k, w, n);
   // Rows of X need unit stride along N; any row stride >= N is fine.
   int64_t ldx = n;
-  const bool usable = x.ndim() == 1 ? (x.strides(0) == 4 || K <= 1)
-                                    : ((x.strides(1) == 4 || n <= 1) && x.strides(0) >= 4 * n && x.strides(0) % 4 == 0);
+  // (A strided column, n == 1 with a row stride > 4, is fine too: the driver
+  // gathers it.)
+  const bool usable = aligned(x) && (x.ndim() == 1 ? (x.strides(0) == 4 || K <= 1)
+                                                    : ((x.strides(1) == 4 || n <= 1) && x.strides(0) >= 4 * n &&
+                                                       x.strides(0) % 4 == 0));
   if (usable) {
     if (x.ndim() == 2 && K > 1) ldx = x.strides(0) / 4;
   } else {
@@ -158,9 +219,10 @@ void check_shiftable(const SparseMatrix& w, const char* what) {
   }
 }
 
-py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_t n, const py::object& bias,
-                          int threads) {
-  check_threads(threads);
+py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, const py::object& n_obj,
+                          const py::object& bias, const py::object& threads_obj) {
+  const int threads = threads_arg(threads_obj);
+  const int64_t n = int_arg(n_obj, "n", INT64_MIN, INT64_MAX);
   check_shiftable(w, "spmm_shifted");
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1) {
@@ -171,6 +233,7 @@ py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_
   if (len > 1 && x.strides(0) != static_cast<py::ssize_t>(sizeof(float))) {
     throw py::value_error("x must be contiguous; use numpy.ascontiguousarray(x)");
   }
+  if (!aligned(x)) x = c_contiguous(x);
   if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
   const int64_t K = w.cols(), M = w.rows();
   // len >= K - 1 + n, written so that no sum can overflow.
@@ -199,14 +262,15 @@ py::array spmm_shifted_py(const SparseMatrix& w, const py::object& x_obj, int64_
 // read stays inside the padded buffer (checked below).
 py::array conv2d_shifted_py(const SparseMatrix& w, const py::object& x_obj, std::array<int64_t, 2> kernel_size,
                             std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation, int64_t chunk,
-                            const py::object& bias, int threads) {
-  check_threads(threads);
+                            const py::object& bias, const py::object& threads_obj) {
+  const int threads = threads_arg(threads_obj);
   check_shiftable(w, "conv2d_shifted");
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
   if (!(x.flags() & py::array::c_style)) {
     throw py::value_error("x must be C-contiguous; use numpy.ascontiguousarray(x)");
   }
+  if (!aligned(x)) x = c_contiguous(x);
   constexpr int64_t kMaxDim = int64_t{1} << 20;
   for (int i = 0; i < 2; ++i) {
     if (kernel_size[i] < 1 || kernel_size[i] > kMaxDim || dilation[i] < 1 || dilation[i] > kMaxDim ||
@@ -243,9 +307,9 @@ py::array conv2d_shifted_py(const SparseMatrix& w, const py::object& x_obj, std:
   return y;
 }
 
-py::array linear_py(const py::object& x_obj, const SparseMatrix& w, const py::object& bias, int threads,
-                    const py::object& kernel_name) {
-  check_threads(threads);
+py::array linear_py(const py::object& x_obj, const SparseMatrix& w, const py::object& bias,
+                    const py::object& threads_obj, const py::object& kernel_name) {
+  const int threads = threads_arg(threads_obj);
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1 && x.ndim() != 2) {
     throw py::value_error("x must be 1-D (K,) or 2-D (batch, K), got " + std::to_string(x.ndim()) + "-D");
@@ -261,7 +325,9 @@ py::array linear_py(const py::object& x_obj, const SparseMatrix& w, const py::ob
   check_kernel_matches(k, w, batch);
   bool transposed = false;
   const int flags = x.flags();
-  if (x.ndim() == 2 && batch > 1 && !(flags & py::array::c_style) && (flags & py::array::f_style)) {
+  if (!aligned(x)) {
+    x = c_contiguous(x);
+  } else if (x.ndim() == 2 && batch > 1 && !(flags & py::array::c_style) && (flags & py::array::f_style)) {
     transposed = true;  // memory is X^T (K, batch), C-contiguous: zero copy
   } else if (!(flags & py::array::c_style)) {
     x = c_contiguous(x);
@@ -296,10 +362,9 @@ SparseMatrix from_dense_nm_py(const py::object& a_obj, int n, int m) {
   return SparseMatrix::from_dense_nm(c.data(), rows, cols, cols, n, m);
 }
 
-SparseMatrix from_arrays_nm_py(const py::tuple& shape, int n, int m, const py::object& values,
+SparseMatrix from_arrays_nm_py(const py::object& shape, int n, int m, const py::object& values,
                                const py::object& offsets) {
-  if (shape.size() != 2) throw py::value_error("shape must be (rows, cols)");
-  const int64_t rows = shape[0].cast<int64_t>(), cols = shape[1].cast<int64_t>();
+  const auto [rows, cols] = shape_arg(shape, "shape");
   py::array v = float32_array(values, "values");
   auto vc = c_contiguous(v.attr("reshape")(-1));
   auto o = index_array(py::array(offsets.attr("reshape")(-1)), "offsets");
@@ -307,12 +372,11 @@ SparseMatrix from_arrays_nm_py(const py::tuple& shape, int n, int m, const py::o
   return SparseMatrix::from_arrays_nm(rows, cols, n, m, vc.data(), vc.size(), o.data(), o.size());
 }
 
-SparseMatrix from_arrays_py(const py::tuple& shape, const py::tuple& block, const py::object& indptr,
+SparseMatrix from_arrays_py(const py::object& shape, const py::object& block, const py::object& indptr,
                             const py::object& indices, const py::object& data) {
-  if (shape.size() != 2) throw py::value_error("shape must be (rows, cols)");
-  if (block.size() != 2) throw py::value_error("block must be (R, C)");
-  const int64_t rows = shape[0].cast<int64_t>(), cols = shape[1].cast<int64_t>();
-  const int R = block[0].cast<int>(), C = block[1].cast<int>();
+  const auto [rows, cols] = shape_arg(shape, "shape");
+  const auto [r64, c64] = shape_arg(block, "block");
+  const int R = static_cast<int>(std::min<int64_t>(r64, 1 << 20)), C = static_cast<int>(std::min<int64_t>(c64, 1 << 20));
   auto p = index_array(indptr, "indptr");
   auto i = index_array(indices, "indices");
   py::array d = float32_array(data, "data");
@@ -459,10 +523,14 @@ PYBIND11_MODULE(_core, m) {
         "with W the offset matrix for that geometry (pysparse.ops builds it). Returns y (N, rows, Ho, Wo).");
   m.def("linear", &linear_py, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
-  m.def("threads_for", [](const SparseMatrix& w, int64_t n, int threads) { return threads_for(w, n, threads); },
+  m.def("threads_for",
+        [](const SparseMatrix& w, const py::object& n, const py::object& threads) {
+          return threads_for(w, int_arg(n, "n", 0, INT64_MAX), threads_arg(threads));
+        },
         py::arg("w"), py::arg("n"), py::arg("threads") = 0);
 
-  m.def("set_num_threads", [](int n) {
+  m.def("set_num_threads", [](const py::object& n_obj) {
+    const int n = static_cast<int>(int_arg(n_obj, "the number of threads", 1, kMaxThreads));
     py::gil_scoped_release nogil;
     set_num_threads(n);
   }, py::arg("n"));

@@ -37,7 +37,8 @@ void SparseMatrix::check_shape(int64_t rows, int64_t cols, int block_r, int bloc
   if (cols > static_cast<int64_t>(std::numeric_limits<uint32_t>::max())) {
     throw std::invalid_argument("at most 2**32 - 1 columns are supported, got " + str(cols));
   }
-  if (rows > (int64_t{1} << 40)) throw std::invalid_argument("too many rows: " + str(rows));
+  // SELL keeps rows as int32 (row_of), and no layer has 2**31 outputs.
+  if (rows > kMaxRows) throw std::invalid_argument("at most 2**31 - 1 rows are supported, got " + str(rows));
   if (!valid_block_r(block_r)) {
     throw std::invalid_argument("block rows R must be one of 1, 2, 4, 8, 16; got " + str(block_r));
   }
@@ -211,6 +212,13 @@ void SparseMatrix::allocate_nm(int64_t rows, int64_t cols, int n, int m) {
   view_.layout = Layout::nm;
   view_.index_width = IndexWidth::u8;
   view_.ptr = nullptr;
+  // block_rows * groups * n * 8 lanes can pass 2**63 for shapes check_shape
+  // accepts (2**31 rows x 2**32 columns): count in double first.
+  const double slots = static_cast<double>(view_.block_rows()) * static_cast<double>(view_.nm_groups()) * n * 8;
+  if (slots > static_cast<double>(kMaxStoredValues)) {
+    throw std::invalid_argument("N:M storage for a " + str(rows) + "x" + str(cols) + " matrix would hold " +
+                                std::to_string(slots) + " values; at most 2**40 are supported");
+  }
   view_.nblocks = view_.block_rows() * view_.nm_groups() * n;
   idx_ = AlignedBuffer(static_cast<size_t>(view_.nblocks * 8 + kIndexPad));
   values_ = AlignedBuffer(static_cast<size_t>(view_.nblocks * 8 + kValuePad) * sizeof(float));
@@ -222,7 +230,8 @@ SparseMatrix SparseMatrix::from_dense_nm(const float* a, int64_t rows, int64_t c
   check_nm(rows, cols, n, m);
   SparseMatrix mat;
   mat.allocate_nm(rows, cols, n, m);
-  const int64_t B = mat.view_.block_rows(), G = mat.view_.nm_groups();
+  const int64_t G = mat.view_.nm_groups();
+  if (G == 0) return mat;  // no columns: nothing to scan, however many rows
   float* vals = static_cast<float*>(mat.values_.data());
   uint8_t* offs = static_cast<uint8_t*>(mat.idx_.data());
   for (int64_t i = 0; i < rows; ++i) {
@@ -245,7 +254,6 @@ SparseMatrix SparseMatrix::from_dense_nm(const float* a, int64_t rows, int64_t c
       }
     }
   }
-  (void)B;
   return mat;
 }
 

@@ -15,6 +15,9 @@
 
 namespace pysparse {
 
+inline constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;
+inline constexpr int64_t kMaxStoredValues = int64_t{1} << 40;
+
 // 64-byte aligned, zero-initialised bytes.
 class AlignedBuffer {
  public:

@@ -57,6 +57,23 @@ float* scratch(size_t floats) {
   return tl_scratch.data() + ((64 - p % 64) % 64) / sizeof(float);
 }
 
+// Scratch larger than this is released after the call that needed it: one huge
+// batch should not pin its buffers to the thread for good (a 1.5 GB linear
+// used to keep 1.5 GB). Below it, the buffer stays for the next call.
+constexpr size_t kKeepScratchFloats = size_t{4} << 20;  // 16 MiB
+
+void trim(std::vector<float>& v) {
+  if (v.capacity() > kKeepScratchFloats) std::vector<float>().swap(v);
+}
+
+// A gathered copy of a strided x column (spmm with n == 1, ldx != 1).
+thread_local std::vector<float> tl_column;
+
+float* column_scratch(int64_t floats) {
+  if (tl_column.size() < static_cast<size_t>(floats)) tl_column.resize(static_cast<size_t>(floats));
+  return tl_column.data();
+}
+
 }  // namespace
 
 int threads_for(const SparseMatrix& w, int64_t n, int nthreads) {
@@ -87,11 +104,20 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
   const SparseView& v = w.view();
   if (v.rows == 0 || n == 0) return;
   const SpmmFn fn = kernel_for(v, n, kernel).fn;
-  if (n == 1) ldx = 1;  // n1 kernels read x as one contiguous column
+  if (n == 1 && ldx != 1) {
+    // The n1 kernels read x as one contiguous column: a strided column (a
+    // (K, 1) view of a wider X, ldx floats apart) is gathered first. Dropping
+    // ldx instead read X's first row as the column (wrong values, tested).
+    float* col = column_scratch(v.cols);
+    for (int64_t k = 0; k < v.cols; ++k) col[k] = x[k * ldx];
+    x = col;
+    ldx = 1;
+  }
   const int T = threads_for(w, n, nthreads);
   SpmmArgs base{&v, 0, v.block_rows(), n, x, ldx, y, y_rs, y_cs, bias};
   if (T == 1) {
     fn(base);
+    trim(tl_column);
     return;
   }
   const int parts = parts_for(v, T);
@@ -102,6 +128,7 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
     a.block_end = part.boundary(t + 1);
     if (a.block_begin < a.block_end) fn(a);
   });
+  trim(tl_column);
 }
 
 namespace {
@@ -168,6 +195,7 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
   const int T = threads_for(w, batch, nthreads);
   if (T == 1) {
     rows(0, v.block_rows());
+    trim(tl_scratch);
     return;
   }
   // Boundaries on whole cache lines of y's rows (16 floats), so the two sides
@@ -186,6 +214,7 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
     const int64_t b0 = boundary(t), b1 = boundary(t + 1);
     if (b0 < b1) rows(b0, b1);
   });
+  trim(tl_scratch);
 }
 
 namespace {
@@ -256,9 +285,8 @@ void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g,
     }
   }
   // A one-off huge image should not pin its buffer to this thread for good.
-  constexpr size_t kKeepFloats = size_t{1} << 20;
-  if (tl_padded.size() > kKeepFloats) std::vector<float>().swap(tl_padded);
-  if (tl_wide.size() > kKeepFloats) std::vector<float>().swap(tl_wide);
+  trim(tl_padded);
+  trim(tl_wide);
 }
 
 }  // namespace pysparse

@@ -257,3 +257,126 @@ def test_nm_thread_counts_identical(isa, rng, threads):
             np.testing.assert_array_equal(ps.spmm(w, x), ps.spmm(w, x, threads=1))
     finally:
         ps.set_num_threads(previous)
+
+
+# --- Non-finite values stay in their own rows -------------------------------
+# Dense semantics: an inf or NaN reaches exactly the outputs whose products
+# touch it. A masked tail that read the next row's weights once turned an inf
+# there into 0 * inf = NaN in this row (issue 16, finding 2).
+
+
+def test_inf_weight_does_not_leak_into_the_row_before(isa):
+    w = ps.CSRMatrix.from_dense(np.array([[1, 0, 0, 0], [np.inf, 0, 0, 0]], np.float32))
+    y = w @ np.ones(4, np.float32)
+    assert y[0] == 1.0 and y[1] == np.inf
+
+
+def _poison(rng, a, where, count):
+    """a with `count` stored entries set to inf, -inf or NaN (in W) or an x with them."""
+    a = a.copy()
+    flat = np.flatnonzero(a) if where == "w" else np.arange(a.size)
+    for i in rng.choice(flat, size=min(count, len(flat)), replace=False) if len(flat) else []:
+        a.flat[i] = rng.choice([np.inf, -np.inf, np.nan])
+    return a
+
+
+def _same_nonfinite(y, ref):
+    """Equal NaN and inf positions (inf with its sign); finite parts within tolerance."""
+    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+    assert np.array_equal(np.isnan(y), np.isnan(ref))
+    assert np.array_equal(np.isposinf(y), np.isposinf(ref)) and np.array_equal(np.isneginf(y), np.isneginf(ref))
+    fin = np.isfinite(ref)
+    return relerr(np.where(fin, y, 0.0), np.where(fin, ref, 0.0))
+
+
+@pytest.mark.parametrize("kernel", SIMD_KERNELS, ids=lambda k: k["name"])
+def test_simd_kernel_nonfinite_pattern_matches_scalar_twin(kernel, rng):
+    scalar = twin(kernel)
+    batches = [1] if kernel["batch"] == "n1" else [2, 9, 32, 65]
+    for block in blocks_for(kernel):
+        for m, k in [(2, 4), (9, 10), (33, 64), (65, 300)]:
+            if block[0] != "nm" and block[1] > k:
+                continue
+            for density in (0.1, 0.5, 1.0):
+                a = generate(rng, (m, k), density, block, empty_rows=m // 4)
+                for where in ("w", "x"):
+                    aw = _poison(rng, a, "w", 3) if where == "w" else a
+                    w = make(aw, block)
+                    for n in batches:
+                        x = rng.standard_normal((k, n)).astype(np.float32)
+                        if where == "x":
+                            x = _poison(rng, x, "x", 2)
+                        xin = x if n > 1 else x[:, 0]
+                        y_simd = _core.spmm(w._m, xin, None, 1, kernel["name"])
+                        y_ref = _core.spmm(w._m, xin, None, 1, scalar)
+                        assert _same_nonfinite(y_simd, y_ref) <= F32_PATHS_RTOL, (block, m, k, density, where, n)
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k["format"] in ("csr", "sell")], ids=lambda k: k["name"])
+def test_nonfinite_weights_reach_only_their_rows(kernel, rng):
+    # With finite x, the float64 dense product is the reference: a row without
+    # a non-finite weight must come out finite and right.
+    batches = [1] if kernel["batch"] == "n1" else [3, 32, 40]
+    block = SELL if kernel["format"] == "sell" else (1, 1)
+    for m, k in [(2, 4), (17, 9), (64, 600)]:
+        for density in (0.05, 0.3, 1.0):
+            a = _poison(rng, random_sparse(rng, (m, k), density), "w", max(1, m // 8))
+            w = make(a, block)
+            for n in batches:
+                x = rng.standard_normal((k, n)).astype(np.float32) + 3.0  # no exact zeros
+                with np.errstate(invalid="ignore"):
+                    ref = a.astype(np.float64) @ x
+                y = _core.spmm(w._m, x if n > 1 else x[:, 0], None, 1, kernel["name"]).reshape(m, n)
+                assert _same_nonfinite(y, ref) <= F32_SUM_RTOL, (m, k, density, n)
+
+
+# --- Results do not depend on the thread count ------------------------------
+# The README promises bitwise-identical results for every thread count. A path
+# chosen per thread part (CSR's L1 panels at batch >= 32) once broke it for
+# rows of uneven density (issue 16, finding 4).
+
+
+def _uneven(rng, m, k):
+    a = np.zeros((m, k), np.float32)
+    h = m // 2
+    a[:h] = random_sparse(rng, (h, k), 0.4)
+    a[h:] = random_sparse(rng, (m - h, k), 0.05)
+    return a
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k["batch"] == "nx"], ids=lambda k: k["name"])
+def test_results_bitwise_equal_for_every_thread_count(kernel, rng):
+    previous = ps.get_num_threads()
+    ps.set_num_threads(4)
+    try:
+        for block in blocks_for(kernel)[:2]:
+            a = _uneven(rng, 300, 768)
+            if block[0] == "nm":
+                a = random_nm(rng, (300, 768), block[1], block[2], fill=0.5)
+            w = make(a, block)
+            for n in (32, 40, 64):
+                x = rng.standard_normal((768, n)).astype(np.float32)
+                y1 = _core.spmm(w._m, x, None, 1, kernel["name"])
+                for t in (2, 3, 4):
+                    assert np.array_equal(y1, _core.spmm(w._m, x, None, t, kernel["name"])), (block, n, t)
+    finally:
+        ps.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr", "sell", "nm"])
+def test_linear_bitwise_equal_for_every_thread_count(isa, rng, fmt):
+    a = _uneven(rng, 1024, 768)
+    if fmt == "nm":
+        w = ps.NMMatrix.from_dense(random_nm(rng, (1024, 768), 2, 4), "2:4")
+    else:
+        w = make(a, {"csr": (1, 1), "bsr": (8, 1), "sell": SELL}[fmt])
+    previous = ps.get_num_threads()
+    ps.set_num_threads(4)
+    try:
+        for batch in (1, 32, 64):
+            x = rng.standard_normal((batch, 768)).astype(np.float32)
+            y1 = ps.linear(x, w, threads=1)
+            for t in (2, 3, 4):
+                assert np.array_equal(y1, ps.linear(x, w, threads=t)), (batch, t)
+    finally:
+        ps.set_num_threads(previous)

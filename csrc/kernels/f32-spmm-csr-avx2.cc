@@ -10,9 +10,12 @@
 // nonzeros, 2 index loads + 8 x loads + 1 value load.
 //
 // A row's last (< 8) nonzeros run as one more group of 8 whose extra lanes are
-// zeroed in the x vector (not in the values), so an inf or NaN that the next
-// row's columns point at cannot leak into this row as 0 * inf. Rows go eight at
-// a time so their horizontal sums collapse in one hadd tree and one store.
+// zeroed in both vectors: in x, because the next row's columns may point at an
+// inf or NaN input; in the values, because the next row's weights may be inf
+// or NaN themselves (masking x alone turned them into 0 * inf = NaN in this
+// row). One more AND per row; a row's result then depends only on its own
+// products. Rows go eight at a time so their horizontal sums collapse in one
+// hadd tree and one store.
 //
 // Contract: ldx == 1 (x is one contiguous column). Reads up to 7 entries of idx
 // and values past a row's end: inside the next row, or inside the kIndexPad /
@@ -85,7 +88,8 @@ inline __m256 row_dot(const int64_t* ptr, const Index* idx, const float* val, co
   if (p < end) {
     const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
         _mm256_set1_epi32(static_cast<int>(end - p)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + p), _mm256_and_ps(load8(x, idx + p), keep), acc1);
+    acc1 = _mm256_fmadd_ps(_mm256_and_ps(_mm256_loadu_ps(val + p), keep), _mm256_and_ps(load8(x, idx + p), keep),
+                           acc1);
   }
   return _mm256_add_ps(acc0, acc1);
 }

@@ -4,8 +4,9 @@
 // (ld1 {v.s}[lane]), the same scalar-load scheme that beats vgatherdps on x86.
 // Two 4-lane groups per step feed two accumulators so FMA latency overlaps; a
 // row's last (< 8) nonzeros run as one more pair of groups whose extra lanes
-// are zeroed in the x vector (not the values), so an inf that the next row's
-// columns point at cannot leak in as 0 * inf. Each row reduces with the same
+// are zeroed in both x and the values: the next row's columns may point at an
+// inf input and its weights may be inf or NaN, and either would leak into this
+// row as 0 * inf. Each row reduces with the same
 // pairwise order whatever rows it is computed with, so results do not depend
 // on the thread count.
 //
@@ -55,8 +56,9 @@ void csr_n1(const SpmmArgs& a) {
     }
     if (p < end) {
       const int64_t left = end - p;  // 1..7
-      acc0 = vfmaq_f32(acc0, vld1q_f32(val + p), keep(load4(x, idx + p), lanes_below(left)));
-      acc1 = vfmaq_f32(acc1, vld1q_f32(val + p + 4), keep(load4(x, idx + p + 4), lanes_below(left > 4 ? left - 4 : 0)));
+      const uint32x4_t lo = lanes_below(left), hi = lanes_below(left > 4 ? left - 4 : 0);
+      acc0 = vfmaq_f32(acc0, keep(vld1q_f32(val + p), lo), keep(load4(x, idx + p), lo));
+      acc1 = vfmaq_f32(acc1, keep(vld1q_f32(val + p + 4), hi), keep(load4(x, idx + p + 4), hi));
     }
     float s = vaddvq_f32(vaddq_f32(acc0, acc1));
     if (a.bias != nullptr) s += a.bias[i];

@@ -122,39 +122,43 @@ inline void columns(const SpmmArgs& a, int64_t b, int r0, int rows_pass, int64_t
   }
 }
 
-// Dense-ish CSR (about 25% of weights kept or more) at n >= 32 with a long K:
-// the tiles above pull a 128-byte row of X from L2 for every weight (X^T is
-// K x n floats, 384 KB for K = 3072, n = 32), and L2 -> L1 bandwidth, not the
-// FMAs, sets the pace. Here X is taken in panels of kPanelCols rows (32 KB at
-// 32 columns, L1-sized) and kPanelRows rows of W at a time: each row's run of
-// weights inside the panel adds into its 32-column partial sums, kept in an
-// L1 tile between panels. Measured at n = 32 (Zen 4, same process,
-// interleaved): 768x3072 at 50% 1922 -> 1439 us, 3072x768 at 50% 2005 -> 1777
-// us; at 10% the runs are too short (~25 weights per row and panel) and it is
-// 1.2-2x slower, hence the gate on the average run length.
+// Dense-ish CSR rows (about 20% of weights kept or more) at n >= 32 with a
+// long K: the tiles above pull a 128-byte row of X from L2 for every weight
+// (X^T is K x n floats, 384 KB for K = 3072, n = 32), and L2 -> L1 bandwidth,
+// not the FMAs, sets the pace. Here X is taken in panels of kPanelCols rows
+// (32 KB at 32 columns, L1-sized) and up to kPanelRows rows of W at a time:
+// each row's run of weights inside the panel adds into its 32-column partial
+// sums, kept in an L1 tile between panels. Measured at n = 32 (Zen 4, same
+// process, interleaved): 768x3072 at 50% 1922 -> 1439 us, 3072x768 at 50%
+// 2005 -> 1777 us; at 10% the runs are too short (~25 weights per row and
+// panel) and it is 1.2-2x slower, hence the gate on the run length.
+//
+// The gate is decided per ROW, from that row's own nonzero count: the two
+// paths add a row's products in different orders, so a choice made per thread
+// part (as it once was) let the partition, and so the thread count, change a
+// row's last bits. Per row, every thread count runs every row the same way.
 constexpr int64_t kPanelCols = 256;
 constexpr int64_t kPanelRows = 32;
 constexpr int64_t kMinPanelRun = 48;
 
-bool use_panels(const SpmmArgs& a) {
+// Nonzeros from which a row runs in panels at this n and K; 0: never.
+int64_t panel_threshold(const SpmmArgs& a) {
   const SparseView& w = *a.w;
-  if (a.n < 32 || w.cols < 2 * kPanelCols || a.block_end <= a.block_begin) return false;
-  const int64_t panels = (w.cols + kPanelCols - 1) / kPanelCols;
-  const int64_t nnz = w.ptr[a.block_end] - w.ptr[a.block_begin];
-  return nnz >= kMinPanelRun * panels * (a.block_end - a.block_begin);
+  if (a.n < 32 || w.cols < 2 * kPanelCols) return 0;
+  return kMinPanelRun * ((w.cols + kPanelCols - 1) / kPanelCols);
 }
 
-// Columns [0, n32) of Y (n32 a multiple of 32) for CSR rows [block_begin, block_end).
+// Columns [0, n32) of Y (n32 a multiple of 32) for CSR rows [row_begin, row_end).
 template <class Index>
-void csr_panels(const SpmmArgs& a, int64_t n32) {
+void csr_panels(const SpmmArgs& a, int64_t n32, int64_t row_begin, int64_t row_end) {
   constexpr int V = 4;  // 32 columns
   const SparseView& w = *a.w;
   const Index* idx = static_cast<const Index*>(w.idx);
   const float* val = w.values;
   alignas(32) float part[kPanelRows][8 * V];
   int64_t cur[kPanelRows];
-  for (int64_t r0 = a.block_begin; r0 < a.block_end; r0 += kPanelRows) {
-    const int rc = static_cast<int>(std::min<int64_t>(kPanelRows, a.block_end - r0));
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kPanelRows) {
+    const int rc = static_cast<int>(std::min<int64_t>(kPanelRows, row_end - r0));
     for (int64_t j0 = 0; j0 < n32; j0 += 8 * V) {
       const float* x = a.x + j0;
       for (int r = 0; r < rc; ++r) {
@@ -197,21 +201,38 @@ template <class Index, int R, bool kC1>
 void spmm_nx(const SpmmArgs& a) {
   constexpr int RB = R < 8 ? R : 8;
   constexpr int V = 8 / RB;
-  int64_t j = 0;  // columns before j are done
+  auto tiles = [&](int64_t b0, int64_t b1, int64_t j) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t rows_left = a.w->rows - b * R;
+      for (int r0 = 0; r0 < R && r0 < rows_left; r0 += RB) {
+        const int rows_pass = static_cast<int>(std::min<int64_t>(RB, rows_left - r0));
+        columns<Index, R, RB, V, kC1>(a, b, r0, rows_pass, j);
+      }
+    }
+  };
   if constexpr (R == 1 && kC1) {
-    if (use_panels(a)) {
-      j = a.n / 32 * 32;
-      csr_panels<Index>(a, j);
-      if (j == a.n) return;
+    const int64_t need = panel_threshold(a);
+    if (need > 0) {
+      // Runs of consecutive rows on the same side of the gate.
+      const int64_t* ptr = a.w->ptr;
+      const int64_t n32 = a.n / 32 * 32;
+      auto dense = [&](int64_t i) { return ptr[i + 1] - ptr[i] >= need; };
+      for (int64_t b0 = a.block_begin; b0 < a.block_end;) {
+        const bool d = dense(b0);
+        int64_t b1 = b0 + 1;
+        while (b1 < a.block_end && dense(b1) == d) ++b1;
+        if (d) {
+          csr_panels<Index>(a, n32, b0, b1);
+          if (n32 < a.n) tiles(b0, b1, n32);
+        } else {
+          tiles(b0, b1, 0);
+        }
+        b0 = b1;
+      }
+      return;
     }
   }
-  for (int64_t b = a.block_begin; b < a.block_end; ++b) {
-    const int64_t rows_left = a.w->rows - b * R;
-    for (int r0 = 0; r0 < R && r0 < rows_left; r0 += RB) {
-      const int rows_pass = static_cast<int>(std::min<int64_t>(RB, rows_left - r0));
-      columns<Index, R, RB, V, kC1>(a, b, r0, rows_pass, j);
-    }
-  }
+  tiles(a.block_begin, a.block_end, 0);
 }
 
 // SELL: each lane of a slice is one CSR-like row at stride 8 (same tiles).
