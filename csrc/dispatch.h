@@ -9,7 +9,6 @@
 namespace pysparse {
 
 enum class Isa : int { scalar = 0, avx2 = 1, neon = 2 };
-enum class Format : int { csr = 0, bsr = 1, nm = 2, sell = 3 };
 enum class Batch : int { n1 = 0, nx = 1 };
 
 struct CpuFeatures {

@@ -24,7 +24,7 @@
 // 1 the kernel streams values + indices from memory once, so 6 instead of 8 bytes
 // per nonzero is worth 25%.
 //
-// N:M (format == Layout::nm): every group of M consecutive weights along a row
+// N:M (Format::nm): every group of M consecutive weights along a row
 // (M in {2, 4, 8}) holds at most N nonzeros. Rows go in interleaved groups of 8
 // (block_r == 8, block_c == M, nm_n == N): for block row b, column group g and
 // slot s < N, values[((b * G + g) * N + s) * 8 + lane] is row 8b + lane's
@@ -33,7 +33,7 @@
 // null: every block row costs the same. The batch-1 kernel loads a group's M
 // inputs into one register and picks each lane's input with one permute.
 //
-// SELL-8-sigma (Layout::sell; sliced ELLPACK): an unstructured matrix laid out for
+// SELL-8-sigma (Format::sell; sliced ELLPACK): an unstructured matrix laid out for
 // the batch-1 kernel. Rows are sorted by nonzero count (descending, stable)
 // inside windows of kSellWindow rows, then taken 8 at a time as slices; lane l
 // of slice s is original row row_of[8s + l] (-1 for the lanes past the last
@@ -60,7 +60,23 @@
 namespace pysparse {
 
 enum class IndexWidth : uint8_t { u16 = 0, u32 = 1, u8 = 2 };
-enum class Layout : uint8_t { bsr = 0, nm = 1, sell = 2 };  // CSR is the 1x1 BSR
+
+// The one list of storage formats (the Python side has one class per tag, in
+// pysparse/formats/). CSR is stored as the 1x1 case of BSR's layout, so kernels
+// for BSR also run a CSR view; the tag still says which one it is.
+enum class Format : uint8_t { csr = 0, bsr = 1, nm = 2, sell = 3 };
+inline constexpr int kFormatCount = 4;
+inline const char* format_name(Format f) {
+  switch (f) {
+    case Format::csr: return "csr";
+    case Format::bsr: return "bsr";
+    case Format::nm: return "nm";
+    case Format::sell: return "sell";
+  }
+  return "?";
+}
+// BSR-layout storage: ptr / idx / values as blocks (CSR and BSR).
+inline bool block_layout(Format f) { return f == Format::csr || f == Format::bsr; }
 
 inline constexpr int64_t kIndexPad = 16;  // entries of idx readable past the end
 inline constexpr int64_t kValuePad = 16;  // floats of values readable past the end
@@ -74,17 +90,22 @@ struct SparseView {
   const int64_t* ptr;  // block_rows() + 1 entries; ptr[0] == 0, non-decreasing
   const void* idx;     // nblocks (+ kIndexPad) first-column indices, uint16 or uint32
   const float* values; // nblocks * R * C (+ kValuePad) floats
-  int32_t block_r;     // R (1 for CSR)
-  int32_t block_c;     // C (1 for CSR)
+  int32_t block_r;     // R (1 for CSR; 8 for N:M and SELL: rows interleaved per block row)
+  int32_t block_c;     // C (1 for CSR and SELL; M for N:M: read it as nm_m())
   IndexWidth index_width;
-  Layout layout;
-  uint8_t nm_n;        // N of N:M (0 for BSR)
+  Format format;
+  uint8_t nm_n;        // N of N:M (0 otherwise)
   uint8_t reserved_[5];
   const int32_t* row_of;   // SELL: 8 * block_rows() original rows (-1: none); else null
   const int32_t* row_len;  // SELL: 8 * block_rows() nonzero counts; else null
 
   int64_t block_rows() const { return (rows + block_r - 1) / block_r; }
-  int64_t nm_groups() const { return (cols + block_c - 1) / block_c; }
+  // Named reads of the fields whose meaning depends on the format:
+  int nm_m() const { return block_c; }                                   // N:M: M
+  int64_t nm_groups() const { return (cols + block_c - 1) / block_c; }   // N:M: groups of M per row
+  int64_t nm_slots() const { return nblocks; }                           // N:M: (block row, group, slot) triples
+  int64_t sell_slots() const { return nblocks; }                         // SELL: slots of 8 lanes
+  int64_t sell_slices() const { return block_rows(); }                   // SELL: slices of 8 rows
   const uint8_t* idx8() const { return static_cast<const uint8_t*>(idx); }
   const uint16_t* idx16() const { return static_cast<const uint16_t*>(idx); }
   const uint32_t* idx32() const { return static_cast<const uint32_t*>(idx); }

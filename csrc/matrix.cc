@@ -57,6 +57,7 @@ void SparseMatrix::allocate(int64_t rows, int64_t cols, int block_r, int block_c
   view_.block_r = block_r;
   view_.block_c = block_c;
   view_.nblocks = nblocks;
+  view_.format = block_r == 1 && block_c == 1 ? Format::csr : Format::bsr;
   view_.index_width = cols <= kMaxU16Cols ? IndexWidth::u16 : IndexWidth::u32;
   const size_t isize = view_.index_width == IndexWidth::u16 ? 2 : 4;
   idx_ = AlignedBuffer(static_cast<size_t>(nblocks + kIndexPad) * isize);
@@ -209,7 +210,7 @@ void SparseMatrix::allocate_nm(int64_t rows, int64_t cols, int n, int m) {
   view_.block_r = 8;
   view_.block_c = m;
   view_.nm_n = static_cast<uint8_t>(n);
-  view_.layout = Layout::nm;
+  view_.format = Format::nm;
   view_.index_width = IndexWidth::u8;
   view_.ptr = nullptr;
   // block_rows * groups * n * 8 lanes can pass 2**63 for shapes check_shape
@@ -319,7 +320,7 @@ SparseMatrix SparseMatrix::sell_from_csr(const SparseMatrix& csr) {
   m.view_.block_r = 8;
   m.view_.block_c = 1;
   m.view_.nblocks = nslots;
-  m.view_.layout = Layout::sell;
+  m.view_.format = Format::sell;
   m.view_.index_width = c.index_width;
   const size_t isize = c.index_width == IndexWidth::u16 ? 2 : 4;
   m.idx_ = AlignedBuffer(static_cast<size_t>(nslots * 8 + kIndexPad) * isize);

@@ -64,9 +64,10 @@ class SparseMatrix {
   SparseMatrix csr_from_sell() const;
 
   const SparseView& view() const { return view_; }
-  bool is_nm() const { return view_.layout == Layout::nm; }
-  bool is_sell() const { return view_.layout == Layout::sell; }
-  bool is_csr() const { return view_.layout == Layout::bsr && view_.block_r == 1 && view_.block_c == 1; }
+  Format format() const { return view_.format; }
+  bool is_nm() const { return view_.format == Format::nm; }
+  bool is_sell() const { return view_.format == Format::sell; }
+  bool is_csr() const { return view_.format == Format::csr; }
   int64_t rows() const { return view_.rows; }
   int64_t cols() const { return view_.cols; }
   int block_r() const { return view_.block_r; }

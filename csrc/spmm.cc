@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "parallel.h"
@@ -29,7 +30,7 @@ struct Partition {
   const SparseView& w;
   int T;
   int64_t cost(int64_t b) const {
-    if (w.layout == Layout::nm) return b;  // every block row costs the same
+    if (w.format == Format::nm) return b;  // every block row costs the same
     return w.ptr[b] * w.block_r * w.block_c + b * w.block_r * kRowCost;
   }
   int64_t boundary(int t) const {
@@ -89,12 +90,7 @@ namespace {
 
 const KernelInfo& kernel_for(const SparseView& v, int64_t n, const KernelInfo* forced) {
   if (forced != nullptr) return *forced;
-  const Batch batch = n == 1 ? Batch::n1 : Batch::nx;
-  const Format format = v.layout == Layout::nm                       ? Format::nm
-                        : v.layout == Layout::sell                   ? Format::sell
-                        : (v.block_r == 1 && v.block_c == 1) ? Format::csr
-                                                             : Format::bsr;
-  return select_kernel(active_isa(), format, v.block_r, batch);
+  return select_kernel(active_isa(), v.format, v.block_r, n == 1 ? Batch::n1 : Batch::nx);
 }
 
 }  // namespace
@@ -204,7 +200,7 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
   // [b0 * 8, b1 * 8) that it transposes.
   const int parts = parts_for(v, T);
   const Partition part{v, parts};
-  const int64_t align = v.layout == Layout::sell ? kSellWindow / 8 : std::max<int64_t>(1, 16 / v.block_r);
+  const int64_t align = v.format == Format::sell ? kSellWindow / 8 : std::max<int64_t>(1, 16 / v.block_r);
   const int64_t B = v.block_rows();
   auto boundary = [&](int t) {
     const int64_t b = part.boundary(t);
@@ -230,10 +226,53 @@ constexpr int64_t kWideFloats = 16 * 1024;
 
 }  // namespace
 
+ShiftedConv ShiftedConv::make(int64_t images, int64_t channels, int64_t height, int64_t width, const int64_t kernel[2],
+                              const int64_t padding[2], const int64_t dilation[2], int64_t chunk) {
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  for (int i = 0; i < 2; ++i) {
+    if (kernel[i] < 1 || kernel[i] > kMaxDim || dilation[i] < 1 || dilation[i] > kMaxDim || padding[i] < 0 ||
+        padding[i] > kMaxDim) {
+      throw std::invalid_argument("kernel_size and dilation must be in [1, 2**20] and padding in [0, 2**20]");
+    }
+  }
+  if (chunk < 1 || chunk > kMaxDim) throw std::invalid_argument("chunk must be in [1, 2**20], got " + std::to_string(chunk));
+  const ShiftedConv g{images, channels, height, width, padding[0], padding[1],
+                      dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1), chunk};
+  if (g.out_h() < 1 || g.out_w() < 1) {
+    throw std::invalid_argument("the kernel (with dilation) is larger than the padded input: output " +
+                                std::to_string(g.out_h()) + "x" + std::to_string(g.out_w()));
+  }
+  // As doubles first: no int64 product below may overflow.
+  const double buffer = static_cast<double>(g.channels) * g.padded_h() * g.padded_w() * g.chunk + g.span_w;
+  if (buffer > 1e12) throw std::invalid_argument("the padded input is too large");
+  return g;
+}
+
+void ShiftedConv::check_shiftable(const SparseMatrix& w, const char* what) {
+  if (block_layout(w.format()) && w.block_c() == 1) return;
+  const std::string got = w.is_nm()     ? std::string("an N:M matrix")
+                          : w.is_sell() ? std::string("a SELL matrix (use its to_csr())")
+                                        : "a BSR matrix with " + std::to_string(w.block_r()) + "x" +
+                                              std::to_string(w.block_c()) + " blocks";
+  throw std::invalid_argument(std::string(what) +
+                              " needs a CSR matrix or a BSR matrix with (R, 1) blocks (a block of C > 1 consecutive "
+                              "columns does not map to consecutive offsets); got " + got);
+}
+
+void ShiftedConv::check_weight(const SparseMatrix& w) const {
+  check_shiftable(w, "conv2d_shifted");
+  if (w.cols() - 1 + wide_n() > buffer()) {
+    throw std::invalid_argument("W's offsets do not fit this geometry: W has " + std::to_string(w.cols()) +
+                                " columns, the padded chunk of " + std::to_string(chunk) + " image(s) holds " +
+                                std::to_string(buffer()) + " floats and the wide product needs K - 1 + " +
+                                std::to_string(wide_n()) + "; build W for this input size");
+  }
+}
+
 void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g, float* y, const float* bias,
                     int nthreads) {
   const SparseView& v = w.view();
-  if (v.layout == Layout::sell) throw std::invalid_argument("conv2d_shifted needs CSR or BSR (R, 1), not SELL");
+  if (v.format == Format::sell) throw std::invalid_argument("conv2d_shifted needs CSR or BSR (R, 1), not SELL");
   const int64_t M = v.rows, C = g.channels, H = g.height, W = g.width;
   const int64_t Hp = g.padded_h(), Wp = g.padded_w(), Ho = g.out_h(), Wo = g.out_w();
   const int64_t S = g.row(), n = g.wide_n(), plane = Hp * S;

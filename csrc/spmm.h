@@ -34,6 +34,17 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
 // result into y while they are in its cache. Checks nothing: the caller
 // (bindings.cc) has made sure W.cols - 1 + n <= C * Hp * chunk * Wp + span_w.
 struct ShiftedConv {
+  // Checks the geometry (kernel_size and dilation in [1, 2**20], padding in
+  // [0, 2**20], chunk in [1, 2**20], an output of at least 1x1, a padded chunk
+  // below 1e12 floats) and throws std::invalid_argument saying which is off.
+  static ShiftedConv make(int64_t images, int64_t channels, int64_t height, int64_t width, const int64_t kernel[2],
+                          const int64_t padding[2], const int64_t dilation[2], int64_t chunk);
+  // Throws std::invalid_argument unless w is CSR or BSR (R, 1) (`what` names
+  // the caller) and, with a geometry, unless its offsets fit the padded chunk:
+  // W.cols - 1 + wide_n() <= buffer(), so every read stays inside it.
+  static void check_shiftable(const SparseMatrix& w, const char* what);
+  void check_weight(const SparseMatrix& w) const;
+
   int64_t images, channels, height, width;  // x: N, C, H, W
   int64_t pad_h, pad_w;
   int64_t span_h, span_w;  // dilation * (kernel - 1)

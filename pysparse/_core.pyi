@@ -27,7 +27,9 @@ class SparseMatrix:
         offsets: npt.NDArray[np.uint8],
     ) -> SparseMatrix: ...
     @property
-    def layout(self) -> str: ...  # "bsr" (CSR is 1x1 BSR) | "nm" | "sell"
+    def format(self) -> str: ...  # "csr" | "bsr" | "nm" | "sell"
+    @property
+    def layout(self) -> str: ...  # as format, but "bsr" for CSR too (its storage is the 1x1 BSR layout)
     def to_sell(self) -> SparseMatrix: ...  # CSR only (ValueError otherwise)
     def to_csr(self) -> SparseMatrix: ...  # SELL only (ValueError otherwise)
     @property
@@ -63,13 +65,6 @@ def spmm(
     threads: int = 0,
     kernel: str | None = None,
 ) -> npt.NDArray[np.float32]: ...
-def spmm_shifted(
-    w: SparseMatrix,
-    x: npt.NDArray[np.float32],
-    n: int,
-    bias: npt.NDArray[np.float32] | None = None,
-    threads: int = 0,
-) -> npt.NDArray[np.float32]: ...
 def conv2d_shifted(
     w: SparseMatrix,
     x: npt.NDArray[np.float32],
@@ -87,7 +82,6 @@ def linear(
     threads: int = 0,
     kernel: str | None = None,
 ) -> npt.NDArray[np.float32]: ...
-def threads_for(w: SparseMatrix, n: int, threads: int = 0) -> int: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def default_num_threads() -> int: ...
@@ -96,3 +90,17 @@ def get_isa() -> str: ...
 def set_isa(name: str) -> None: ...
 def runnable_isas() -> list[str]: ...
 def kernels() -> list[dict[str, Any]]: ...
+
+class _Testing:  # pysparse._core.testing: hooks for the tests, not the package's API
+    @staticmethod
+    def spmm_shifted(
+        w: SparseMatrix,
+        x: npt.NDArray[np.float32],
+        n: int,
+        bias: npt.NDArray[np.float32] | None = None,
+        threads: int = 0,
+    ) -> npt.NDArray[np.float32]: ...
+    @staticmethod
+    def threads_for(w: SparseMatrix, n: int, threads: int = 0) -> int: ...
+
+testing: _Testing

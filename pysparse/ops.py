@@ -153,7 +153,7 @@ def _conv_sparse(
 #     y_wide[co, j] = sum_p w_p * xpad_flat[offset_p + j],  j < Ho * Wp
 # holds y[co, oh, ow] at j = oh * Wp + ow (ow < Wo; the Wp - Wo other columns
 # of each row are garbage, cropped). That is the SpMM with ldx = 1 and the
-# weight's columns replaced by offsets (_core.spmm_shifted): every ISA's kernel
+# weight's columns replaced by offsets (_core.testing.spmm_shifted): every ISA's kernel
 # runs it unchanged, each nonzero streams one contiguous run of xpad, and no
 # im2col copy (Cin * kh * kw * Ho * Wo floats) is made.
 #
@@ -163,7 +163,7 @@ def _conv_sparse(
 # matrix has sorted indices like any matrix; it is built once per (weight,
 # geometry) and cached on the side (a few geometries per weight at most).
 # _core.conv2d_shifted does the padding, the product and the crop in one call
-# (the crop per thread, on rows still in its cache); _core.spmm_shifted is the
+# (the crop per thread, on rows still in its cache); _core.testing.spmm_shifted is the
 # bare product.
 
 # Padded images per call: at most this many bytes of xpad (every output row

@@ -1,6 +1,6 @@
 """The direct ("shifted rows") sparse convolution: ops.conv2d with a CSR or BSR (R, 1)
 weight and stride 1 runs the nx SpMM over offsets into the padded image
-(_core.spmm_shifted) instead of im2col.
+(_core.testing.spmm_shifted) instead of im2col.
 
 Checked against a float64 numpy convolution (so these run without torch too) and,
 when torch is there, against torch.nn.functional.conv2d; on every ISA path; thread
@@ -118,7 +118,7 @@ def test_threads_bit_identical(rng, isa, direct_calls, fmt):
     try:
         ys = [ps.conv2d(x, w, kernel_size=3, padding=1, threads=t) for t in (1, 2, 3, 4)]
         (m,) = ops._shifted_cache[w].values()
-        assert _core.threads_for(m, 33 * 33, 4) == 4  # the work really splits 4 ways
+        assert _core.testing.threads_for(m, 33 * 33, 4) == 4  # the work really splits 4 ways
     finally:
         ps.set_num_threads(previous)
     assert len(direct_calls) == 4
@@ -221,7 +221,7 @@ def test_entry_point_semantics(rng, isa, fmt, n):
     w = pack(w2d, fmt)._m
     x = rng.standard_normal(37 - 1 + n).astype(np.float32)  # exactly long enough
     bias = rng.standard_normal(13).astype(np.float32)
-    y = _core.spmm_shifted(w, x, n, bias)
+    y = _core.testing.spmm_shifted(w, x, n, bias)
     assert y.shape == (13, n) and y.dtype == np.float32
     assert relerr(y, shifted_reference(w2d, x, n) + bias[:, None]) <= F32_SUM_RTOL
 
@@ -256,18 +256,18 @@ def entry_problem(rng):
 def test_entry_point_bad_inputs(entry_problem, bad, error, match):
     args = bad(*entry_problem)  # built outside: only the call may raise
     with pytest.raises(error, match=match):
-        _core.spmm_shifted(*args)
+        _core.testing.spmm_shifted(*args)
 
 
 def test_entry_point_bad_bias_and_threads(entry_problem):
     w, x = entry_problem
     with pytest.raises(ValueError, match="bias"):
-        _core.spmm_shifted(w, x, 10, np.zeros(5, np.float32))
+        _core.testing.spmm_shifted(w, x, 10, np.zeros(5, np.float32))
     with pytest.raises(TypeError, match="float32"):
-        _core.spmm_shifted(w, x, 10, np.zeros(6, np.float64))
+        _core.testing.spmm_shifted(w, x, 10, np.zeros(6, np.float64))
     with pytest.raises(ValueError, match="threads"):
-        _core.spmm_shifted(w, x, 10, None, -1)
-    assert _core.spmm_shifted(w, x, 10).shape == (6, 10)  # the problem itself is fine
+        _core.testing.spmm_shifted(w, x, 10, None, -1)
+    assert _core.testing.spmm_shifted(w, x, 10).shape == (6, 10)  # the problem itself is fine
 
 
 # ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_conv_entry_point_direct_call(conv_entry, isa, images):
         (lambda m, x: (m, x, (3, 3), (1, 1), (1, 1), 1), ValueError, "do not fit"),  # W built for 2 images
         (lambda m, x: (m, np.ascontiguousarray(x[:, :, :, :3]), (3, 3), (1, 1), (1, 1), 2), ValueError,
          "do not fit"),  # narrower image: a padded row shorter than W's
-        (lambda m, x: (m, x, (3, 3, 3), (1, 1), (1, 1), 2), TypeError, "incompatible function arguments"),
+        (lambda m, x: (m, x, (3, 3, 3), (1, 1), (1, 1), 2), TypeError, "kernel_size must be a pair of ints"),
         (lambda m, x: (ps.BSRMatrix.from_dense(np.ones((4, 36), np.float32), block=(2, 2))._m, x, (3, 3), (1, 1),
                        (1, 1), 2), ValueError, "R, 1"),
     ],

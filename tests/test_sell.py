@@ -54,7 +54,7 @@ def test_bitwise_identical_across_thread_counts(rng, isa, n):
     a = random_sparse(rng, (700, 301), 0.3, empty_rows=20)  # 6 windows: several threads get work
     w = ps.SELLMatrix.from_dense(a)
     if _core.default_num_threads() >= 2:
-        assert _core.threads_for(w._m, n, 4) >= 2  # the split is really exercised
+        assert _core.testing.threads_for(w._m, n, 4) >= 2  # the split is really exercised
     x = rng.standard_normal((301, n) if n > 1 else 301).astype(np.float32)
     bias = rng.standard_normal(700).astype(np.float32)
     one = ps.spmm(w, x, bias=bias, threads=1)
@@ -205,7 +205,7 @@ def test_bad_input():
     with pytest.raises(TypeError, match="float32"):
         ps.spmm(w, np.ones(6))
     with pytest.raises(ValueError, match="SELL"):
-        _core.spmm_shifted(w._m, np.ones(20, np.float32), 4)
+        _core.testing.spmm_shifted(w._m, np.ones(20, np.float32), 4)
     with pytest.raises(ValueError, match="SELL"):
         _core.conv2d_shifted(w._m, np.ones((1, 1, 3, 3), np.float32), (1, 1), (0, 0), (1, 1), 1)
 

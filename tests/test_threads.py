@@ -41,7 +41,7 @@ def test_set_get_round_trip():
 
 def test_small_work_stays_on_one_thread():
     w = ps.CSRMatrix.from_dense(np.eye(16, dtype=np.float32))
-    assert _core.threads_for(w._m, 1) == 1
+    assert _core.testing.threads_for(w._m, 1) == 1
 
 
 def test_concurrent_python_threads_get_correct_results(rng, threads4):

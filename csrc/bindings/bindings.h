@@ -1,0 +1,34 @@
+// What module.cc registers: the checked calls (calls.cc), the SparseMatrix
+// class (matrix.cc), CPU and kernel facts (info.cc) and the test hooks
+// (testing.cc). Each takes Python objects, checks them (arrays.h) and hands
+// plain pointers to the core with the GIL released.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "matrix.h"
+
+namespace pysparse::bind {
+
+namespace py = pybind11;
+
+// threads: 0 (default) .. kMaxThreads, as a Python int.
+int threads_arg(const py::handle& v);
+
+py::array spmm(const SparseMatrix& w, const py::object& x, const py::object& bias, const py::object& threads,
+               const py::object& kernel);
+py::array linear(const py::object& x, const SparseMatrix& w, const py::object& bias, const py::object& threads,
+                 const py::object& kernel);
+py::array conv2d_shifted(const SparseMatrix& w, const py::object& x, const py::object& kernel_size,
+                         const py::object& padding, const py::object& dilation, const py::object& chunk,
+                         const py::object& bias, const py::object& threads);
+
+void def_sparse_matrix(py::module_& m);  // class SparseMatrix: constructors, views, to_dense
+
+py::dict cpu_info();
+py::list kernels();
+
+void def_testing(py::module_& m);  // _core.testing: hooks the tests need, not the package
+
+}  // namespace pysparse::bind

@@ -1,0 +1,51 @@
+// The pysparse._core module: registrations only. The glue is in calls.cc,
+// matrix.cc, info.cc and testing.cc; the checks in arrays.h.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "bindings/arrays.h"
+#include "bindings/bindings.h"
+#include "dispatch.h"
+#include "parallel.h"
+
+namespace py = pybind11;
+using namespace pysparse;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pysparse C++ core: sparse formats, SIMD SpMM kernels, dispatch and thread pool";
+
+  // Resolve PYSPARSE_ISA now, so a bad value fails the import with its reason.
+  (void)active_isa();
+
+  bind::def_sparse_matrix(m);
+
+  m.def("spmm", &bind::spmm, py::arg("w"), py::arg("x"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        py::arg("kernel") = py::none(), "Y = W @ X (+ bias[:, None]); X (K,) or (K, N) float32.");
+  m.def("linear", &bind::linear, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
+  m.def("conv2d_shifted", &bind::conv2d_shifted, py::arg("w"), py::arg("x"), py::arg("kernel_size"),
+        py::arg("padding"), py::arg("dilation"), py::arg("chunk"), py::arg("bias") = py::none(),
+        py::arg("threads") = 0,
+        "The direct stride-1 convolution of x (N, C, H, W) float32, `chunk` images side by side per product, "
+        "with W the offset matrix for that geometry (pysparse.ops builds it). Returns y (N, rows, Ho, Wo).");
+
+  m.def("set_num_threads", [](const py::object& n_obj) {
+    const int n = static_cast<int>(bind::int_arg(n_obj, "the number of threads", 1, kMaxThreads));
+    py::gil_scoped_release nogil;
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("default_num_threads", &default_num_threads);
+  m.def("cpu_info", &bind::cpu_info);
+  m.def("kernels", &bind::kernels);
+  m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+  m.def("runnable_isas", [] {
+    py::list out;
+    for (Isa isa : runnable_isas()) out.append(isa_name(isa));
+    return out;
+  });
+
+  bind::def_testing(m);
+}
