@@ -1,6 +1,8 @@
 // Declarations of every kernel in kernels.inc.
 #pragma once
 
+#include <cstdint>
+
 #include "formats.h"
 
 // Which ISA kernel files are compiled in (CMake defines the ones that are).
@@ -17,14 +19,14 @@ namespace pysparse {
 #include "kernels.inc"
 #undef PYSPARSE_KERNEL
 
-// The SELL batch-1 epilogue every ISA shares: lane l of slice s (sum out[l])
-// is row row_of[8s + l], or no row when that is -1. static: each ISA's file
-// keeps its own copy, so the linker cannot hand one ISA's build to another.
-static inline void sell_store_slice(const SpmmArgs& a, int64_t s, const float* out) {
-  const int32_t* rows = a.w->row_of + s * 8;
-  for (int l = 0; l < 8; ++l) {
-    const int64_t row = rows[l];
-    if (row >= 0) a.y[row * a.y_rs] = a.bias != nullptr ? out[l] + a.bias[row] : out[l];
+// Runs f(Index{}) with Index the view's column-index type, uint16_t or
+// uint32_t: the one place the index width turns into a template argument.
+template <class F>
+inline void with_index(const SparseView& w, F&& f) {
+  if (w.index_width == IndexWidth::u16) {
+    f(uint16_t{});
+  } else {
+    f(uint32_t{});
   }
 }
 

@@ -1,4 +1,4 @@
-// The driver: checks nothing (bindings.cc has), splits the work across the
+// The driver: checks nothing (bindings/ has), splits the work across the
 // pool, picks the kernel and calls it.
 #pragma once
 
@@ -14,7 +14,7 @@ namespace pysparse {
 // selects by the active ISA. nthreads <= 0 means get_num_threads().
 // ldx may be smaller than n, down to 1: rows of X then overlap, which the
 // kernels allow since X is only read. ldx == 1 with W's indices taken as
-// offsets into x is the direct convolution (bindings.cc, spmm_shifted):
+// offsets into x is the direct convolution (bindings/testing.cc, spmm_shifted):
 // Y[i, j] = sum_p w_p x[idx_p + j], x then needs K - 1 + n floats.
 void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t y_rs, int64_t y_cs,
           const float* bias, int nthreads, const KernelInfo* kernel = nullptr);
@@ -32,7 +32,7 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
 // (ops._conv_shifted builds them), the product runs with ldx = 1 over
 // n = Ho * chunk * Wp wide columns, and each thread crops its rows of the wide
 // result into y while they are in its cache. Checks nothing: the caller
-// (bindings.cc) has made sure W.cols - 1 + n <= C * Hp * chunk * Wp + span_w.
+// (ShiftedConv::check_weight) has made sure W.cols - 1 + n <= C * Hp * chunk * Wp + span_w.
 struct ShiftedConv {
   // Checks the geometry (kernel_size and dilation in [1, 2**20], padding in
   // [0, 2**20], chunk in [1, 2**20], an output of at least 1x1, a padded chunk

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled core (csrc/bindings.cc). Keep in the same change."""
+"""Type stubs for the compiled core (csrc/bindings/). Keep in the same change."""
 
 from typing import Any
 

@@ -1,4 +1,5 @@
-// BSR (R x C blocks), batch 1, AVX2 + FMA: vectorised across output rows.
+// BSR (R x C blocks), AVX2 + FMA. Batch 1 here, vectorised across output rows;
+// any batch: the shared tile engine (spmm-nx.inl), entry points at the end.
 //
 // The R weights of one block column share one input, so a block costs one
 // broadcast of x[k] and one R-wide FMA: no gathers and no horizontal sums. This
@@ -18,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels.h"
+#include "kernels/simd-avx2.h"
 
 namespace pysparse {
 namespace {
@@ -112,24 +114,30 @@ void bsr4_n1(const SpmmArgs& a) {
 template <int NV>
 void run_ymm(const SpmmArgs& a) {
   const bool c1 = a.w->block_c == 1;
-  if (a.w->index_width == IndexWidth::u16) {
-    c1 ? bsr_n1_ymm<uint16_t, NV, true>(a) : bsr_n1_ymm<uint16_t, NV, false>(a);
-  } else {
-    c1 ? bsr_n1_ymm<uint32_t, NV, true>(a) : bsr_n1_ymm<uint32_t, NV, false>(a);
-  }
+  with_index(*a.w, [&](auto index) {
+    using Index = decltype(index);
+    c1 ? bsr_n1_ymm<Index, NV, true>(a) : bsr_n1_ymm<Index, NV, false>(a);
+  });
 }
+
+#include "kernels/spmm-nx.inl"
 
 }  // namespace
 
 void f32_spmm_bsr_4xc_n1__avx2(const SpmmArgs& a) {
   const bool c1 = a.w->block_c == 1;
-  if (a.w->index_width == IndexWidth::u16) {
-    c1 ? bsr4_n1<uint16_t, true>(a) : bsr4_n1<uint16_t, false>(a);
-  } else {
-    c1 ? bsr4_n1<uint32_t, true>(a) : bsr4_n1<uint32_t, false>(a);
-  }
+  with_index(*a.w, [&](auto index) {
+    using Index = decltype(index);
+    c1 ? bsr4_n1<Index, true>(a) : bsr4_n1<Index, false>(a);
+  });
 }
 void f32_spmm_bsr_8xc_n1__avx2(const SpmmArgs& a) { run_ymm<1>(a); }
 void f32_spmm_bsr_16xc_n1__avx2(const SpmmArgs& a) { run_ymm<2>(a); }
+
+void f32_spmm_bsr_1xc_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 1>(a); }
+void f32_spmm_bsr_2xc_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 2>(a); }
+void f32_spmm_bsr_4xc_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 4>(a); }
+void f32_spmm_bsr_8xc_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 8>(a); }
+void f32_spmm_bsr_16xc_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 16>(a); }
 
 }  // namespace pysparse

@@ -1,4 +1,5 @@
-// BSR (R x C blocks), batch 1, NEON: vectorised across output rows.
+// BSR (R x C blocks), NEON. Batch 1 here, vectorised across output rows; any
+// batch: the shared tile engine (spmm-nx.inl), entry points at the end.
 //
 // The R weights of one block column share one input: one broadcast of x[k]
 // (ld1r) feeds R / 4 FMAs of 4 lanes; no gathers and no horizontal sums. C == 1
@@ -13,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels.h"
+#include "kernels/simd-neon.h"
 
 namespace pysparse {
 namespace {
@@ -58,19 +60,26 @@ void bsr_n1(const SpmmArgs& a) {
 }
 
 template <int NV>
-void run(const SpmmArgs& a) {
+void run_n1(const SpmmArgs& a) {
   const bool c1 = a.w->block_c == 1;
-  if (a.w->index_width == IndexWidth::u16) {
-    c1 ? bsr_n1<uint16_t, NV, true>(a) : bsr_n1<uint16_t, NV, false>(a);
-  } else {
-    c1 ? bsr_n1<uint32_t, NV, true>(a) : bsr_n1<uint32_t, NV, false>(a);
-  }
+  with_index(*a.w, [&](auto index) {
+    using Index = decltype(index);
+    c1 ? bsr_n1<Index, NV, true>(a) : bsr_n1<Index, NV, false>(a);
+  });
 }
+
+#include "kernels/spmm-nx.inl"
 
 }  // namespace
 
-void f32_spmm_bsr_4xc_n1__neon(const SpmmArgs& a) { run<1>(a); }
-void f32_spmm_bsr_8xc_n1__neon(const SpmmArgs& a) { run<2>(a); }
-void f32_spmm_bsr_16xc_n1__neon(const SpmmArgs& a) { run<4>(a); }
+void f32_spmm_bsr_4xc_n1__neon(const SpmmArgs& a) { run_n1<1>(a); }
+void f32_spmm_bsr_8xc_n1__neon(const SpmmArgs& a) { run_n1<2>(a); }
+void f32_spmm_bsr_16xc_n1__neon(const SpmmArgs& a) { run_n1<4>(a); }
+
+void f32_spmm_bsr_1xc_nx__neon(const SpmmArgs& a) { nx::run<Neon, 1>(a); }
+void f32_spmm_bsr_2xc_nx__neon(const SpmmArgs& a) { nx::run<Neon, 2>(a); }
+void f32_spmm_bsr_4xc_nx__neon(const SpmmArgs& a) { nx::run<Neon, 4>(a); }
+void f32_spmm_bsr_8xc_nx__neon(const SpmmArgs& a) { nx::run<Neon, 8>(a); }
+void f32_spmm_bsr_16xc_nx__neon(const SpmmArgs& a) { nx::run<Neon, 16>(a); }
 
 }  // namespace pysparse

@@ -1,13 +1,9 @@
-// CSR, batch 1, AVX2 + FMA: y[i] = sum_p values[p] * x[idx[p]] (+ bias[i]).
+// CSR, AVX2 + FMA. Batch 1 here: y[i] = sum_p values[p] * x[idx[p]] (+ bias[i]);
+// any batch: the shared tile engine (spmm-nx.inl), entry point at the end.
 //
 // Unstructured sparsity leaves a row nothing to reuse, so the kernel is a
 // stream of (index, value) pairs and the question is how cheaply eight x[idx]
-// become one vector. vgatherdps is the obvious answer and the wrong one here:
-// on Zen 3 it costs ~16 cycles per 8 lanes, measured 1.4-1.5x slower than
-// building the vector from eight scalar loads folded into vinsertps. The load
-// ports are then the limit, so indices are fetched four at a time (one 64-bit
-// load of uint16s, split by shifts on the otherwise idle integer ALUs): per 8
-// nonzeros, 2 index loads + 8 x loads + 1 value load.
+// become one vector: eight scalar loads, not a gather (gather-avx2.h says why).
 //
 // A row's last (< 8) nonzeros run as one more group of 8 whose extra lanes are
 // zeroed in both vectors: in x, because the next row's columns may point at an
@@ -26,49 +22,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "kernels.h"
+#include "kernels/gather-avx2.h"
+#include "kernels/simd-avx2.h"
 
 namespace pysparse {
 namespace {
-
-// x[ip[0..8)] as one vector from eight scalar loads. The kernel is bound by
-// micro-ops, not by memory (it streams ~24 GB/s where L3 gives ~100 here), so
-// each index costs one integer op: the low field by a zero-extending move, the
-// top one by a shift, the middle two by BMI1 bextr (shift + mask in one op; a
-// shift and a movzx before: 3-12% slower, measured on Zen 4).
-inline __m256 load8(const float* x, const uint16_t* ip) {
-  uint64_t a, b;
-  std::memcpy(&a, ip, 8);
-  std::memcpy(&b, ip + 4, 8);
-  __m128 lo = _mm_load_ss(x + static_cast<uint16_t>(a));
-  __m128 hi = _mm_load_ss(x + static_cast<uint16_t>(b));
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + _bextr_u64(a, 16, 16)), 0x10);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + _bextr_u64(b, 16, 16)), 0x10);
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + _bextr_u64(a, 32, 16)), 0x20);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + _bextr_u64(b, 32, 16)), 0x20);
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + (a >> 48)), 0x30);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + (b >> 48)), 0x30);
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
-}
-
-inline __m256 load8(const float* x, const uint32_t* ip) {
-  uint64_t a, b, c, d;
-  std::memcpy(&a, ip, 8);
-  std::memcpy(&b, ip + 2, 8);
-  std::memcpy(&c, ip + 4, 8);
-  std::memcpy(&d, ip + 6, 8);
-  __m128 lo = _mm_load_ss(x + (a & 0xFFFFFFFF));
-  __m128 hi = _mm_load_ss(x + (c & 0xFFFFFFFF));
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + (a >> 32)), 0x10);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + (c >> 32)), 0x10);
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + (b & 0xFFFFFFFF)), 0x20);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + (d & 0xFFFFFFFF)), 0x20);
-  lo = _mm_insert_ps(lo, _mm_load_ss(x + (b >> 32)), 0x30);
-  hi = _mm_insert_ps(hi, _mm_load_ss(x + (d >> 32)), 0x30);
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
-}
 
 // The 8 partial sums of row i's dot product.
 template <class Index>
@@ -140,71 +100,14 @@ void csr_n1(const SpmmArgs& a) {
   }
 }
 
-// SELL-8-sigma (formats.h), batch 1: slot q feeds the slice's 8 rows with one
-// value load, one 16-byte index load (as two 64-bit halves) and one FMA. What
-// CSR pays per row -- a trip count that differs row to row (a mispredicted
-// loop exit), a masked tail, a horizontal sum -- is gone: the 8 lanes share
-// the slice's trip count, and sorting makes the next slice's nearly the same.
-// Slots up to the shortest lane run unmasked in two accumulator chains; the
-// rest (lanes already finished hold zeros at column 0) zero those lanes' x,
-// so an inf at column 0 cannot leak into a row as 0 * inf.
-// Measured against the CSR kernel above (same matrices, Zen 4, 1 thread, 90%
-// random): 3072x768 58 -> 50 us, 768x3072 50 -> 45 us.
-//
-// Contract: ldx == 1. Reads exactly the slice's slots (padding included: zero
-// values at column 0, in range). Writes y[row_of[lane] * y_rs] for the lanes
-// that are rows. No alignment required.
-template <class Index>
-void sell_n1(const SpmmArgs& a) {
-  const SparseView& w = *a.w;
-  const Index* idx = static_cast<const Index*>(w.idx);
-  const float* val = w.values;
-  const float* x = a.x;
-  const __m256i one = _mm256_set1_epi32(1);
-  for (int64_t s = a.block_begin; s < a.block_end; ++s) {
-    const int32_t* len = w.row_len + s * 8;
-    int32_t shortest = len[0];
-    for (int l = 1; l < 8; ++l) shortest = std::min(shortest, len[l]);
-    int64_t p = w.ptr[s];
-    const int64_t end = w.ptr[s + 1], full = p + shortest;
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    for (; p + 2 <= full; p += 2) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + 8 * p), load8(x, idx + 8 * p), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + 8 * p + 8), load8(x, idx + 8 * p + 8), acc1);
-    }
-    if (p < full) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + 8 * p), load8(x, idx + 8 * p), acc0);
-      ++p;
-    }
-    const __m256i lens = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(len));
-    __m256i q = _mm256_set1_epi32(static_cast<int>(p - w.ptr[s]));
-    for (; p < end; ++p, q = _mm256_add_epi32(q, one)) {
-      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lens, q));
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + 8 * p), _mm256_and_ps(load8(x, idx + 8 * p), keep), acc1);
-    }
-    alignas(32) float out[8];
-    _mm256_store_ps(out, _mm256_add_ps(acc0, acc1));
-    sell_store_slice(a, s, out);
-  }
-}
+#include "kernels/spmm-nx.inl"
 
 }  // namespace
 
-void f32_spmm_sell_n1__avx2(const SpmmArgs& a) {
-  if (a.w->index_width == IndexWidth::u16) {
-    sell_n1<uint16_t>(a);
-  } else {
-    sell_n1<uint32_t>(a);
-  }
+void f32_spmm_csr_n1__avx2(const SpmmArgs& a) {
+  with_index(*a.w, [&](auto index) { csr_n1<decltype(index)>(a); });
 }
 
-void f32_spmm_csr_n1__avx2(const SpmmArgs& a) {
-  if (a.w->index_width == IndexWidth::u16) {
-    csr_n1<uint16_t>(a);
-  } else {
-    csr_n1<uint32_t>(a);
-  }
-}
+void f32_spmm_csr_nx__avx2(const SpmmArgs& a) { nx::run<Avx2, 1>(a); }
 
 }  // namespace pysparse

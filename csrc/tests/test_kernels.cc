@@ -123,7 +123,7 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
   if (scalar == nullptr) return;
   std::vector<int64_t> rows = {1, 2, 7, 8, 9, 17, 65};
   if (k.format == Format::sell) rows.push_back(kSellWindow * 2 + 13);  // several sort windows
-  // 700: several 256-column panels, which dense-ish CSR at n >= 32 runs in (nx-avx2).
+  // 700: several 256-column panels, which dense-ish CSR at n >= 32 runs in (spmm-nx.inl).
   const std::vector<int64_t> cols = {1, 4, 5, 8, 13, 67, 700, 70001};
   std::vector<int64_t> batches = {1};
   if (k.batch == Batch::nx) batches = {2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 31, 33, 64, 65};
@@ -170,7 +170,7 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
 }
 
 // ldx == 1 < n: X's rows overlap (row k is x[k .. k + n)), as the direct
-// convolution (bindings.cc, spmm_shifted) runs the nx kernels. x holds exactly
+// convolution (bindings/testing.cc, spmm_shifted) runs the nx kernels. x holds exactly
 // K - 1 + n floats, so a read past the last row's n columns would show under
 // ASan / valgrind, and a wrong result here.
 void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
