@@ -31,7 +31,6 @@ import pytest
 KNOWN_CYCLES: set[tuple[str, ...]] = {
     ("pysparse.convert", "pysparse.nn"),  # C2: nn.from_module imports convert.pack_weight
     ("pysparse.formats", "pysparse.ops"),  # C1: SparseMatrixBase.__matmul__ imports ops.spmm
-    ("pysparse.prune.importance", "pysparse.prune.pruner"),  # C3: importance reads pruner.mask_of
 }
 # Names that are both a submodule and a callable (C4: ps.convert).
 KNOWN_CLASHES: set[str] = {"pysparse.convert"}
@@ -66,11 +65,13 @@ def _owner(name: str, modules: dict[str, Path | None]) -> str:
     return name
 
 
-def imports_of(module: str, path: Path, modules: dict[str, Path | None]) -> set[str]:
-    """The pysparse modules ``module`` imports, anywhere in its source."""
+def imports_of(module: str, path: Path, modules: dict[str, Path | None], nodes: list[ast.AST] | None = None) -> set[str]:
+    """The pysparse modules ``module`` imports, anywhere in its source (or in ``nodes`` of it)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    if nodes is None:
+        nodes = [ast.parse(path.read_text(), str(path))]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in (n for top in nodes for n in ast.walk(top)):
         if isinstance(node, ast.Import):
             out |= {_owner(a.name, modules) for a in node.names if a.name.split(".")[0] == "pysparse"}
         elif isinstance(node, ast.ImportFrom):
@@ -179,3 +180,29 @@ def test_no_public_name_is_both_a_module_and_a_callable():
         f"new (rename the module, e.g. to _name.py): {sorted(found - KNOWN_CLASHES)}; "
         f"gone (delete them from KNOWN_CLASHES): {sorted(KNOWN_CLASHES - found)}"
     )
+
+
+def test_prune_masks_imports_nothing_from_prune():
+    """The mask is the bottom of prune/: the criteria and the pruner import it, never the reverse."""
+    graph = import_graph()
+    assert graph["pysparse.prune.importance"] >= {"pysparse.prune.masks"}
+    assert not {m for m in graph["pysparse.prune.masks"] if m.startswith("pysparse.prune")}
+
+
+def _function_level_imports(module: str, path: Path, modules: dict[str, Path | None]) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return imports_of(module, path, modules, functions)
+
+
+def test_training_side_imports_its_package_modules_at_the_top():
+    """prune/, distill/ and fold.py import other pysparse modules only at module level."""
+    modules = module_files(package_root())
+    training = ("pysparse.prune", "pysparse.distill", "pysparse.fold")
+    inside = {
+        name: _function_level_imports(name, path, modules)
+        for name, path in modules.items()
+        if path is not None and ".".join(name.split(".")[:2]) in training
+    }
+    assert "pysparse.prune.importance" in inside
+    assert not any(inside.values()), {k: v for k, v in inside.items() if v}
