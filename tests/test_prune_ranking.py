@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pysparse import prune  # noqa: E402
-from pysparse.prune import pruner as pruner_mod  # noqa: E402
-from pysparse.prune.pruner import _first_k, _order, _Ranking  # noqa: E402
+from pysparse.prune import ranking  # noqa: E402
+from pysparse.prune.ranking import _first_k, _order, _Ranking  # noqa: E402
 
 nn = torch.nn
 
@@ -65,7 +65,7 @@ def tied_mlp(seed: int) -> nn.Sequential:
 
 def masks_of(monkeypatch, fast: bool, seed: int, **kw) -> list[dict[str, torch.Tensor]]:
     """Masks after each step of a gradual schedule, with weights drifting (and tying) between steps."""
-    monkeypatch.setattr(pruner_mod, "_FAST", fast)
+    monkeypatch.setattr(ranking, "_FAST", fast)
     model = tied_mlp(seed)
     pruner = prune.Pruner(model, schedule=prune.gradual(begin=0, end=4, every=1), **kw)
     gen = torch.Generator().manual_seed(seed)

@@ -22,7 +22,9 @@ from __future__ import annotations
 from .channels import remove_channels
 from .importance import CRITERIA, L2, Fisher, Magnitude, Taylor, get_criterion
 from .patterns import NM, Block, Channel, Pattern, Unstructured, parse_pattern
-from .pruner import LayerReport, PruneReport, Pruner, l1_regularization
+from .pruner import Pruner
+from .regularizers import l1_regularization
+from .report import LayerReport, PruneLayer, PruneReport
 from .schedules import gradual, iterative, one_shot
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "LayerReport",
     "Magnitude",
     "Pattern",
+    "PruneLayer",
     "PruneReport",
     "Pruner",
     "Taylor",

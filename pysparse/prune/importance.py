@@ -13,9 +13,10 @@ group (a block, a channel), so a criterion never needs to know the pattern.
 - ``"fisher"``: w^2 * sum of (dL/dw)^2 over those backward passes: the
   diagonal empirical Fisher, i.e. an OBD/OBS-style second-order saliency.
 
-Taylor and Fisher need gradients; the pruner records them with a hook on the
-masked weight while it trains, so call ``loss.backward()`` at least once
-before the step that prunes.
+Taylor and Fisher need gradients: the pruner hands their ``accumulate`` to each
+weight's mask (``masks.py``), which records the statistic with a hook while the
+model trains, so call ``loss.backward()`` at least once before the step that
+prunes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from .masks import mask_of
 
 __all__ = ["Criterion", "Magnitude", "L2", "Taylor", "Fisher", "CRITERIA", "get_criterion"]
 
@@ -56,8 +59,6 @@ class L2:
 
 def _accumulated(module: nn.Module, name: str, what: str) -> torch.Tensor:
     """The gradient statistic the pruner's mask recorded for ``module.name``."""
-    from .pruner import mask_of
-
     mask = mask_of(module, name)
     if mask is None or mask.track != what:
         raise ValueError(

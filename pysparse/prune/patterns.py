@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..formats import _check_block, parse_nm
+from ..formats import _check_block as parse_block, parse_nm  # parse_block is public once formats exports it
 
 __all__ = ["Pattern", "Unstructured", "Block", "NM", "Channel", "parse_pattern"]
 
@@ -125,7 +125,7 @@ def parse_pattern(spec: Any) -> Pattern:
             "or a block (R, C) of W[out, in] like (8, 1)"
         )
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        return Block(*_check_block(spec))
+        return Block(*parse_block(spec))
     raise TypeError(
         f"pattern must be 'unstructured', 'channel', 'N:M' or a block (R, C), got {spec!r}"
     )

@@ -14,31 +14,16 @@ from __future__ import annotations
 
 import math
 
+from ._checks import fraction, step_count
+
 __all__ = ["one_shot", "iterative", "gradual"]
-
-
-def _step_arg(value: object, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int (a step count), got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
-    return value
-
-
-def _fraction(value: object, what: str, high_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number in [0, 1), got {value!r}")
-    value = float(value)
-    if not (0.0 <= value < 1.0 if high_open else 0.0 < value <= 1.0):
-        raise ValueError(f"{what} must be in {'[0, 1)' if high_open else '(0, 1]'}, got {value}")
-    return value
 
 
 class one_shot:
     """All of the final sparsity at step ``at`` (default 0: at once); nothing before."""
 
     def __init__(self, at: int = 0) -> None:
-        self.at = _step_arg(at, "at")
+        self.at = step_count(at, "at")
 
     def __call__(self, step: int, final: float) -> float:
         return final if step >= self.at else 0.0
@@ -52,9 +37,9 @@ class iterative:
     fine-tuning in between, until ``final`` is reached (round r: 1 - (1 - amount)^r)."""
 
     def __init__(self, every: int, amount: float = 0.2, begin: int = 0) -> None:
-        self.every = _step_arg(every, "every", 1)
-        self.amount = _fraction(amount, "amount", high_open=False)
-        self.begin = _step_arg(begin, "begin")
+        self.every = step_count(every, "every", 1)
+        self.amount = fraction(amount, "amount", high_open=False)
+        self.begin = step_count(begin, "begin")
 
     def rounds(self, final: float) -> int:
         """How many rounds it takes to reach ``final``."""
@@ -80,12 +65,12 @@ class gradual:
     Before ``begin`` nothing is pruned; after ``end`` the target stays ``final``."""
 
     def __init__(self, begin: int, end: int, every: int, initial: float = 0.0) -> None:
-        self.begin = _step_arg(begin, "begin")
-        self.end = _step_arg(end, "end")
+        self.begin = step_count(begin, "begin")
+        self.end = step_count(end, "end")
         if self.end <= self.begin:
             raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
-        self.every = _step_arg(every, "every", 1)
-        self.initial = _fraction(initial, "initial")
+        self.every = step_count(every, "every", 1)
+        self.initial = fraction(initial, "initial")
 
     def __call__(self, step: int, final: float) -> float:
         if step < self.begin:
