@@ -37,8 +37,7 @@ void SparseMatrix::check_shape(int64_t rows, int64_t cols, int block_r, int bloc
   if (cols > static_cast<int64_t>(std::numeric_limits<uint32_t>::max())) {
     throw std::invalid_argument("at most 2**32 - 1 columns are supported, got " + str(cols));
   }
-  // SELL keeps rows as int32 (row_of), and no layer has 2**31 outputs.
-  if (rows > kMaxRows) throw std::invalid_argument("at most 2**31 - 1 rows are supported, got " + str(rows));
+  if (rows > kMaxRows) throw std::invalid_argument("at most 2**26 rows are supported, got " + str(rows));
   if (!valid_block_r(block_r)) {
     throw std::invalid_argument("block rows R must be one of 1, 2, 4, 8, 16; got " + str(block_r));
   }
@@ -261,6 +260,14 @@ SparseMatrix SparseMatrix::from_dense_nm(const float* a, int64_t rows, int64_t c
 SparseMatrix SparseMatrix::from_arrays_nm(int64_t rows, int64_t cols, int n, int m, const float* values,
                                           int64_t values_len, const int64_t* offsets, int64_t offsets_len) {
   check_nm(rows, cols, n, m);
+  // The lengths first: a 37-entry input for a huge shape must not allocate
+  // (and zero) the shape's storage before it is refused.
+  const double want = static_cast<double>((rows + 7) / 8) * static_cast<double>((cols + m - 1) / m) * n * 8;
+  if (want != static_cast<double>(values_len) || want != static_cast<double>(offsets_len)) {
+    throw std::invalid_argument("N:M arrays must hold " + std::to_string(static_cast<long long>(want)) +
+                                " entries (block rows x groups x N x 8), got " + str(values_len) + " values and " +
+                                str(offsets_len) + " offsets");
+  }
   SparseMatrix mat;
   mat.allocate_nm(rows, cols, n, m);
   const int64_t total = mat.view_.nblocks * 8;

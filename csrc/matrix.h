@@ -15,7 +15,10 @@
 
 namespace pysparse {
 
-inline constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;
+// No layer has 2**26 (67 million) outputs; the row pointers and SELL's row maps
+// of a matrix that tall (which may have no columns, so nothing else bounds
+// them) already take 1 GB. SELL needs rows < 2**31 in any case (int32 rows).
+inline constexpr int64_t kMaxRows = int64_t{1} << 26;
 inline constexpr int64_t kMaxStoredValues = int64_t{1} << 40;
 
 // 64-byte aligned, zero-initialised bytes.

@@ -128,7 +128,7 @@ def test_shapes_past_64_bits_raise_value_error():
     with pytest.raises(TypeError, match="int"):
         _core.SparseMatrix.from_arrays((4.0, 4), (1, 1), np.zeros(5, np.int64), e, np.zeros(0, np.float32))
     with pytest.raises(ValueError, match="rows"):
-        _core.SparseMatrix.from_arrays((2**31, 4), (1, 1), np.zeros(2**31 + 1, np.int64)[:2], e, np.zeros(0, np.float32))
+        _core.SparseMatrix.from_arrays((2**27, 4), (1, 1), np.zeros(2, np.int64), e, np.zeros(0, np.float32))
 
 
 def test_thread_counts_past_int_raise_value_error():
@@ -144,10 +144,24 @@ def test_thread_counts_past_int_raise_value_error():
         _core.set_num_threads(True)
 
 
-def test_nm_storage_count_that_overflows_is_refused():
-    e = np.zeros(0, np.float32)
-    with pytest.raises(ValueError, match="N:M storage"):
-        _core.SparseMatrix.from_arrays_nm((2**31 - 1, 2**32 - 1), 2, 2, e, np.zeros(0, np.int64))
+def test_nm_storage_count_that_overflows_is_refused_before_allocating():
+    # block rows x groups x N x 8 passes 2**63 here; and a 37-entry input for a
+    # 65535-square shape once allocated (and zeroed) 5 GB before it was refused.
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="N:M arrays must hold"):
+        _core.SparseMatrix.from_arrays_nm((2**26, 2**32 - 1), 2, 2, np.zeros(0, np.float32), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="N:M arrays must hold"):
+        ps.NMMatrix(np.ones(37, np.float32), np.zeros(37, np.uint8), (65535, 65535), (2, 8))
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_tall_zero_column_matrices_are_refused_not_allocated():
+    # rows x 0 has no values to bound it: the row pointers alone would be 16 GB.
+    for make in (ps.CSRMatrix.from_dense, ps.SELLMatrix.from_dense):
+        with pytest.raises(ValueError, match="rows"):
+            make(np.zeros((2**31 - 1, 0), np.float32))
+    with pytest.raises(ValueError, match="rows"):
+        ps.BSRMatrix.from_dense(np.zeros((2**31 - 1, 0), np.float32), block=(1, 1))
 
 
 def test_zero_column_matrices_build_fast():
