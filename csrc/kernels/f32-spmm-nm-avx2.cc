@@ -87,7 +87,7 @@ template <int V, bool kMasked>
 inline void nm_tile(const SpmmArgs& a, int64_t b, int lane, int64_t j, int64_t count) {
   constexpr int U = 8 / V;
   const SparseView& w = *a.w;
-  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.block_c;
+  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.nm_m();
   const int64_t i = b * 8 + lane;
   const __m256i mask = kMasked ? lanes_below(count) : _mm256_setzero_si256();
   __m256 acc[U][V];
@@ -151,7 +151,7 @@ void nm_nx(const SpmmArgs& a) {
 }  // namespace
 
 void f32_spmm_nm_8xm_n1__avx2(const SpmmArgs& a) {
-  switch (a.w->block_c) {
+  switch (a.w->nm_m()) {
     case 2: nm_n1<2>(a); break;
     case 4: nm_n1<4>(a); break;
     default: nm_n1<8>(a); break;

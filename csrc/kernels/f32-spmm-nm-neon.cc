@@ -81,7 +81,7 @@ void nm_n1(const SpmmArgs& a) {
 template <int V>
 inline void nm_tile(const SpmmArgs& a, int64_t b, int lane, int64_t j) {
   const SparseView& w = *a.w;
-  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.block_c;
+  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.nm_m();
   const int64_t i = b * 8 + lane;
   float32x4_t acc0[V], acc1[V];
   for (int t = 0; t < V; ++t) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);
@@ -120,7 +120,7 @@ inline void nm_tile(const SpmmArgs& a, int64_t b, int lane, int64_t j) {
 
 void nm_tail(const SpmmArgs& a, int64_t b, int lane, int64_t j) {
   const SparseView& w = *a.w;
-  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.block_c;
+  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.nm_m();
   const int64_t i = b * 8 + lane;
   for (int64_t jj = j; jj < a.n; ++jj) {
     float s = a.bias != nullptr ? a.bias[i] : 0.0f;
@@ -135,7 +135,7 @@ void nm_tail(const SpmmArgs& a, int64_t b, int lane, int64_t j) {
 }  // namespace
 
 void f32_spmm_nm_8xm_n1__neon(const SpmmArgs& a) {
-  switch (a.w->block_c) {
+  switch (a.w->nm_m()) {
     case 2: nm_n1<2>(a); break;
     case 4: nm_n1<4>(a); break;
     default: nm_n1<8>(a); break;

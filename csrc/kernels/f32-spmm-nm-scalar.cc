@@ -14,7 +14,7 @@ namespace {
 template <int kTile>
 void nm_scalar(const SpmmArgs& a) {
   const SparseView& w = *a.w;
-  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.block_c;
+  const int64_t G = w.nm_groups(), N = w.nm_n, M = w.nm_m();
   const uint8_t* off = w.idx8();
   for (int64_t b = a.block_begin; b < a.block_end; ++b) {
     const int rows_here = static_cast<int>(std::min<int64_t>(8, w.rows - b * 8));
