@@ -1,0 +1,147 @@
+"""Pooling and averaging nodes: max / avg pooling, adaptive average pooling, mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ... import ops as _ops
+from ...formats import SparseMatrixBase
+from ..schema import _PAIR_S, _REQUIRED, Check, _bool, _ints
+from .base import Fn, _dim, _f32, _tensor
+
+
+def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool, node: str) -> tuple[int, int]:
+    """(output length, right padding) of one pooled / convolved axis, as torch counts them."""
+    span = d * (k - 1) + 1
+    room = size + 2 * p - span
+    if room < 0:
+        raise ValueError(f"node {node!r}: window {span} larger than the padded input {size + 2 * p}")
+    out = (room + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out, max(0, (out - 1) * s + span - size - p)
+
+
+def _taps(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int, int], ho: int, wo: int):
+    """Yield (i, j, strided view) for every kernel tap of a padded NCHW tensor."""
+    for i in range(kh):
+        for j in range(kw):
+            h0, w0 = i * d[0], j * d[1]
+            yield i, j, xp[:, :, h0 : h0 + s[0] * (ho - 1) + 1 : s[0], w0 : w0 + s[1] * (wo - 1) + 1 : s[1]]
+
+
+def _conv2d_numpy(x: np.ndarray, w: Any, bias: np.ndarray | None, a: dict[str, Any], node: str) -> np.ndarray:
+    """im2col + one matrix product (per group); the stand-in until pysparse.ops.conv2d exists."""
+    n, c, h, wd = x.shape
+    (kh, kw), s, p, d, g = a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["groups"]
+    ho, _ = _window(h, kh, s[0], p[0], d[0], False, node)
+    wo, _ = _window(wd, kw, s[1], p[1], d[1], False, node)
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1]))) if p[0] or p[1] else x
+    cols = np.empty((n, c, kh, kw, ho, wo), dtype=np.float32)
+    for i, j, view in _taps(xp, kh, kw, s, d, ho, wo):
+        cols[:, :, i, j] = view
+    cout = a["out_channels"]
+    if isinstance(w, SparseMatrixBase) and g == 1:
+        k = c * kh * kw
+        xk = np.ascontiguousarray(cols.reshape(n, k, ho * wo).transpose(1, 0, 2)).reshape(k, n * ho * wo)
+        y = _ops.spmm(w, xk, bias=bias).reshape(cout, n, ho, wo).transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(y)
+    dense = w.to_dense() if isinstance(w, SparseMatrixBase) else w
+    wg = dense.reshape(g, cout // g, -1)
+    y = np.matmul(wg[None], cols.reshape(n, g, (c // g) * kh * kw, ho * wo)).reshape(n, cout, ho, wo)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def _pool2d(x: np.ndarray, a: dict[str, Any], node: str, kind: str) -> np.ndarray:
+    x = _tensor(x, node)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"node {node!r}: pooling needs a 3-D or 4-D input, got shape {x.shape}")
+    squeeze = x.ndim == 3
+    x4 = x[None] if squeeze else x
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel_size"], a["stride"], a["padding"]
+    dil = a.get("dilation", (1, 1))
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"node {node!r}: padding must be at most half the kernel size")
+    h, w = x4.shape[2:]
+    ho, rh = _window(h, kh, sh, ph, dil[0], a["ceil_mode"], node)
+    wo, rw = _window(w, kw, sw, pw, dil[1], a["ceil_mode"], node)
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x4, ((0, 0), (0, 0), (ph, rh), (pw, rw)), constant_values=fill)
+    acc: np.ndarray | None = None
+    for _, _, view in _taps(xp, kh, kw, (sh, sw), dil, ho, wo):
+        if acc is None:
+            acc = view.copy()
+        elif kind == "max":
+            np.maximum(acc, view, out=acc)
+        else:
+            acc += view
+    assert acc is not None
+    if kind == "avg":
+        include = a["count_include_pad"]
+
+        def counts(size: int, k: int, s: int, p: int, out: int) -> np.ndarray:
+            start = np.arange(out) * s - p
+            end = np.minimum(start + k, size + p)
+            if not include:
+                start, end = np.maximum(start, 0), np.minimum(end, size)
+            return (end - start).astype(np.float32)
+
+        acc /= counts(h, kh, sh, ph, ho)[:, None] * counts(w, kw, sw, pw, wo)[None, :]
+    return acc[0] if squeeze else acc
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    m = np.zeros((out, size), dtype=np.float32)
+    for i in range(out):
+        lo, hi = (i * size) // out, -(-((i + 1) * size) // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def _build_adaptive(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+    oh, ow = a["output_size"]
+
+    def run(x: Any) -> np.ndarray:
+        x = _tensor(x, node)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"node {node!r}: adaptive_avg_pool2d needs a 3-D or 4-D input, got {x.shape}")
+        h, w = x.shape[-2:]
+        if (oh, ow) == (1, 1):
+            return x.mean(axis=(-2, -1), keepdims=True, dtype=np.float64).astype(np.float32)
+        return _f32(_adaptive_matrix(h, oh) @ x @ _adaptive_matrix(w, ow).T)
+
+    return run
+
+
+def _build_mean(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+    def run(x: Any) -> np.ndarray:
+        x = _tensor(x, node)
+        axes = tuple(_dim(d, x.ndim, node) for d in a["dims"]) if a["dims"] else None
+        return _f32(x.mean(axis=axes, keepdims=a["keepdim"], dtype=np.float64))
+
+    return run
+
+
+def _pool_attrs(kind: str) -> dict[str, tuple[Check, Any]]:
+    attrs: dict[str, tuple[Check, Any]] = {
+        "kernel_size": (_ints(1, 256, 2), _REQUIRED),
+        "stride": (_PAIR_S, _REQUIRED),
+        "padding": (_ints(0, 128, 2), (0, 0)),
+        "ceil_mode": (_bool, False),
+    }
+    if kind == "max":
+        attrs["dilation"] = (_ints(1, 256, 2), (1, 1))
+    else:
+        attrs["count_include_pad"] = (_bool, True)
+    return attrs
+
+
+def _build_pool(kind: str) -> Any:
+    def build(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+        return lambda x: _pool2d(x, a, node, kind)
+
+    return build
