@@ -57,8 +57,7 @@ def _info() -> None:
     print("kernels in use:")
     for slot, kernel in sorted(info["kernels"].items()):
         print(f"  {slot:<14} {kernel}")
-    conv = "pysparse.ops.conv2d" if getattr(ps.ops, "conv2d", None) is not None else "runtime im2col (numpy)"
-    print(f"conv2d: {conv}  numpy: {np.__version__}")
+    print(f"numpy: {np.__version__}")
 
 
 def _inspect(path: str) -> None:

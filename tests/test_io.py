@@ -490,8 +490,7 @@ def test_write_file_leaves_no_partial_file(tmp_path):
 
 
 def test_round_trip_of_a_converted_model(torch, tmp_path):
-    """With the real pysparse.convert (runs once that module exists): formats survive the file."""
-    pytest.importorskip("pysparse.convert")
+    """With the real pysparse.convert: formats survive the file."""
     from _fake_nn import magnitude_prune
 
     model = _cnn(torch).eval()

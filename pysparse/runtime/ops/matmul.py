@@ -16,7 +16,6 @@ from ... import ops as _ops
 from ...formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
 from ..schema import _F32, _INDEX, _INDPTR, ModelFileError, _Param
 from .base import Fn, _tensor
-from .pool import _conv2d_numpy
 
 
 def _matrix_params(a: dict[str, Any], rows: int, cols: int, where: str) -> dict[str, _Param]:
@@ -154,10 +153,6 @@ def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
         x = _tensor(x, node)
         if x.ndim != 4 or x.shape[1] != cin:
             raise ValueError(f"node {node!r}: conv2d needs input (N, {cin}, H, W), got shape {x.shape}")
-        x = np.ascontiguousarray(x)
-        conv2d = getattr(_ops, "conv2d", None)
-        if conv2d is not None:
-            return np.asarray(conv2d(x, w, bias, **kwargs))
-        return _conv2d_numpy(x, w, bias, a, node)
+        return np.asarray(_ops.conv2d(np.ascontiguousarray(x), w, bias, **kwargs))
 
     return run

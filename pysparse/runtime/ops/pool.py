@@ -6,8 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from ... import ops as _ops
-from ...formats import SparseMatrixBase
 from ..schema import _PAIR_S, _REQUIRED, Check, _bool, _ints
 from .base import Fn, _dim, _f32, _tensor
 
@@ -22,38 +20,6 @@ def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool, node: str) ->
     if ceil and (out - 1) * s >= size + p:
         out -= 1
     return out, max(0, (out - 1) * s + span - size - p)
-
-
-def _taps(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int, int], ho: int, wo: int):
-    """Yield (i, j, strided view) for every kernel tap of a padded NCHW tensor."""
-    for i in range(kh):
-        for j in range(kw):
-            h0, w0 = i * d[0], j * d[1]
-            yield i, j, xp[:, :, h0 : h0 + s[0] * (ho - 1) + 1 : s[0], w0 : w0 + s[1] * (wo - 1) + 1 : s[1]]
-
-
-def _conv2d_numpy(x: np.ndarray, w: Any, bias: np.ndarray | None, a: dict[str, Any], node: str) -> np.ndarray:
-    """im2col + one matrix product (per group); the stand-in until pysparse.ops.conv2d exists."""
-    n, c, h, wd = x.shape
-    (kh, kw), s, p, d, g = a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["groups"]
-    ho, _ = _window(h, kh, s[0], p[0], d[0], False, node)
-    wo, _ = _window(wd, kw, s[1], p[1], d[1], False, node)
-    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1]))) if p[0] or p[1] else x
-    cols = np.empty((n, c, kh, kw, ho, wo), dtype=np.float32)
-    for i, j, view in _taps(xp, kh, kw, s, d, ho, wo):
-        cols[:, :, i, j] = view
-    cout = a["out_channels"]
-    if isinstance(w, SparseMatrixBase) and g == 1:
-        k = c * kh * kw
-        xk = np.ascontiguousarray(cols.reshape(n, k, ho * wo).transpose(1, 0, 2)).reshape(k, n * ho * wo)
-        y = _ops.spmm(w, xk, bias=bias).reshape(cout, n, ho, wo).transpose(1, 0, 2, 3)
-        return np.ascontiguousarray(y)
-    dense = w.to_dense() if isinstance(w, SparseMatrixBase) else w
-    wg = dense.reshape(g, cout // g, -1)
-    y = np.matmul(wg[None], cols.reshape(n, g, (c // g) * kh * kw, ho * wo)).reshape(n, cout, ho, wo)
-    if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
-    return y
 
 
 def _pool2d(x: np.ndarray, a: dict[str, Any], node: str, kind: str) -> np.ndarray:
@@ -72,13 +38,16 @@ def _pool2d(x: np.ndarray, a: dict[str, Any], node: str, kind: str) -> np.ndarra
     fill = -np.inf if kind == "max" else 0.0
     xp = np.pad(x4, ((0, 0), (0, 0), (ph, rh), (pw, rw)), constant_values=fill)
     acc: np.ndarray | None = None
-    for _, _, view in _taps(xp, kh, kw, (sh, sw), dil, ho, wo):
-        if acc is None:
-            acc = view.copy()
-        elif kind == "max":
-            np.maximum(acc, view, out=acc)
-        else:
-            acc += view
+    for i in range(kh):
+        for j in range(kw):  # one strided view of the padded input per kernel tap
+            h0, w0 = i * dil[0], j * dil[1]
+            view = xp[:, :, h0 : h0 + sh * (ho - 1) + 1 : sh, w0 : w0 + sw * (wo - 1) + 1 : sw]
+            if acc is None:
+                acc = view.copy()
+            elif kind == "max":
+                np.maximum(acc, view, out=acc)
+            else:
+                acc += view
     assert acc is not None
     if kind == "avg":
         include = a["count_include_pad"]
