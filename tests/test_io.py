@@ -8,6 +8,7 @@ import shlex
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,19 @@ def test_hand_built_file_runs_every_format(mlp_file, rng):
         assert relerr(m(x), ref(x)) <= F32_SUM_RTOL
     assert [li.format for li in m.layers] == ["csr", "bsr", "nm"]
     assert isinstance(m.matrix("fc1"), ps.CSRMatrix)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name, formats", [("v1_mlp", ["csr", "bsr", "nm"]), ("v1_cnn", ["bsr", "bsr", "dense", "bsr", "bsr"])])
+def test_files_written_by_format_version_1_still_load(name, formats):
+    """Files written before the runtime became a package (tests/data, format version 1) load and
+    give the outputs recorded when they were written (runtime output for the MLP, torch for the CNN)."""
+    m = ps.load(DATA / f"{name}.pspz")
+    io = np.load(DATA / f"{name}_io.npz", allow_pickle=False)
+    assert relerr(m(io["x"]), io["y"]) <= ROUND_TRIP_RTOL
+    assert [li.format for li in m.layers if li.op in ("linear", "conv2d")] == formats
 
 
 def test_csr_pack_round_trip_and_size(rng):
