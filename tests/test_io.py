@@ -257,6 +257,63 @@ def test_hostile_container(mlp_file, tmp_path, mutation):
         ps.load(path)
 
 
+def _header_with(mlp_file, fn):
+    """The MLP file with its safetensors header JSON (text) edited by fn."""
+    path = mlp_file[0]
+    buf, n, _ = _raw(path)
+    h = fn(buf[8 : 8 + n].decode()).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + buf[8 + n :])
+    return path
+
+
+@pytest.mark.parametrize("where", ["graph-attr", "graph-literal", "array-shape", "array-offset"])
+def test_integer_of_5000_digits_is_a_model_file_error(mlp_file, where):
+    """Python refuses to parse integers over 4,300 digits with a plain ValueError; the loader says ModelFileError."""
+    big = "9" * 5000
+    if where == "graph-attr":
+        edit = lambda h: h.replace('\\"out_features\\":24', f'\\"out_features\\":{big}', 1)
+    elif where == "graph-literal":
+        edit = lambda h: h.replace('\\"inputs\\":[\\"fc1\\"]', f'\\"inputs\\":[\\"fc1\\",{big}]', 1)
+    elif where == "array-shape":
+        edit = lambda h: h.replace('"shape":[24]', f'"shape":[{big}]', 1)
+    else:
+        edit = lambda h: h.replace('"data_offsets":[0,', f'"data_offsets":[{big},', 1)
+    path = _header_with(mlp_file, lambda h: edit(h) if edit(h) != h else pytest.fail(f"no {where} in {h[:300]}"))
+    with pytest.raises(ModelFileError):
+        ps.load(path)
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, -(2**63), 10**400])
+@pytest.mark.parametrize("where", [("nodes", 0, "attrs", "out_features"), ("nodes", 5, "attrs", "dim"),
+                                   ("inputs", 0, "shape", 1), ("nodes", 1, "inputs", 0)])
+def test_numbers_beyond_int64_are_model_file_errors(mlp_file, tmp_path, where, value):
+    """Ints >= 2**63 anywhere in the graph (attributes, input shapes, literals, reshape sizes)."""
+    path = _mutate_graph(mlp_file, tmp_path, _set(list(where), value))
+    with pytest.raises(ModelFileError):
+        ps.load(path)
+
+
+def test_reshape_to_sizes_beyond_int64(mlp_file, tmp_path):
+    for size in (2**63, 2**64 + 5, 10**400):
+        node = {"name": "r", "op": "reshape", "inputs": ["act1", size, -1]}
+        path = _mutate_graph(mlp_file, tmp_path, lambda g, a: g["nodes"].insert(2, node))
+        with pytest.raises(ModelFileError):
+            ps.load(path)
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes; the loader refuses it at once."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    fifo = tmp_path / "model.pspz"
+    os.mkfifo(fifo)
+    code = f"import pysparse as ps\ntry:\n    ps.load({str(fifo)!r})\nexcept ps.io.ModelFileError as e:\n    print(e)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "not a regular file" in r.stdout
+
+
 def test_not_a_model_file(tmp_path):
     other = tmp_path / "other.safetensors"
     from safetensors.numpy import save_file

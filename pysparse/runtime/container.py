@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from typing import Any
 
@@ -53,10 +54,14 @@ def _strict_json(text: str | bytes, what: str) -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except ModelFileError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{what} is not valid JSON ({e})") from None
     except RecursionError:
         raise ModelFileError(f"{what} is nested too deeply") from None
+    except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise ModelFileError(f"{what} holds a number no model file needs ({e})") from None
 
 
 def _parse(buf: bytes, what: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
@@ -123,17 +128,24 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, n
     """(graph, arrays) of a model file, with the container and metadata checked (not the graph)."""
     p = os.fspath(path)
     try:
-        size = os.stat(p).st_size
-        if size > MAX_FILE_BYTES:
-            raise ModelFileError(f"{p}: {size} bytes is larger than a model file may be ({MAX_FILE_BYTES})")
-        with open(p, "rb") as f:
-            # read(n) allocates n bytes up front: ask for what stat() saw (+1 to notice a
-            # file that grew since), never for the 16 GiB bound (qemu-user commits it all).
-            buf = f.read(size + 1)
-        if len(buf) > MAX_FILE_BYTES:
-            raise ModelFileError(f"{p}: larger than a model file may be ({MAX_FILE_BYTES} bytes)")
+        # Non-blocking open: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except IsADirectoryError:
         raise ModelFileError(f"{p} is a directory, not a model file") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(f"{p} is a directory, not a model file")
+        raise ModelFileError(f"{p} is not a regular file (a pipe, device or socket); save the model to a file")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > MAX_FILE_BYTES:
+            raise ModelFileError(f"{p}: {st.st_size} bytes is larger than a model file may be ({MAX_FILE_BYTES})")
+        # read(n) allocates n bytes up front: ask for what fstat() saw (+1 to notice a
+        # file that grew since), never for the 16 GiB bound (qemu-user commits it all).
+        buf = f.read(st.st_size + 1)
+    if len(buf) > MAX_FILE_BYTES:
+        raise ModelFileError(f"{p}: larger than a model file may be ({MAX_FILE_BYTES} bytes)")
     meta, arrays = _parse(buf, p)
     if meta.get(_META_FORMAT) != FORMAT_NAME:
         raise ModelFileError(f"{p} is not a pysparse model file (metadata {_META_FORMAT!r} missing)")

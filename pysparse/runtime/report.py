@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..formats import SparseMatrixBase
+from ..formats import NMMatrix
 from .ops import SPARSE_OPS
 
 if TYPE_CHECKING:
@@ -27,6 +27,20 @@ class LayerInfo:
     dense_nbytes: int  # the same weights as dense float32
 
 
+def _nonzeros(model: Model, n: Any, w: Any) -> int:
+    """Nonzero weights, counted on the stored values (never densified: a tiny file can declare a
+    huge, empty matrix). Stored positions are unique (the C++ constructors check), so this is
+    the count of the dense matrix."""
+    if isinstance(w, np.ndarray):
+        return int(np.count_nonzero(w))
+    if n.attrs["format"] in ("csr", "sell"):  # the file's CSR values (SELL's own storage pads)
+        return int(np.count_nonzero(model._arrays[n.params["data"]]))
+    data = w.data
+    if isinstance(w, NMMatrix) and w.shape[0] % 8:  # lanes past the last row hold nothing
+        return int(np.count_nonzero(data[:-1]) + np.count_nonzero(data[-1, ..., : w.shape[0] % 8]))
+    return int(np.count_nonzero(data))  # BSR: the C++ storage zeroes the rows past the last one
+
+
 def layers(model: Model) -> list[LayerInfo]:
     """Per node with arrays: op, format, weight shape, sparsity and bytes."""
     out = []
@@ -37,12 +51,12 @@ def layers(model: Model) -> list[LayerInfo]:
         nbytes = sum(arrays[a].nbytes for a in n.params.values())
         if n.op in SPARSE_OPS:
             w = model.matrix(n.name)
-            dense = w.to_dense() if isinstance(w, SparseMatrixBase) else w
-            size = dense.size
-            sparsity = 1.0 - np.count_nonzero(dense) / size if size else 0.0
+            shape = tuple(w.shape)
+            size = shape[0] * shape[1]
+            sparsity = 1.0 - _nonzeros(model, n, w) / size if size else 0.0
             bias = n.params.get("bias")
             dense_nbytes = 4 * size + (arrays[bias].nbytes if bias else 0)
-            out.append(LayerInfo(n.name, n.op, n.attrs["format"], dense.shape, sparsity, nbytes, dense_nbytes))
+            out.append(LayerInfo(n.name, n.op, n.attrs["format"], shape, sparsity, nbytes, dense_nbytes))
         else:
             out.append(LayerInfo(n.name, n.op, "-", (), 0.0, nbytes, nbytes))
     return out
@@ -67,8 +81,15 @@ def summary(model: Model) -> str:
     return "\n".join(rows)
 
 
-def densified(model: Model) -> Model:
-    """The same model with every sparse weight stored dense (for comparisons)."""
+def densified(model: Model, max_bytes: int) -> Model:
+    """The same model with every sparse weight stored dense (for comparisons); MemoryError if
+    those dense weights would take more than ``max_bytes``."""
+    need = sum(4 * li.shape[0] * li.shape[1] for li in layers(model) if li.op in SPARSE_OPS and li.format != "dense")
+    if need > max_bytes:
+        raise MemoryError(
+            f"the dense twin of this model needs {need / 2**30:,.1f} GiB of weights (at most {max_bytes / 2**30:,.1f} "
+            "GiB); pass a larger max_bytes to Model.densified() if the machine has the memory"
+        )
     nodes, arrays = [], {}
     for n in model._nodes:
         raw = dict(n.raw)

@@ -23,6 +23,13 @@ MAX_RANK = 8
 MAX_INPUTS = 64
 MAX_DIM = 2**31 - 1
 MAX_DRY_RUN_ELEMENTS = 1 << 27  # per tensor, at batch 1
+# The load-time dry run (batch 1) refuses a graph before the node that would pass either bound
+# runs. Work is in numpy element operations, about 1 ns each on one idle core
+# (runtime/ops/base.py), so a file can keep a load busy for seconds, not hours. Real models
+# stay below: MobileNetV2 or ResNet-50 at 224x224 need under 100 MiB and 5e8 operations; a
+# BERT-base-sized stack of dense layers at 512 tokens under 100 MiB and 5e9.
+MAX_DRY_RUN_BYTES = 1 << 30  # live intermediates + the next node's output and temporaries
+MAX_DRY_RUN_WORK = 1 << 33
 MAX_TENSOR_ELEMENTS = 1 << 31  # per tensor a growing op (cat, broadcast) may make
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
@@ -63,6 +70,8 @@ def _ints(lo: int, hi: int, n: int | None = None, max_len: int = MAX_RANK) -> Ch
 
 def _float(lo: float = -math.inf, hi: float = math.inf) -> Check:
     def check(v: Any, where: str) -> float:
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1000:  # math.isfinite would overflow
+            raise ModelFileError(f"{where} must be a finite number in [{lo}, {hi}], got an int of {v.bit_length()} bits")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
             raise ModelFileError(f"{where} must be a finite number in [{lo}, {hi}], got {v!r}")
         return float(v)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Callable
 
 import numpy as np
 
-from .base import Fn, _f32, _guard
+from .base import Cost, Fn, _f32, _guard, _prod
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -43,26 +44,29 @@ def _hardswish(x: np.ndarray) -> np.ndarray:
     return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
 
 
-def _binary(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+# Size arithmetic (x.size(0) * 4, literals): exact Python numbers, bounded like a dimension.
+_MAX_SCALAR = 1 << 62
+_SCALAR = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}
+_ARRAY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}
+
+
+def _binary(op: str) -> Callable[[Any, Any], Any]:
+    array_fn, scalar_fn = _ARRAY[op], _SCALAR[op]
+
     def run(a: Any, b: Any) -> Any:
-        y = fn(a, b)
-        if isinstance(y, np.ndarray):
-            return _f32(y)
-        return int(y) if isinstance(a, int) and isinstance(b, int) else float(y)  # size arithmetic
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return _f32(array_fn(a, b))
+        if op == "div" and b == 0:
+            raise ValueError(f"size arithmetic divides {a} by zero")
+        y = scalar_fn(a, b)
+        if abs(y) > _MAX_SCALAR:
+            raise ValueError(f"size arithmetic gives {y:.3g}, beyond any tensor dimension")
+        return y
 
     return run
 
 
-_BINARY = {"add": _binary(np.add), "sub": _binary(np.subtract), "mul": _binary(np.multiply)}
-
-
-def _div(a: Any, b: Any) -> Any:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return _f32(np.true_divide(a, b))
-    return a / b
-
-
-_BINARY["div"] = _div
+_BINARY = {op: _binary(op) for op in _ARRAY}
 
 
 def _build_binary(op: str) -> Callable[[str, dict[str, Any], dict[str, np.ndarray]], Fn]:
@@ -85,3 +89,14 @@ def _build_binary(op: str) -> Callable[[str, dict[str, Any], dict[str, np.ndarra
 
 def _identity(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     return lambda x: x
+
+
+def _binary_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    shapes = [v.shape for v in args if isinstance(v, np.ndarray)]
+    if not shapes:
+        return Cost(0, 0, 1.0)  # size arithmetic
+    try:
+        n = _prod(np.broadcast_shapes(*shapes))
+    except ValueError:
+        return Cost(0)  # the op itself says the shapes do not broadcast
+    return Cost(n, 0, float(n))

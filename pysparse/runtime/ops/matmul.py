@@ -15,7 +15,7 @@ import numpy as np
 from ... import ops as _ops
 from ...formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
 from ..schema import _F32, _INDEX, _INDPTR, ModelFileError, _Param
-from .base import Fn, _tensor
+from .base import DENSE_MAC, MAC, Cost, Fn, _prod, _tensor, _window
 
 
 def _matrix_params(a: dict[str, Any], rows: int, cols: int, where: str) -> dict[str, _Param]:
@@ -156,3 +156,46 @@ def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
         return np.asarray(_ops.conv2d(np.ascontiguousarray(x), w, bias, **kwargs))
 
     return run
+
+
+def _stored(p: dict[str, np.ndarray]) -> float:
+    """Work per column of X: the stored values (block and group padding included) times the cost
+    of one multiply-add, half of it for a dense weight (BLAS)."""
+    return p["weight"].size * DENSE_MAC if "weight" in p else p["data"].size * MAC
+
+
+def _linear_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    x = args[0]
+    if not isinstance(x, np.ndarray) or x.ndim == 0:
+        return Cost(0)
+    rows = _prod(x.shape[:-1])
+    out = rows * a["out_features"]
+    copy = 0 if x.flags.c_contiguous else int(x.size)
+    return Cost(out, copy + out, copy + rows * _stored(p) + out)
+
+
+def _conv_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    """Output, padded input and the gathered receptive fields (im2col) unless the conv is a plain
+    1x1 or a dense depthwise one (those read views). Stride-1 sparse convs may run without the
+    im2col copy (ops.conv2d's direct path); counting it anyway keeps the estimate an upper bound."""
+    x = args[0]
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        return Cost(0)
+    n, c, h, w = (int(d) for d in x.shape)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
+    try:
+        ho, _ = _window(h, kh, sh, ph, dh, False, "")
+        wo, _ = _window(w, kw, sw, pw, dw, False, "")
+    except ValueError:
+        return Cost(0)  # ops.conv2d says the input is too small
+    pixels = n * ho * wo
+    out = pixels * a["out_channels"]
+    padded = n * c * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        gathered = int(x.size)  # small images are gathered side by side
+    elif a["format"] == "dense" and a["groups"] == c:  # depthwise: per tap, a product into a temporary and a sum
+        return Cost(out, padded + out, padded + 4.0 * out * kh * kw)
+    else:
+        gathered = pixels * c * kh * kw
+    scratch = padded + gathered
+    return Cost(out, scratch, 2.0 * scratch + pixels * _stored(p) + out)

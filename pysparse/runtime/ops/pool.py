@@ -7,19 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..schema import _PAIR_S, _REQUIRED, Check, _bool, _ints
-from .base import Fn, _dim, _f32, _tensor
-
-
-def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool, node: str) -> tuple[int, int]:
-    """(output length, right padding) of one pooled / convolved axis, as torch counts them."""
-    span = d * (k - 1) + 1
-    room = size + 2 * p - span
-    if room < 0:
-        raise ValueError(f"node {node!r}: window {span} larger than the padded input {size + 2 * p}")
-    out = (room + (s - 1 if ceil else 0)) // s + 1
-    if ceil and (out - 1) * s >= size + p:
-        out -= 1
-    return out, max(0, (out - 1) * s + span - size - p)
+from .base import PER_CALL, Cost, Fn, _dim, _f32, _prod, _size, _tensor, _window
 
 
 def _pool2d(x: np.ndarray, a: dict[str, Any], node: str, kind: str) -> np.ndarray:
@@ -114,3 +102,37 @@ def _build_pool(kind: str) -> Any:
         return lambda x: _pool2d(x, a, node, kind)
 
     return build
+
+
+def _pool_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    """The padded copy of the input, the output, and one pass over the output per kernel tap."""
+    x = args[0]
+    if not isinstance(x, np.ndarray) or x.ndim not in (3, 4):
+        return Cost(0)  # the op itself says what is wrong
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel_size"], a["stride"], a["padding"]
+    dil = a.get("dilation", (1, 1))
+    planes = _prod(x.shape[:-2])
+    h, w = x.shape[-2:]
+    try:
+        ho, rh = _window(h, kh, sh, ph, dil[0], a["ceil_mode"], "")
+        wo, rw = _window(w, kw, sw, pw, dil[1], a["ceil_mode"], "")
+    except ValueError:
+        return Cost(0)  # the op itself says the window does not fit
+    out = planes * ho * wo
+    padded = planes * (h + ph + rh) * (w + pw + rw)
+    return Cost(out, padded, padded + out * kh * kw + PER_CALL * kh * kw)
+
+
+def _adaptive_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    x = args[0]
+    if not isinstance(x, np.ndarray) or x.ndim not in (3, 4):
+        return Cost(0)
+    (oh, ow), (h, w) = a["output_size"], x.shape[-2:]
+    planes = _prod(x.shape[:-2])
+    # (oh, h) @ x @ (w, ow): the middle product is planes * oh * w, computed in float32
+    return Cost(planes * oh * ow, planes * oh * w + oh * h + w * ow, planes * oh * w * (h + ow) + PER_CALL * (oh + ow))
+
+
+def _mean_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    n = _size(args[0])
+    return Cost(n, n, 2.0 * n)  # at most the input's size out, float64 accumulation

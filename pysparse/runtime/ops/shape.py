@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..schema import _is_int
-from .base import Fn, _dim, _guard, _tensor
+from .base import Cost, Fn, _dim, _guard, _size, _tensor
 
 
 def _build_reshape(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
@@ -96,3 +96,8 @@ def _build_constant(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> F
     value = p["value"]
     value.setflags(write=False)
     return lambda: value
+
+
+def _cat_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    n = sum(_size(v) for v in args)
+    return Cost(n, 0, float(n))
