@@ -20,7 +20,7 @@ import pytest
 import pysparse as ps
 from pysparse.runtime import Model, ModelFileError
 
-from _model_files import bert_sized, hostile, mobilenet_v2, write
+from _model_files import bert_sized, hostile, mobilenet_v2, node, write
 
 DATA = Path(__file__).parent / "data"
 
@@ -243,3 +243,47 @@ def test_non_contiguous_batch_rows(rng):
     x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
     assert np.array_equal(m(x[::2]), m(np.ascontiguousarray(x[::2])))
     assert np.array_equal(m(x[1:2]), m(np.ascontiguousarray(x[1:2])))
+
+
+def _every_family_graph(rng):
+    """(N, 4, 6, 6) through norm, activation, pooling, shape, binary and dense/sparse matmul ops."""
+    from pysparse.runtime import csr_pack
+
+    from pstest import random_sparse
+
+    w = random_sparse(rng, (5, 24), 0.3)
+    c = ps.CSRMatrix.from_dense(w)
+    arrays = {"ln.weight": rng.standard_normal(6).astype(np.float32), "bn.running_mean": np.zeros(4, np.float32),
+              "bn.running_var": np.ones(4, np.float32), "dw.weight": rng.standard_normal((4, 9)).astype(np.float32),
+              "fc.weight": rng.standard_normal((3, 6)).astype(np.float32),
+              **{f"sp.{k}": v for k, v in csr_pack(c.indptr, c.indices, c.data, 5, 24).items()}}
+    n = node
+    nodes = [
+        n("ln", "layer_norm", ["x"], {"normalized_shape": [6]}, {"weight": "ln.weight"}),
+        n("bn", "batch_norm", ["x"], {"num_features": 4}, {"running_mean": "bn.running_mean", "running_var": "bn.running_var"}),
+        n("g", "gelu", ["ln"]), n("s", "sigmoid", ["bn"]), n("sum", "add", ["g", "s"]),
+        n("dw", "conv2d", ["x"], {"in_channels": 4, "out_channels": 4, "kernel_size": [3, 3], "padding": [1, 1],
+                                  "groups": 4, "format": "dense"}, {"weight": "dw.weight"}),
+        n("mp", "max_pool2d", ["sum"], {"kernel_size": [2, 2], "stride": [2, 2]}),
+        n("ap", "avg_pool2d", ["dw"], {"kernel_size": [3, 3], "stride": [1, 1], "padding": [1, 1]}),
+        n("ad", "adaptive_avg_pool2d", ["ap"], {"output_size": [3, 3]}),
+        n("cat", "cat", ["mp", "ad"], {"dim": 1}),
+        n("perm", "permute", ["x"], {"dims": [0, 2, 3, 1]}),
+        n("flat", "flatten", ["perm"], {"start_dim": 2}),
+        n("sp", "linear", ["flat"], {"in_features": 24, "out_features": 5, "format": "csr"},
+          {k: f"sp.{k}" for k in ("bucket_nnz", "col_lo", "data")}),
+        n("fc", "linear", ["x"], {"in_features": 6, "out_features": 3, "format": "dense"}, {"weight": "fc.weight"}),
+        n("tr", "transpose", ["fc"], {"dim0": 2, "dim1": 3}),
+        n("sm", "softmax", ["tr"], {"dim": -1}), n("mean", "mean", ["cat"], {"dims": [2, 3]}),
+    ]
+    return {"inputs": [{"name": "x", "shape": [None, 4, 6, 6]}], "outputs": ["sm", "mean", "sp"], "nodes": nodes}, arrays
+
+
+def test_non_contiguous_input_through_every_op_family(rng):
+    m = Model(*_every_family_graph(rng))
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 4, 6, 6)).astype(np.float32)
+        want = m(x)
+        for kind, v in _views(x).items():
+            for got, ref in zip(m(v), want):
+                assert np.array_equal(got, ref), kind

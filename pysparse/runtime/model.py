@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import report
+from .report import LayerInfo, dense_twin, layer_infos, summary_table
 from .graph import check_graph
 from .ops import OPS, SPARSE_OPS
 from .ops.base import _GROW_LIMIT, Fn
@@ -163,13 +163,13 @@ class Model:
         raise KeyError(f"no linear or conv2d node named {name!r}")
 
     @property
-    def layers(self) -> list[report.LayerInfo]:
+    def layers(self) -> list[LayerInfo]:
         """Per node with arrays: op, format, weight shape, sparsity and bytes."""
-        return report.layers(self)
+        return layer_infos(self)
 
     def summary(self) -> str:
         """A printable table of the layers with weights, and the totals."""
-        return report.summary(self)
+        return summary_table(self)
 
     def densified(self, *, max_bytes: int = 1 << 31) -> Model:
         """The same model with every sparse weight stored dense (for comparisons).
@@ -177,7 +177,7 @@ class Model:
         Raises MemoryError if the dense weights would take more than ``max_bytes``
         (default 2 GiB: more than any model this runtime is for; a small file can
         declare a huge, all-zero sparse matrix)."""
-        return report.densified(self, max_bytes)
+        return dense_twin(self, max_bytes)
 
     def __repr__(self) -> str:
         formats = sorted({li.format for li in self.layers if li.op in SPARSE_OPS})

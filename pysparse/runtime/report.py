@@ -41,7 +41,7 @@ def _nonzeros(model: Model, n: Any, w: Any) -> int:
     return int(np.count_nonzero(data))  # BSR: the C++ storage zeroes the rows past the last one
 
 
-def layers(model: Model) -> list[LayerInfo]:
+def layer_infos(model: Model) -> list[LayerInfo]:
     """Per node with arrays: op, format, weight shape, sparsity and bytes."""
     out = []
     arrays = model._arrays
@@ -62,11 +62,11 @@ def layers(model: Model) -> list[LayerInfo]:
     return out
 
 
-def summary(model: Model) -> str:
+def summary_table(model: Model) -> str:
     """A printable table of the layers with weights, and the totals."""
     rows = [f"{'layer':<28} {'op':<11} {'format':<7} {'shape':<16} {'sparsity':>8} {'bytes':>11} {'dense':>11}"]
     total = dense_total = 0
-    for li in layers(model):
+    for li in layer_infos(model):
         shape = "x".join(map(str, li.shape)) if li.shape else "-"
         rows.append(
             f"{li.name[:28]:<28} {li.op:<11} {li.format:<7} {shape:<16} {li.sparsity:>8.1%} "
@@ -81,10 +81,10 @@ def summary(model: Model) -> str:
     return "\n".join(rows)
 
 
-def densified(model: Model, max_bytes: int) -> Model:
+def dense_twin(model: Model, max_bytes: int) -> Model:
     """The same model with every sparse weight stored dense (for comparisons); MemoryError if
     those dense weights would take more than ``max_bytes``."""
-    need = sum(4 * li.shape[0] * li.shape[1] for li in layers(model) if li.op in SPARSE_OPS and li.format != "dense")
+    need = sum(4 * li.shape[0] * li.shape[1] for li in layer_infos(model) if li.op in SPARSE_OPS and li.format != "dense")
     if need > max_bytes:
         raise MemoryError(
             f"the dense twin of this model needs {need / 2**30:,.1f} GiB of weights (at most {max_bytes / 2**30:,.1f} "
