@@ -134,5 +134,9 @@ def _adaptive_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Co
 
 
 def _mean_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
-    n = _size(args[0])
-    return Cost(n, n, 2.0 * n)  # at most the input's size out, float64 accumulation
+    x = args[0]
+    if not isinstance(x, np.ndarray):
+        return Cost(0)
+    dims = {d % x.ndim for d in a["dims"] if -x.ndim <= d < x.ndim} if a["dims"] and x.ndim else set(range(x.ndim))
+    out = _prod(s for i, s in enumerate(x.shape) if i not in dims)
+    return Cost(out, 2 * out, 2.0 * x.size)  # accumulated in float64
