@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 MAX_BENCH_ELEMENTS = 1 << 28
+MAX_THREADS = 256  # what the kernels' pool takes (pysparse.set_num_threads)
+MAX_ROUNDS = 1_000_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,8 +59,7 @@ def _info() -> None:
     print("kernels in use:")
     for slot, kernel in sorted(info["kernels"].items()):
         print(f"  {slot:<14} {kernel}")
-    conv = "pysparse.ops.conv2d" if getattr(ps.ops, "conv2d", None) is not None else "runtime im2col (numpy)"
-    print(f"conv2d: {conv}  numpy: {np.__version__}")
+    print(f"numpy: {np.__version__}")
 
 
 def _inspect(path: str) -> None:
@@ -97,8 +98,11 @@ def _bench(path: str, batch: int, threads: int, rounds: int, warmup: int) -> Non
 
     from .io import load
 
-    if batch < 1 or threads < 1 or rounds < 3 or warmup < 0:
-        raise ValueError("--batch and --threads must be >= 1, --rounds >= 3, --warmup >= 0")
+    if batch < 1 or not 1 <= threads <= MAX_THREADS or not 3 <= rounds <= MAX_ROUNDS or not 0 <= warmup <= MAX_ROUNDS:
+        raise ValueError(
+            f"--batch must be >= 1, --threads in [1, {MAX_THREADS}], --rounds in [3, {MAX_ROUNDS}], "
+            f"--warmup in [0, {MAX_ROUNDS}]"
+        )
     sparse = load(path)
     dense = sparse.densified()
     rng = np.random.default_rng(0)
@@ -138,15 +142,26 @@ def _run(path: str, inputs: list[str], outputs: list[str]) -> None:
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read {f} as a .npy array: {e}") from None
     ys = m(*xs)
-    ys = list(ys) if isinstance(ys, tuple) else [ys]
+    ys = [np.asarray(y) for y in (ys if isinstance(ys, tuple) else [ys])]  # an output may be an int (a size)
     if outputs and len(outputs) != len(ys):
         raise ValueError(f"the model has {len(ys)} output(s) but {len(outputs)} --output file(s) were given")
     for i, y in enumerate(ys):
         if outputs:
-            np.save(outputs[i], y)
+            _save(outputs[i], y)
             print(f"{m.output_names[i]}: {y.shape} -> {outputs[i]}")
         else:
-            print(f"{m.output_names[i]}: shape {y.shape}, mean {float(y.mean()):.6g}")
+            mean = float(y.mean()) if y.size else float("nan")
+            print(f"{m.output_names[i]}: shape {y.shape}, mean {mean:.6g}")
+
+
+def _save(path: str, y: np.ndarray) -> None:
+    """np.save, with every write checked: a full disk (or /dev/full) is an error, not a success."""
+    try:
+        with open(path, "wb") as f:
+            np.save(f, y, allow_pickle=False)
+            f.flush()  # raises here (or at close) when the data does not fit
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,8 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         print(f"pysparse: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError, KeyError, MemoryError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except KeyboardInterrupt:
+        print("pysparse: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        msg = str(e).splitlines()[0] if str(e).strip() else ""
+        if not isinstance(e, (ValueError, TypeError, OSError, KeyError, MemoryError)) or not msg:
+            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
         print(f"pysparse: error: {msg}", file=sys.stderr)
         return 2
     return 0

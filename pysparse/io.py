@@ -20,141 +20,15 @@ graph and refuses to write a file whose outputs disagree.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import struct
 from typing import Any
 
 import numpy as np
 
-from .runtime import FORMAT_NAME, FORMAT_VERSION, Model, ModelFileError
+from .runtime import Model, ModelFileError
+from .runtime.container import MAX_FILE_BYTES, MAX_HEADER_BYTES, read_file, write_file
 
 __all__ = ["ModelFileError", "load", "save", "read_file", "write_file", "MAX_FILE_BYTES", "MAX_HEADER_BYTES"]
-
-MAX_FILE_BYTES = 1 << 34  # 16 GiB
-MAX_HEADER_BYTES = 64 << 20  # safetensors itself caps headers at 100 MB
-MAX_TENSORS = 1_000_000
-
-_META_FORMAT = "pysparse.format"
-_META_VERSION = "pysparse.version"
-_META_GRAPH = "pysparse.graph"
-
-# safetensors dtype codes this format uses.
-_DTYPES = {
-    "F32": np.dtype("<f4"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"),
-}
-
-
-def _strict_json(text: str | bytes, what: str) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        d = dict(pairs)
-        if len(d) != len(pairs):
-            raise ModelFileError(f"{what} has a duplicated key")
-        return d
-
-    def no_constants(name: str) -> Any:
-        raise ModelFileError(f"{what} holds {name}, which is not JSON")
-
-    try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{what} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ModelFileError(f"{what} is nested too deeply") from None
-
-
-def _parse(buf: bytes, what: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, arrays) of a safetensors byte string, every bound checked."""
-    if len(buf) < 8:
-        raise ModelFileError(f"{what} is truncated: {len(buf)} bytes, not even a header length")
-    (n,) = struct.unpack("<Q", buf[:8])
-    if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(buf):
-        raise ModelFileError(
-            f"{what}: header length {n} does not fit the file of {len(buf)} bytes (truncated or not a model file)"
-        )
-    header = _strict_json(buf[8 : 8 + n], f"{what} header")
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{what} header must be a JSON object")
-    meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise ModelFileError(f"{what} has no string metadata; it is not a pysparse model file")
-    if len(header) > MAX_TENSORS:
-        raise ModelFileError(f"{what} declares {len(header)} arrays (at most {MAX_TENSORS})")
-    data = memoryview(buf)[8 + n :]
-    spans = []
-    for name, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise ModelFileError(f"{what}: array {name!r:.80} needs exactly dtype, shape and data_offsets")
-        dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
-        if dtype is None:
-            raise ModelFileError(f"{what}: array {name!r:.80} has dtype {info['dtype']!r:.20}; allowed {sorted(_DTYPES)}")
-        shape, offs = info["shape"], info["data_offsets"]
-        if (
-            not isinstance(shape, list)
-            or len(shape) > 8
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)
-        ):
-            raise ModelFileError(f"{what}: array {name!r:.80} has a bad shape {shape!r:.80}")
-        if (
-            not isinstance(offs, list)
-            or len(offs) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-            or not 0 <= offs[0] <= offs[1] <= len(data)
-        ):
-            raise ModelFileError(f"{what}: array {name!r:.80} has byte range {offs!r:.80} outside the data")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if offs[1] - offs[0] != nbytes:
-            raise ModelFileError(
-                f"{what}: array {name!r:.80} of shape {shape} needs {nbytes} bytes but spans {offs[1] - offs[0]}"
-            )
-        spans.append((offs[0], offs[1], name, dtype, tuple(shape)))
-    spans.sort()
-    end = 0
-    for b, e, name, _, _ in spans:
-        if b != end:
-            raise ModelFileError(f"{what}: array {name!r:.80} overlaps another or leaves a gap")
-        end = e
-    if end != len(data):
-        raise ModelFileError(f"{what}: {len(data) - end} bytes after the last array (corrupted or appended to)")
-    arrays = {
-        name: np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=b).reshape(shape).astype(dtype.name)
-        for b, _, name, dtype, shape in spans
-    }
-    return meta, arrays
-
-
-def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(graph, arrays) of a model file, with the container and metadata checked (not the graph)."""
-    p = os.fspath(path)
-    try:
-        size = os.stat(p).st_size
-        if size > MAX_FILE_BYTES:
-            raise ModelFileError(f"{p}: {size} bytes is larger than a model file may be ({MAX_FILE_BYTES})")
-        with open(p, "rb") as f:
-            # read(n) allocates n bytes up front: ask for what stat() saw (+1 to notice a
-            # file that grew since), never for the 16 GiB bound (qemu-user commits it all).
-            buf = f.read(size + 1)
-        if len(buf) > MAX_FILE_BYTES:
-            raise ModelFileError(f"{p}: larger than a model file may be ({MAX_FILE_BYTES} bytes)")
-    except IsADirectoryError:
-        raise ModelFileError(f"{p} is a directory, not a model file") from None
-    meta, arrays = _parse(buf, p)
-    if meta.get(_META_FORMAT) != FORMAT_NAME:
-        raise ModelFileError(f"{p} is not a pysparse model file (metadata {_META_FORMAT!r} missing)")
-    version = meta.get(_META_VERSION)
-    if version != str(FORMAT_VERSION):
-        raise ModelFileError(
-            f"{p} has format version {version!r:.20}; this pysparse reads version {FORMAT_VERSION}: "
-            "save the model again with this version or upgrade pysparse"
-        )
-    graph = _strict_json(meta.get(_META_GRAPH, ""), f"{p} graph")
-    return graph, arrays
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -238,26 +112,3 @@ def _compare(ref: Any, got: Any, rtol: float) -> None:
                 f"output {i}: the runtime graph differs from the torch model by {err:.2e} (relative to the "
                 f"largest output; allowed {rtol:.1e}); not saved. Is the model deterministic in eval mode?"
             )
-
-
-def write_file(path: str | os.PathLike[str], graph: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Write a graph and its arrays as a model file (no checks: ``save`` checks before calling this).
-
-    The file is written next to ``path`` and renamed into place, so a failed
-    write never leaves a half file under the final name.
-    """
-    from safetensors.numpy import save_file
-
-    meta = {
-        _META_FORMAT: FORMAT_NAME,
-        _META_VERSION: str(FORMAT_VERSION),
-        _META_GRAPH: json.dumps(graph, separators=(",", ":"), allow_nan=False),
-    }
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

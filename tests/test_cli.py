@@ -13,7 +13,7 @@ import pytest
 import pysparse as ps
 from pysparse.cli import main
 
-from _model_files import sparse_mlp, write
+from _model_files import hostile, sparse_mlp, write
 from pstest import F32_SUM_RTOL, relerr
 
 
@@ -98,3 +98,83 @@ def test_module_entry_point_in_a_subprocess(model_file, tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def _one_line_error(capsys, *words):
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pysparse: error:"), captured.err
+    assert all(w in err[0] for w in words), err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("threads", ["0", "257", str(2**40), str(2**64)])
+def test_bench_threads_out_of_range(model_file, capsys, threads):
+    assert main(["bench", str(model_file[0]), "--threads", threads, "--rounds", "3"]) == 2
+    _one_line_error(capsys, "--threads in [1, 256]")
+
+
+def test_bench_rounds_and_warmup_bounded(model_file, capsys):
+    assert main(["bench", str(model_file[0]), "--rounds", str(2**40)]) == 2
+    _one_line_error(capsys, "--rounds")
+    assert main(["bench", str(model_file[0]), "--warmup", str(2**40)]) == 2
+    _one_line_error(capsys, "--warmup")
+
+
+def test_load_errors_are_one_line(tmp_path, capsys):
+    """A div by a zero constant raised ZeroDivisionError through the CLI (a traceback)."""
+    path = write(tmp_path / "div.pspz", *hostile("div-by-zero"))
+    assert main(["inspect", str(path)]) == 2
+    _one_line_error(capsys, "divides 1 by zero")
+
+
+def test_run_on_a_model_with_an_int_output(tmp_path, capsys):
+    path = write(tmp_path / "size.pspz", *hostile("size-output"))
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
+    assert main(["run", str(path), "-i", str(tmp_path / "x.npy")]) == 0
+    assert "s: shape (), mean 3" in capsys.readouterr().out
+    assert main(["run", str(path), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy") == 3
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_run_output_that_cannot_be_written_fails(model_file, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 300), np.float32))
+    assert main(["run", str(model_file[0]), "-i", str(tmp_path / "x.npy"), "-o", "/dev/full"]) == 2
+    _one_line_error(capsys, "cannot write /dev/full")
+
+
+def test_inspect_fifo_refuses_at_once(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    os.mkfifo(tmp_path / "m.pspz")
+    python = shlex.split(os.environ.get("PYSPARSE_TEST_PYTHON", "")) or [sys.executable]
+    r = subprocess.run(python + ["-m", "pysparse.cli", "inspect", str(tmp_path / "m.pspz")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and "not a regular file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+_MAIN_IN_LIMIT = """
+import resource, sys
+limit = 2 << 30  # 2 GiB of address space: a regression that densifies fails here, not the machine
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from pysparse.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(bool(os.environ.get("PYSPARSE_TEST_PYTHON")), reason="an emulator reserves its own address space")
+def test_inspect_and_bench_of_a_huge_empty_matrix(tmp_path):
+    """33 KB declaring an empty 65536 x 65536 weight: inspect without densifying (it took 16 GiB),
+    bench refuses the 16 GiB dense twin in one line."""
+    path = write(tmp_path / "huge.pspz", *hostile("huge-empty-linear"))
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-c", _MAIN_IN_LIMIT, *argv], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    r = cli("inspect", str(path))
+    assert r.returncode == 0 and "65536x65536" in r.stdout, r.stderr
+    r = cli("bench", str(path), "--rounds", "3")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "dense twin" in r.stderr and "16.0 GiB" in r.stderr

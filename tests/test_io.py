@@ -8,6 +8,7 @@ import shlex
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,19 @@ def test_hand_built_file_runs_every_format(mlp_file, rng):
         assert relerr(m(x), ref(x)) <= F32_SUM_RTOL
     assert [li.format for li in m.layers] == ["csr", "bsr", "nm"]
     assert isinstance(m.matrix("fc1"), ps.CSRMatrix)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name, formats", [("v1_mlp", ["csr", "bsr", "nm"]), ("v1_cnn", ["bsr", "bsr", "dense", "bsr", "bsr"])])
+def test_files_written_by_format_version_1_still_load(name, formats):
+    """Files written before the runtime became a package (tests/data, format version 1) load and
+    give the outputs recorded when they were written (runtime output for the MLP, torch for the CNN)."""
+    m = ps.load(DATA / f"{name}.pspz")
+    io = np.load(DATA / f"{name}_io.npz", allow_pickle=False)
+    assert relerr(m(io["x"]), io["y"]) <= ROUND_TRIP_RTOL
+    assert [li.format for li in m.layers if li.op in ("linear", "conv2d")] == formats
 
 
 def test_csr_pack_round_trip_and_size(rng):
@@ -241,6 +255,63 @@ def test_hostile_container(mlp_file, tmp_path, mutation):
     _rewrite_header(path, header, data)
     with pytest.raises(ModelFileError):
         ps.load(path)
+
+
+def _header_with(mlp_file, fn):
+    """The MLP file with its safetensors header JSON (text) edited by fn."""
+    path = mlp_file[0]
+    buf, n, _ = _raw(path)
+    h = fn(buf[8 : 8 + n].decode()).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + buf[8 + n :])
+    return path
+
+
+@pytest.mark.parametrize("where", ["graph-attr", "graph-literal", "array-shape", "array-offset"])
+def test_integer_of_5000_digits_is_a_model_file_error(mlp_file, where):
+    """Python refuses to parse integers over 4,300 digits with a plain ValueError; the loader says ModelFileError."""
+    big = "9" * 5000
+    if where == "graph-attr":
+        edit = lambda h: h.replace('\\"out_features\\":24', f'\\"out_features\\":{big}', 1)
+    elif where == "graph-literal":
+        edit = lambda h: h.replace('\\"inputs\\":[\\"fc1\\"]', f'\\"inputs\\":[\\"fc1\\",{big}]', 1)
+    elif where == "array-shape":
+        edit = lambda h: h.replace('"shape":[24]', f'"shape":[{big}]', 1)
+    else:
+        edit = lambda h: h.replace('"data_offsets":[0,', f'"data_offsets":[{big},', 1)
+    path = _header_with(mlp_file, lambda h: edit(h) if edit(h) != h else pytest.fail(f"no {where} in {h[:300]}"))
+    with pytest.raises(ModelFileError):
+        ps.load(path)
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, -(2**63), 10**400])
+@pytest.mark.parametrize("where", [("nodes", 0, "attrs", "out_features"), ("nodes", 5, "attrs", "dim"),
+                                   ("inputs", 0, "shape", 1), ("nodes", 1, "inputs", 0)])
+def test_numbers_beyond_int64_are_model_file_errors(mlp_file, tmp_path, where, value):
+    """Ints >= 2**63 anywhere in the graph (attributes, input shapes, literals, reshape sizes)."""
+    path = _mutate_graph(mlp_file, tmp_path, _set(list(where), value))
+    with pytest.raises(ModelFileError):
+        ps.load(path)
+
+
+def test_reshape_to_sizes_beyond_int64(mlp_file, tmp_path):
+    for size in (2**63, 2**64 + 5, 10**400):
+        node = {"name": "r", "op": "reshape", "inputs": ["act1", size, -1]}
+        path = _mutate_graph(mlp_file, tmp_path, lambda g, a: g["nodes"].insert(2, node))
+        with pytest.raises(ModelFileError):
+            ps.load(path)
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes; the loader refuses it at once."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    fifo = tmp_path / "model.pspz"
+    os.mkfifo(fifo)
+    code = f"import pysparse as ps\ntry:\n    ps.load({str(fifo)!r})\nexcept ps.io.ModelFileError as e:\n    print(e)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "not a regular file" in r.stdout
 
 
 def test_not_a_model_file(tmp_path):
@@ -490,8 +561,7 @@ def test_write_file_leaves_no_partial_file(tmp_path):
 
 
 def test_round_trip_of_a_converted_model(torch, tmp_path):
-    """With the real pysparse.convert (runs once that module exists): formats survive the file."""
-    pytest.importorskip("pysparse.convert")
+    """With the real pysparse.convert: formats survive the file."""
     from _fake_nn import magnitude_prune
 
     model = _cnn(torch).eval()

@@ -152,7 +152,7 @@ def test_every_op_is_covered():
 
 def test_gelu_erf_accuracy():
     x = torch.linspace(-8, 8, 2001)
-    from pysparse.runtime import _gelu
+    from pysparse.runtime.ops.elementwise import _gelu
 
     assert np.max(np.abs(_gelu(x.numpy(), "none") - F.gelu(x).numpy())) <= 1e-6
 
