@@ -21,8 +21,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._checks import pair
 from .formats import SparseMatrixBase
-from .runtime import OPS, csr_pack
+from .ops.geometry import same_padding
+from .runtime import OPS
 
 _SPARSE_CLASSES = ("SparseLinear", "SparseConv2d")
 
@@ -47,11 +49,9 @@ def _np(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy()).copy()
 
 
-def _pair(v: Any) -> list[int]:
-    if isinstance(v, int):
-        return [v, v]
-    v = [int(e) for e in v]
-    return v * 2 if len(v) == 1 else v
+def _pair(v: Any, what: str = "a size") -> list[int]:
+    """An int, [k] or a pair -> [h, w] (the file's attribute form)."""
+    return list(pair(v, what, 0, single=True))
 
 
 # Signatures of the functions and methods we map: bound with inspect, so
@@ -230,10 +230,10 @@ class _Exporter:
             if padding == "valid":
                 padding = 0
             else:  # 'same'
-                total = [di * (ki - 1) for di, ki in zip(d, k)]
-                if any(t % 2 for t in total):
-                    raise UnsupportedOp(f"module {base!r}: padding='same' with an even kernel is asymmetric")
-                padding = [t // 2 for t in total]
+                try:
+                    padding = same_padding(k, d)
+                except ValueError:
+                    raise UnsupportedOp(f"module {base!r}: padding='same' with an even kernel is asymmetric") from None
         return {"in_channels": int(m.in_channels), "out_channels": int(m.out_channels), "kernel_size": k,
                 "stride": _pair(m.stride), "padding": _pair(padding), "dilation": d, "groups": int(m.groups)}
 
@@ -248,20 +248,10 @@ class _Exporter:
         if tuple(w.shape) != want:
             raise ValueError(f"module {base!r}: weight has shape {tuple(w.shape)}, its sizes say {want}")
         if isinstance(w, SparseMatrixBase):
-            if w.format != fmt:
+            if w.tag != fmt:
                 raise ValueError(f"module {base!r}: .format is {fmt!r} but its weight is a {type(w).__name__}")
-            if fmt == "csr":
-                params = csr_pack(w.indptr, w.indices, w.data, *w.shape)
-            elif fmt == "sell":  # stored as its CSR arrays; the loader rebuilds SELL from the "sell" tag
-                csr = w._m.to_csr()  # not w.to_csr(): saving should not leave a CSR copy cached on the weight
-                params = csr_pack(csr.indptr, csr.indices, csr.values, *w.shape)
-            elif fmt == "bsr":
-                attrs["block"] = list(w.block)
-                params = {"indptr": w.indptr, "indices": w.indices, "data": w.data}
-            else:
-                attrs["nm"] = list(w.nm)
-                params = {"data": w.data, "offsets": w.offsets}
-            params = {k: np.ascontiguousarray(v).copy() for k, v in params.items()}
+            attrs.update(w.file_attrs())
+            params = w.to_file_arrays()
         else:
             if fmt != "dense":
                 raise ValueError(f"module {base!r}: .format is {fmt!r} but its weight is dense")
