@@ -31,16 +31,19 @@ def interleaved(
     cap: int = 1000,
     warmup: int = 1,
     shuffle: int | None = None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seconds per call of each function, one sample per round: ``warmup`` calls each
     (allocation, page faults, thread start), then ``rounds`` rounds in which every
     function runs ``inner_count`` times. The order rotates by one each round, or is
-    shuffled with the seed ``shuffle``."""
+    shuffled with the seed ``shuffle``. ``counts``, if given, receives the calls per sample."""
     order = list(fns)
     for name in order:
         for _ in range(warmup):
             fns[name]()
     inner = {name: inner_count(fns[name], target_s, cap) for name in order}
+    if counts is not None:
+        counts.update(inner)
     samples: dict[str, list[float]] = {name: [] for name in order}
     rng = random.Random(shuffle) if shuffle is not None else None
     for r in range(rounds):

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from . import _checks, _core
 from .formats import SparseMatrixBase, describe_format, format_of, pack_weight
-from .ops import Conv2dPlan, linear
+from .ops import Conv2dPlan, conv2d, linear
 from .ops.conv import check_x
 from .ops.geometry import out_size, same_padding
 
@@ -67,9 +67,6 @@ _lock = threading.RLock()
 _counter = itertools.count(1)
 _by_handle: dict[int, weakref.ref] = {}
 _handle_by_id: dict[int, int] = {}
-# The conv plan of each registered sparse conv weight (weakly held: its module owns it),
-# so the traced op (pysparse::conv2d) runs the plan its module built.
-_conv_plans: dict[int, weakref.ref] = {}
 
 
 def register_weight(weight: Any) -> int:
@@ -88,7 +85,6 @@ def register_weight(weight: Any) -> int:
         def forget(_: Any, h: int = h, key: int = key) -> None:
             with _lock:
                 _by_handle.pop(h, None)
-                _conv_plans.pop(h, None)
                 if _handle_by_id.get(key) == h:
                     del _handle_by_id[key]
 
@@ -216,19 +212,11 @@ def _conv2d_impl(
             raise ValueError(f"x must be (N, C, H, W) with C divisible by groups={groups}, got {tuple(x.shape)}")
         w4 = torch.from_numpy(w).view(out_channels, x.shape[1] // groups, *kernel_size)
         return F.conv2d(x, w4, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
-    ref = _conv_plans.get(handle)
-    plan = ref() if ref is not None else None
-    attrs = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), groups, threads)
-    if plan is None or plan.weight is not w or _plan_attrs(plan) != attrs:  # a graph built by hand
-        plan = Conv2dPlan(
-            w, kernel_size=attrs[0], stride=attrs[1], padding=attrs[2], dilation=attrs[3], groups=groups,
-            threads=threads or None,
-        )
-    return plan(x, bias)
-
-
-def _plan_attrs(plan: Conv2dPlan) -> tuple[Any, ...]:
-    return plan.kernel_size, plan.stride, plan.padding, plan.dilation, plan.groups, plan.threads
+    # ops.conv2d keeps the last plan of each weight: a traced graph does not rebuild it per call
+    return conv2d(
+        x, w, bias, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+        dilation=tuple(dilation), groups=groups, threads=threads or None,
+    )
 
 
 _conv2d_op = torch.library.custom_op(
@@ -426,8 +414,6 @@ class SparseConv2d(_SparseModule):
                 self.weight, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                 dilation=self.dilation, groups=self.groups, threads=self.threads or None,
             )
-            with _lock:
-                _conv_plans[self._handle] = weakref.ref(self._plan)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

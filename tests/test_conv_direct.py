@@ -334,3 +334,80 @@ def test_conv_entry_point_bad_bias_and_threads(conv_entry):
         _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="threads"):
         _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, None, -1)
+
+
+# ---------------------------------------------------------------------------
+# The plan: attributes checked and the path picked once; a call checks x.
+
+
+def test_plan_checks_attributes_at_construction(rng):
+    w = ps.CSRMatrix.from_dense(random_sparse(rng, (8, 4 * 9), 0.3))
+    with pytest.raises(ValueError, match="stride"):
+        ops.Conv2dPlan(w, kernel_size=3, stride=0)
+    with pytest.raises(ValueError, match="channel mismatch"):
+        ops.Conv2dPlan(w, kernel_size=5)  # 36 columns are no Cin * 5 * 5
+    with pytest.raises(ValueError, match="bias"):
+        ops.Conv2dPlan(w, np.zeros(7, np.float32), kernel_size=3)
+    with pytest.raises(ValueError, match="threads"):
+        ops.Conv2dPlan(w, kernel_size=3, threads=0)
+    with pytest.raises(TypeError, match="CSRMatrix"):
+        ops.Conv2dPlan(w.to_dense().tolist(), kernel_size=3)
+    plan = ops.Conv2dPlan(w, kernel_size=3, padding=1)
+    assert plan.in_channels == 4 and plan.out_channels == 8
+    with pytest.raises(ValueError, match="channel mismatch"):
+        plan(np.zeros((1, 3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="4-D"):
+        plan(np.zeros((4, 5, 5), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        plan(np.zeros((1, 4, 5, 5)))
+
+
+def test_plan_picks_its_path(rng):
+    w2d = random_sparse(rng, (8, 4 * 9), 0.3)
+    csr, nm = ps.CSRMatrix.from_dense(w2d), ps.NMMatrix.from_dense(random_nm(rng, (8, 36), 2, 4), "2:4")
+    assert ops.Conv2dPlan(csr, kernel_size=3, padding=1).path == "shifted"
+    assert ops.Conv2dPlan(ps.SELLMatrix.from_csr(csr), kernel_size=3).path == "shifted"
+    assert ops.Conv2dPlan(csr, kernel_size=3, stride=2).path == "im2col"
+    assert ops.Conv2dPlan(nm, kernel_size=3).path == "im2col"
+    assert ops.Conv2dPlan(ps.BSRMatrix.from_dense(w2d, block=(4, 2)), kernel_size=3).path == "im2col"
+    assert ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d[:, :4]), kernel_size=1).path == "1x1"
+    assert ops.Conv2dPlan(w2d, kernel_size=3, padding=1).path == "im2col"  # dense: numpy
+
+
+def test_plan_copies_and_bias_override(rng):
+    import copy
+    import pickle
+
+    w2d = random_sparse(rng, (6, 3 * 9), 0.4)
+    bias = rng.standard_normal(6).astype(np.float32)
+    plan = ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d), bias, kernel_size=3, padding=1)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    y = plan(x)
+    twin = copy.deepcopy(plan)
+    assert twin.weight is plan.weight and twin.offset_matrices == {}  # rebuilt on use
+    assert np.array_equal(twin(x), y)
+    ref = numpy_conv(x, w2d.reshape(6, 3, 3, 3), None, 1, 1, 1, 1)
+    assert relerr(plan(x, np.zeros(6, np.float32)), ref) <= F32_SUM_RTOL
+    assert relerr(y, ref + bias[:, None, None]) <= F32_SUM_RTOL
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(plan)  # the weight is not picklable by design
+
+
+def test_conv2d_keeps_the_last_plan_of_a_weight(rng):
+    # Repeated one-shot calls on one weight do not rebuild the direct path's offsets.
+    w = ps.CSRMatrix.from_dense(random_sparse(rng, (4, 2 * 9), 0.5))
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    ps.conv2d(x, w, kernel_size=3, padding=1)
+    plan = w._last_conv_plan
+    (first,) = plan.offset_matrices.values()
+    ps.conv2d(x, w, np.ones(4, np.float32), kernel_size=3, padding=1)
+    assert w._last_conv_plan is plan and next(iter(plan.offset_matrices.values())) is first
+    ps.conv2d(x, w, kernel_size=3, padding=2)
+    assert w._last_conv_plan is not plan  # other attributes: a new plan
+    import gc
+    import weakref
+
+    alive = weakref.ref(w)
+    del w, plan
+    gc.collect()
+    assert alive() is None  # the weight and its plan go together

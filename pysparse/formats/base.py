@@ -33,6 +33,7 @@ class SparseMatrixBase:
     """What every pysparse weight format offers."""
 
     _m: _core.SparseMatrix
+    _last_conv_plan: Any = None  # ops.conv2d's last plan for this weight (see ops/conv.py)
     tag: ClassVar[str] = ""
     format: ClassVar[str] = ""  # the same as tag (the name modules and reports have always used)
 

@@ -125,7 +125,7 @@ class Conv2dPlan:
             raise ValueError(f"groups={groups} must divide the output channels ({cout})")
         self.out_channels = cout
         self.in_channels = kdim // (k[0] * k[1]) * groups
-        self.bias = self._bias(bias)
+        self.bias = self.check_bias(bias)
         self.direct = k == (1, 1) and s == (1, 1) and p == (0, 0)  # 1x1: W @ X[Cin, H*W] per image
         # Stride 1 with CSR / SELL / BSR (R, 1) weights may run the direct (shifted) convolution.
         self.shifted = (
@@ -146,7 +146,13 @@ class Conv2dPlan:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _bias(self, bias: Any) -> np.ndarray | None:
+    @property
+    def attrs(self) -> tuple[Any, ...]:
+        """(kernel_size, stride, padding, dilation, groups, threads) as parsed (threads 0: the default)."""
+        return self.kernel_size, self.stride, self.padding, self.dilation, self.groups, self.threads
+
+    def check_bias(self, bias: Any) -> np.ndarray | None:
+        """bias as the float32 (Cout,) numpy array the kernels take (None stays None)."""
         if bias is None:
             return None
         b, _ = as_input(bias, "bias")
@@ -162,7 +168,7 @@ class Conv2dPlan:
 
     def __call__(self, x: Any, bias: Any = None) -> Any:
         xa, torch_in = check_x(x)
-        return as_output(self.run(xa, self.bias if bias is None else self._bias(bias)), torch_in)
+        return as_output(self.run(xa, self.bias if bias is None else self.check_bias(bias)), torch_in)
 
     def run(self, xa: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """The convolution of a checked 4-D float32 numpy x (see check_x), with a checked bias."""
@@ -324,12 +330,29 @@ def conv2d(
     since SELL's layout only pays at batch 1); the rest gather the receptive fields
     (im2col, strided views) and then multiply, SELL weights included.
 
-    Each call prepares a :class:`Conv2dPlan`; to convolve many inputs with one
-    weight, build the plan once and call it.
+    Each call runs a :class:`Conv2dPlan`; to convolve many inputs with one weight,
+    build the plan once and call it (this function keeps the last plan of each sparse
+    weight, so repeated calls do not rebuild the direct path's offset matrices).
     """
     xa, torch_in = check_x(x)
-    plan = Conv2dPlan(
-        w, bias, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        threads=threads,
+    if not isinstance(w, SparseMatrixBase):
+        plan = Conv2dPlan(
+            w, bias, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+            threads=threads,
+        )
+        return as_output(plan.run(xa, plan.bias), torch_in)
+    attrs = (
+        _checks.pair(kernel_size, "kernel_size", 1), _checks.pair(stride, "stride", 1),
+        _checks.pair(padding, "padding", 0), _checks.pair(dilation, "dilation", 1),
+        _checks.positive_int(groups, "groups"), _checks.threads(threads),
     )
-    return as_output(plan.run(xa, plan.bias), torch_in)
+    # The last plan rides on the weight (a cycle the garbage collector frees with it);
+    # racing threads at worst build one twice.
+    plan = getattr(w, "_last_conv_plan", None)
+    if plan is None or plan.attrs != attrs:
+        plan = Conv2dPlan(
+            w, kernel_size=attrs[0], stride=attrs[1], padding=attrs[2], dilation=attrs[3], groups=attrs[4],
+            threads=attrs[5] or None,
+        )
+        w._last_conv_plan = plan
+    return as_output(plan.run(xa, plan.check_bias(bias)), torch_in)

@@ -38,7 +38,9 @@ def spmm(w: SparseMatrixBase, x: Any, *, bias: Any = None, threads: int | None =
 
 def linear(x: Any, w: SparseMatrixBase, bias: Any = None, *, threads: int | None = None) -> Any:
     """y = x @ W.T + bias, like torch.nn.functional.linear; x is (K,) or (batch, K) float32."""
-    return LinearPlan(w, bias, threads=threads)(x)
+    m = core_matrix(w)
+    xa, torch_in = as_input(x, "x")
+    return as_output(_core.linear(xa, m, bias_array(bias), _checks.threads(threads)), torch_in)
 
 
 class LinearPlan:
