@@ -176,7 +176,7 @@ def test_parse_block_and_nm():
             formats.parse_nm(bad)
 
 
-MINE = ["formats", "ops", "nn.py", "conversion.py", "_export.py", "__init__.py", "_arrays.py", "_checks.py",
+MINE = ["formats", "ops", "export", "nn.py", "conversion.py", "_export.py", "__init__.py", "_arrays.py", "_checks.py",
         "_timing.py", "_table.py"]
 
 
