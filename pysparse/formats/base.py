@@ -35,6 +35,9 @@ class SparseMatrixBase:
     _m: _core.SparseMatrix
     _last_conv_plan: Any = None  # ops.conv2d's last plan for this weight (see ops/conv.py)
     tag: ClassVar[str] = ""
+    # Whether ops.conv2d may run this format's stride-1 convolutions directly on the padded
+    # image (the shifted kernels are CSR / BSR ones; see ops/conv.py and shifted_source).
+    shifted_conv: ClassVar[bool] = True
     format: ClassVar[str] = ""  # the same as tag (the name modules and reports have always used)
 
     def __init__(self) -> None:  # pragma: no cover - abstract
@@ -89,6 +92,10 @@ class SparseMatrixBase:
     def label(self) -> str:
         """A short name of the format with its parameters: 'csr', 'bsr(8,1)', 'nm(2:4)', 'sell'."""
         return self.tag
+
+    def shifted_source(self) -> _core.SparseMatrix:
+        """The CSR / BSR storage the direct convolution's offset matrix is built from."""
+        return self._m
 
     def to_dense(self) -> np.ndarray:
         return self._m.to_dense()

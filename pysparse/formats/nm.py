@@ -22,6 +22,7 @@ class NMMatrix(SparseMatrixBase):
     """
 
     tag = format = "nm"
+    shifted_conv = False  # its slots interleave 8 rows: no shifted kernel
 
     def __init__(self, data: Any, offsets: Any, shape: Any, nm: Any) -> None:
         m_rows, k = _checks.shape2(shape)

@@ -75,6 +75,11 @@ class SELLMatrix(SparseMatrixBase):
         """From a torch tensor: sparse CSR/COO as stored, dense with zeros dropped."""
         return cls.from_csr(CSRMatrix.from_torch(t))
 
+    def shifted_source(self) -> Any:
+        """A CSR copy (the shifted kernels are CSR / BSR ones, and SELL's layout only pays at
+        batch 1): it serves only to build the offset matrix, which is what a plan keeps."""
+        return self._m.to_csr()
+
     def to_csr(self) -> CSRMatrix:
         """The same matrix as a CSRMatrix (built on first use, then kept and shared: both are immutable)."""
         csr = self._csr

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _checks, _core
 from .._arrays import as_input, as_output
-from ..formats import SELLMatrix, SparseMatrixBase
+from ..formats import SparseMatrixBase
 from .dense import IM2COL_BYTES, conv_dense, windows
 from .geometry import output_hw
 
@@ -129,7 +129,7 @@ class Conv2dPlan:
         self.direct = k == (1, 1) and s == (1, 1) and p == (0, 0)  # 1x1: W @ X[Cin, H*W] per image
         # Stride 1 with CSR / SELL / BSR (R, 1) weights may run the direct (shifted) convolution.
         self.shifted = (
-            self.sparse and s == (1, 1) and not self.direct and w.tag != "nm" and w.block[1] == 1
+            self.sparse and s == (1, 1) and not self.direct and w.shifted_conv and w.block[1] == 1
         )
         self._waste_per_col = w.nnz / kdim if self.shifted and kdim else 0.0
         self._offsets: dict[tuple[int, int, int], Any] = {}
@@ -230,11 +230,7 @@ class Conv2dPlan:
             + np.arange(k[0], dtype=np.int64)[None, :, None] * (d[0] * row)
             + np.arange(k[1], dtype=np.int64)[None, None, :] * d[1]
         ).reshape(-1)
-        # A SELL weight runs the direct convolution in CSR (the shifted kernels are
-        # CSR / BSR ones): a CSR copy serves only to build the offset matrix, which
-        # is what the plan keeps.
-        w = self.weight
-        src = w._m.to_csr() if isinstance(w, SELLMatrix) else w._m
+        src = self.weight.shifted_source()  # a SELL weight runs this path in CSR
         m = _core.SparseMatrix.from_arrays(
             (src.shape[0], cols), src.block, src.indptr, table[src.indices], src.values
         )
