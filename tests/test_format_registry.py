@@ -215,3 +215,69 @@ def test_no_imports_inside_functions_between_package_modules():
                         )
                     if isinstance(node, ast.Import):
                         assert not any(a.name.startswith("pysparse") for a in node.names), f"{f.name}:{node.lineno}"
+
+
+# ---------------------------------------------------------------------------
+# A model file written by the code before the registry (760d0ca): one layer per format.
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def old_file_model():
+    """The model tests/data/formats_760d0ca.pspz was saved from (built the same way, same seed)."""
+    torch = pytest.importorskip("torch")
+    from pysparse.nn import SparseConv2d, SparseLinear
+
+    rng = np.random.default_rng(760)
+
+    def sp(shape, d):
+        w = rng.standard_normal(shape).astype(np.float32)
+        w[rng.random(shape) >= d] = 0
+        return w
+
+    conv = np.repeat(sp((4, 27), 0.5), 2, axis=0)
+    nm = np.zeros((16, 32), np.float32)
+    nm[:, ::2] = rng.standard_normal((16, 16)).astype(np.float32)
+    nm[:, ::4] = 0
+
+    def b(n):
+        return torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+
+    model = torch.nn.Sequential(
+        SparseConv2d(ps.BSRMatrix.from_dense(conv, block=(2, 1)), b(8), in_channels=3, out_channels=8,
+                     kernel_size=3, padding=1),
+        torch.nn.Flatten(),
+        SparseLinear(ps.CSRMatrix.from_dense(sp((40, 288), 0.1)), b(40)), torch.nn.ReLU(),
+        SparseLinear(ps.SELLMatrix.from_dense(sp((32, 40), 0.3)), None),
+        SparseLinear(ps.NMMatrix.from_dense(nm, "1:4"), b(16)),
+    )
+    return model, torch.from_numpy(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))
+
+
+def test_a_file_written_before_the_registry_loads_and_runs():
+    ref = np.load(DATA / "formats_760d0ca.npz")
+    m = ps.load(DATA / "formats_760d0ca.pspz")
+    assert [layer.format for layer in m.layers if layer.format != "-"] == ["bsr", "csr", "sell", "nm"]
+    assert [type(m.matrix(layer.name)).tag for layer in m.layers if layer.format != "-"] == ["bsr", "csr", "sell", "nm"]
+    y = m(ref["x"])
+    y = y[0] if isinstance(y, tuple) else y
+    np.testing.assert_allclose(y, ref["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_same_model_saves_the_same_arrays_and_graph_as_before(tmp_path):
+    safetensors = pytest.importorskip("safetensors")
+    from safetensors.numpy import load_file
+
+    model, x = old_file_model()
+    path = tmp_path / "new.pspz"
+    ps.save(model, path, example_inputs=(x,))
+    old, new = load_file(DATA / "formats_760d0ca.pspz"), load_file(path)
+    assert sorted(old) == sorted(new)
+    for k in old:
+        assert old[k].dtype == new[k].dtype and old[k].shape == new[k].shape
+        assert old[k].tobytes() == new[k].tobytes(), k
+    metas = []
+    for p in (DATA / "formats_760d0ca.pspz", path):
+        with safetensors.safe_open(str(p), "np") as f:
+            metas.append(f.metadata())
+    assert metas[0] == metas[1]
