@@ -10,8 +10,6 @@ torch dense taken round by round so slow phases of the machine cancel out.
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 import pysparse as ps
+from pysparse._timing import interleaved
 
 try:  # numpy/scipy BLAS threads; scikit-learn (test extra) brings threadpoolctl
     from threadpoolctl import threadpool_limits
@@ -188,31 +187,13 @@ def check(cell: Cell) -> None:
             raise AssertionError(f"{c.name} is wrong on {cell.shape} s={cell.sparsity} b={cell.batch}: rel err {err:.2e}")
 
 
-def _inner_count(fn: Callable[[], Any], target_s: float) -> int:
-    t = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t, 1e-7)
-    return max(1, min(1000, int(target_s / one)))
-
-
 def measure(cell: Cell, rounds: int, target_s: float = 2e-3, seed: int = 0) -> dict[str, dict[str, float]]:
     """Per contender: median seconds per call, IQR/median, and the median and IQR
-    of the round-by-round ratio torch_dense / contender (> 1: faster than dense)."""
-    order = list(cell.contenders)
-    for c in order:  # warm up (first calls allocate, fault pages, start threads)
-        c.fn()
-        c.fn()
-    inner = {c.name: _inner_count(c.fn, target_s) for c in order}
-    times: dict[str, list[float]] = {c.name: [] for c in order}
-    shuffle = random.Random(seed)
-    for _ in range(rounds):
-        shuffle.shuffle(order)
-        for c in order:
-            n = inner[c.name]
-            t = time.perf_counter_ns()
-            for _ in range(n):
-                c.fn()
-            times[c.name].append((time.perf_counter_ns() - t) / n / 1e9)
+    of the round-by-round ratio torch_dense / contender (> 1: faster than dense).
+    Rounds in shuffled order (pysparse._timing, the loop convert uses too)."""
+    inner: dict[str, int] = {}
+    times = interleaved({c.name: c.fn for c in cell.contenders}, rounds, target_s, warmup=2, shuffle=seed,
+                        counts=inner)
     base = np.array(times["torch_dense"])
     out = {}
     for name, ts in times.items():

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 
 import pysparse as ps
+from pysparse._timing import interleaved
 from pysparse import prune
 
 # Shared with the kernel benchmark (bench/ is on sys.path when this script runs):
 # one thread count for torch, pysparse and numpy's BLAS (the runtime's dense layers).
-from _contenders import _inner_count, threads
+from _contenders import threads
 
 CHECK_RTOL = 1e-4
 
@@ -101,18 +102,9 @@ def runtime_contender(sm: torch.nn.Module, x: np.ndarray, workdir: Path) -> tupl
 
 
 def measure(fns: dict[str, Callable[[], Any]], rounds: int, target_s: float) -> dict[str, dict[str, float]]:
-    names = list(fns)
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
-    inner = {n: _inner_count(fns[n], target_s) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names) :] + names[: r % len(names)]:
-            t = time.perf_counter_ns()
-            for _ in range(inner[n]):
-                fns[n]()
-            times[n].append((time.perf_counter_ns() - t) / inner[n] / 1e3)
+    """Per function: median and IQR of µs per call, and the median and IQR of the round-by-round
+    ratio torch_dense / function (rotating order; pysparse._timing, the loop convert uses too)."""
+    times = {n: t * 1e6 for n, t in interleaved(fns, rounds, target_s, warmup=2).items()}
     base = np.array(times["torch_dense"])
     out = {}
     for n, ts in times.items():

@@ -7,9 +7,10 @@ The kernel side (formats, ops, runtime) needs only numpy and the compiled
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from . import _core
+from . import _checks, _core
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
 from .ops import conv2d, linear, spmm
 
@@ -32,9 +33,9 @@ __all__ = [
 
 def set_num_threads(n: int) -> None:
     """Threads every pysparse kernel call may use (the caller included)."""
-    if isinstance(n, bool) or not isinstance(n, int):
+    if not _checks.is_int(n):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
@@ -49,21 +50,19 @@ def cpu_info() -> dict[str, Any]:
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
 _LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
+# Functions of such submodules; a module and a function never share a name
+# (``convert`` lives in ``pysparse.conversion``).
 _LAZY_ATTRS: dict[str, tuple[str, str]] = {
-    "convert": ("convert", "convert"),
+    "convert": ("conversion", "convert"),
     "save": ("io", "save"),
     "load": ("io", "load"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY_ATTRS:
         mod, attr = _LAZY_ATTRS[name]
-        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
-        globals()[name] = value  # import sets pysparse.<mod> to the module: the function wins
-        return value
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
     raise AttributeError(f"module 'pysparse' has no attribute {name!r}")

@@ -63,7 +63,7 @@ def save(
     """
     import torch
 
-    from ._export import export
+    from .export import export
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -45,9 +45,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _core, ops
-from .ops import _pair
-from .formats import SparseMatrixBase
+from . import _checks, _core
+from .formats import SparseMatrixBase, describe_format, format_of, pack_weight
+from .ops import Conv2dPlan, conv2d, linear
+from .ops.conv import check_x
+from .ops.geometry import out_size, same_padding
 
 __all__ = [
     "SparseLinear",
@@ -55,8 +57,6 @@ __all__ = [
     "register_weight",
     "weight_from_handle",
 ]
-
-FORMATS = ("csr", "sell", "bsr", "nm", "dense")
 
 # ---------------------------------------------------------------------------
 # The weight registry: int handle <-> weight object (weakly held).
@@ -120,21 +120,6 @@ def _check_weight(weight: Any) -> None:
     )
 
 
-def format_of(weight: Any) -> str:
-    """'csr' | 'sell' | 'bsr' | 'nm' | 'dense' for a registered kind of weight."""
-    return "dense" if isinstance(weight, np.ndarray) else weight.format
-
-
-def describe_format(weight: Any) -> str:
-    """A short label: 'csr', 'sell', 'bsr(8,1)', 'nm(2:4)' or 'dense'."""
-    fmt = format_of(weight)
-    if fmt == "bsr":
-        return f"bsr({weight.block[0]},{weight.block[1]})"
-    if fmt == "nm":
-        return f"nm({weight.nm[0]}:{weight.nm[1]})"
-    return fmt
-
-
 def _bias_buffer(bias: Any, size: int) -> torch.Tensor | None:
     if bias is None:
         return None
@@ -146,14 +131,6 @@ def _bias_buffer(bias: Any, size: int) -> torch.Tensor | None:
     if b.numel() != size:
         raise ValueError(f"bias must have {size} values (one per output), got {b.numel()}")
     return b
-
-
-def _threads_arg(threads: int | None) -> int:
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return threads
 
 
 def _eager(x: Any) -> bool:
@@ -196,7 +173,7 @@ def _linear_impl(
     if x.dim() == 0 or x.shape[-1] != k:
         raise ValueError(f"shape mismatch: the layer takes {k} input features, x has shape {tuple(x.shape)}")
     lead = x.shape[:-1]
-    y = ops.linear(x.reshape(-1, k), w, bias, threads=threads or None)
+    y = linear(x.reshape(-1, k), w, bias, threads=threads or None)
     return y.reshape(*lead, out_features)
 
 
@@ -217,10 +194,6 @@ def _linear_fake(x: torch.Tensor, handle: int, out_features: int, *_: Any) -> to
 _linear_op.register_autograd(_no_backward, setup_context=_no_context)
 
 
-def _conv_out(size: int, k: int, s: int, p: int, d: int) -> Any:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _conv2d_impl(
     x: torch.Tensor,
     handle: int,
@@ -239,7 +212,8 @@ def _conv2d_impl(
             raise ValueError(f"x must be (N, C, H, W) with C divisible by groups={groups}, got {tuple(x.shape)}")
         w4 = torch.from_numpy(w).view(out_channels, x.shape[1] // groups, *kernel_size)
         return F.conv2d(x, w4, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
-    return ops.conv2d(
+    # ops.conv2d keeps the last plan of each weight: a traced graph does not rebuild it per call
+    return conv2d(
         x, w, bias, kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
         dilation=tuple(dilation), groups=groups, threads=threads or None,
     )
@@ -263,7 +237,7 @@ def _conv2d_fake(
     padding: Sequence[int], dilation: Sequence[int], *_: Any,
 ) -> torch.Tensor:
     torch._check(x.dim() == 4, lambda: f"pysparse::conv2d takes x (N, C, H, W), got {x.dim()}-D")
-    h, w = (_conv_out(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
+    h, w = (out_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
     return x.new_empty((x.shape[0], out_channels, h, w))
 
 
@@ -286,7 +260,7 @@ class _SparseModule(torch.nn.Module):
             weight = np.ascontiguousarray(weight)
         self.weight = weight
         self.format = format_of(weight)
-        self.threads = _threads_arg(threads)
+        self.threads = _checks.threads(threads)
         self.register_buffer("bias", _bias_buffer(bias, outputs))
         self._handle = register_weight(weight)
         self._reset_caches()
@@ -365,11 +339,9 @@ class SparseLinear(_SparseModule):
         cls, m: torch.nn.Linear, format: str = "csr", *, block: Any = None, nm: Any = None, threads: int | None = None
     ) -> SparseLinear:
         """From an ``nn.Linear`` (its effective, masked weight), packed by
-        :func:`pysparse.convert.pack_weight` into ``format`` without measuring."""
+        :func:`pysparse.formats.pack_weight` into ``format`` without measuring."""
         if not isinstance(m, torch.nn.Linear):
             raise TypeError(f"expected a torch.nn.Linear, got {type(m).__name__}")
-        from .convert import pack_weight
-
         w = pack_weight(m.weight.detach(), format, block=block, nm=nm)
         return cls(w, m.bias, threads=threads)
 
@@ -413,12 +385,11 @@ class SparseConv2d(_SparseModule):
     ) -> None:
         super().__init__()
         _check_weight(weight)
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        self.kernel_size = _checks.pair(kernel_size, "kernel_size", 1)
+        self.stride = _checks.pair(stride, "stride", 1)
+        self.padding = _checks.pair(padding, "padding", 0)
+        self.dilation = _checks.pair(dilation, "dilation", 1)
+        groups = _checks.positive_int(groups, "groups")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         if self.in_channels % groups or self.out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
@@ -433,6 +404,20 @@ class SparseConv2d(_SparseModule):
                 f"conv.weight.reshape(out_channels, -1), got {tuple(weight.shape)}"
             )
         self._init_weight(weight, bias, self.out_channels, threads)
+        self._make_plan()
+
+    def _make_plan(self) -> None:
+        """The prepared convolution of a sparse weight (None for a dense one, which runs F.conv2d)."""
+        self._plan: Conv2dPlan | None = None
+        if self.format != "dense":
+            self._plan = Conv2dPlan(
+                self.weight, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                dilation=self.dilation, groups=self.groups, threads=self.threads or None,
+            )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._make_plan()
 
     @classmethod
     def from_module(
@@ -444,8 +429,6 @@ class SparseConv2d(_SparseModule):
         padding = conv_padding(m)
         if m.groups != 1 and format != "dense":
             raise ValueError(f"a grouped convolution (groups={m.groups}) converts with format='dense' only")
-        from .convert import pack_weight
-
         w = pack_weight(m.weight.detach().reshape(m.out_channels, -1), format, block=block, nm=nm)
         return cls(
             w, m.bias, in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
@@ -466,10 +449,8 @@ class SparseConv2d(_SparseModule):
             if self.format == "dense":
                 y = F.conv2d(x, self._weight_tensor(), bias, self.stride, self.padding, self.dilation, self.groups)
                 return y.squeeze(0) if unbatched else y
-            y = _conv2d_impl(
-                x, self._handle, self.out_channels, self.bias, self.kernel_size, self.stride, self.padding,
-                self.dilation, self.groups, self.threads,
-            )
+            xa, _ = check_x(x)
+            y = torch.from_numpy(self._plan.run(xa, self._bias_numpy()))
         else:
             y = torch.ops.pysparse.conv2d(
                 x, self._handle, self.out_channels, self.bias, list(self.kernel_size), list(self.stride),
@@ -495,8 +476,5 @@ def conv_padding(m: torch.nn.Conv2d) -> tuple[int, int]:
     if m.padding == "valid":
         return (0, 0)
     if m.padding == "same":
-        total = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
-        if any(t % 2 for t in total):
-            raise ValueError("padding='same' with an even receptive field pads asymmetrically, which is not supported")
-        return (total[0] // 2, total[1] // 2)
+        return same_padding(m.kernel_size, m.dilation)
     return (int(m.padding[0]), int(m.padding[1]))

@@ -14,6 +14,7 @@ import pytest
 
 import pysparse as ps
 from pysparse import _core, ops
+from pysparse.ops import conv as conv_mod
 
 from pstest import F32_SUM_RTOL, numpy_conv, pair, random_nm, random_sparse, relerr
 
@@ -32,13 +33,13 @@ def pack(w2d: np.ndarray, fmt: str):
 def direct_calls(monkeypatch):
     """Counts the images ops.conv2d sends down the direct path."""
     calls = []
-    real = ops._conv_shifted
+    real = conv_mod._conv_shifted
 
     def counting(xa, *args, **kwargs):
         calls.append(xa.shape[0])
         return real(xa, *args, **kwargs)
 
-    monkeypatch.setattr(ops, "_conv_shifted", counting)
+    monkeypatch.setattr(conv_mod, "_conv_shifted", counting)
     return calls
 
 
@@ -117,11 +118,13 @@ def test_threads_bit_identical(rng, isa, direct_calls, fmt):
     ps.set_num_threads(4)
     try:
         ys = [ps.conv2d(x, w, kernel_size=3, padding=1, threads=t) for t in (1, 2, 3, 4)]
-        (m,) = ops._shifted_cache[w].values()
+        plan = ops.Conv2dPlan(w, kernel_size=3, padding=1, threads=4)
+        assert np.array_equal(plan(x), ys[0])
+        (m,) = plan.offset_matrices.values()
         assert _core.testing.threads_for(m, 33 * 33, 4) == 4  # the work really splits 4 ways
     finally:
         ps.set_num_threads(previous)
-    assert len(direct_calls) == 4
+    assert len(direct_calls) == 5
     for y in ys[1:]:
         assert np.array_equal(y, ys[0])
     assert relerr(ys[0], numpy_conv(x, w2d.reshape(cout, cin, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
@@ -132,31 +135,34 @@ def test_batch_chunks_and_remainder(rng, isa, monkeypatch, direct_calls, batch, 
     # Images go side by side, `fit` at most per product (the byte budget), in balanced
     # chunks; a short last chunk leaves empty (zero) slots. One geometry per call.
     cin, cout, h, w = 4, 6, 5, 6
-    monkeypatch.setattr(ops, "_SHIFTED_BYTES", fit * 4 * cin * (h + 2) * (w + 2))
+    monkeypatch.setattr(conv_mod, "SHIFTED_BYTES", fit * 4 * cin * (h + 2) * (w + 2))
     w2d = random_sparse(rng, (cout, cin * 9), 0.3, empty_rows=1)
     bias = rng.standard_normal(cout).astype(np.float32)
     x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
     wm = ps.CSRMatrix.from_dense(w2d)
-    y = ps.conv2d(x, wm, bias, kernel_size=3, padding=1)
+    plan = ops.Conv2dPlan(wm, bias, kernel_size=3, padding=1)
+    y = plan(x)
     assert direct_calls == [batch]
-    ((key, m),) = ops._shifted_cache[wm].items()
+    ((key, m),) = plan.offset_matrices.items()
     assert key[-1] == per_chunk * (w + 2)  # padded row: per_chunk images side by side
     assert relerr(y, numpy_conv(x, w2d.reshape(cout, cin, 3, 3), bias, 1, 1, 1, 1)) <= F32_SUM_RTOL
 
 
-def test_cache_reused_and_bounded(rng):
+def test_plan_cache_reused_and_bounded(rng):
     w2d = random_sparse(rng, (4, 2 * 9), 0.5)
     w = ps.CSRMatrix.from_dense(w2d)
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
-    ps.conv2d(x, w, kernel_size=3, padding=1)
-    (first,) = ops._shifted_cache[w].values()
-    ps.conv2d(x, w, kernel_size=3, padding=1)
-    assert next(iter(ops._shifted_cache[w].values())) is first  # built once per geometry
-    for size in range(3, 3 + 2 * ops._SHIFTED_CACHE_SIZE):
+    plan = ops.Conv2dPlan(w, kernel_size=3, padding=1)
+    assert plan.path == "shifted"
+    plan(x)
+    (first,) = plan.offset_matrices.values()
+    plan(x)
+    assert next(iter(plan.offset_matrices.values())) is first  # built once per geometry
+    for size in range(3, 3 + 2 * conv_mod.SHIFTED_CACHE_SIZE):
         x = rng.standard_normal((1, 2, size, size + 1)).astype(np.float32)
-        y = ps.conv2d(x, w, kernel_size=3, padding=1)
+        y = plan(x)
         assert relerr(y, numpy_conv(x, w2d.reshape(4, 2, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
-        assert len(ops._shifted_cache[w]) <= ops._SHIFTED_CACHE_SIZE
+        assert len(plan.offset_matrices) <= conv_mod.SHIFTED_CACHE_SIZE
 
 
 def test_wide_offsets_use_uint32(rng, direct_calls):
@@ -166,8 +172,9 @@ def test_wide_offsets_use_uint32(rng, direct_calls):
     w = ps.CSRMatrix.from_dense(w2d)
     assert w.index_dtype == np.uint16
     x = rng.standard_normal((1, cin, 148, 150)).astype(np.float32)
-    y = ps.conv2d(x, w, kernel_size=3, padding=1)
-    (m,) = ops._shifted_cache[w].values()
+    plan = ops.Conv2dPlan(w, kernel_size=3, padding=1)
+    y = plan(x)
+    (m,) = plan.offset_matrices.values()
     assert direct_calls and m.index_dtype == "uint32" and m.shape[1] > 65536
     assert relerr(y, numpy_conv(x, w2d.reshape(cout, cin, 3, 3), None, 1, 1, 1, 1)) <= F32_SUM_RTOL
 
@@ -199,7 +206,7 @@ def test_too_wasteful_shapes_keep_im2col(rng, monkeypatch, direct_calls):
     w2d = random_sparse(rng, (8, 4 * 25), 1.0)
     x = rng.standard_normal((1, 4, 2, 2)).astype(np.float32)
     ref = numpy_conv(x, w2d.reshape(8, 4, 5, 5), None, 1, 2, 1, 1)
-    monkeypatch.setattr(ops, "_SHIFTED_MAX_WASTE", 1.0)  # (6 - 2) / 2 * 8 = 16 > 1
+    monkeypatch.setattr(conv_mod, "SHIFTED_MAX_WASTE", 1.0)  # (6 - 2) / 2 * 8 = 16 > 1
     y = ps.conv2d(x, ps.CSRMatrix.from_dense(w2d), kernel_size=5, padding=2)
     assert direct_calls == [] and relerr(y, ref) <= F32_SUM_RTOL
 
@@ -277,7 +284,8 @@ def test_entry_point_bad_bias_and_threads(entry_problem):
 @pytest.fixture
 def conv_entry(rng):
     w2d = random_sparse(rng, (6, 4 * 9), 0.5)
-    m = ops._shifted_matrix(ps.CSRMatrix.from_dense(w2d), 4, (3, 3), (1, 1), 9, 2 * 7)  # 2 images side by side
+    plan = ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d), kernel_size=3, padding=1)
+    m = plan.offset_matrix(4, 9, 2 * 7)  # 2 images side by side
     x = rng.standard_normal((2, 4, 7, 5)).astype(np.float32)
     return m, x, w2d
 
@@ -326,3 +334,80 @@ def test_conv_entry_point_bad_bias_and_threads(conv_entry):
         _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="threads"):
         _core.conv2d_shifted(m, x, (3, 3), (1, 1), (1, 1), 2, None, -1)
+
+
+# ---------------------------------------------------------------------------
+# The plan: attributes checked and the path picked once; a call checks x.
+
+
+def test_plan_checks_attributes_at_construction(rng):
+    w = ps.CSRMatrix.from_dense(random_sparse(rng, (8, 4 * 9), 0.3))
+    with pytest.raises(ValueError, match="stride"):
+        ops.Conv2dPlan(w, kernel_size=3, stride=0)
+    with pytest.raises(ValueError, match="channel mismatch"):
+        ops.Conv2dPlan(w, kernel_size=5)  # 36 columns are no Cin * 5 * 5
+    with pytest.raises(ValueError, match="bias"):
+        ops.Conv2dPlan(w, np.zeros(7, np.float32), kernel_size=3)
+    with pytest.raises(ValueError, match="threads"):
+        ops.Conv2dPlan(w, kernel_size=3, threads=0)
+    with pytest.raises(TypeError, match="CSRMatrix"):
+        ops.Conv2dPlan(w.to_dense().tolist(), kernel_size=3)
+    plan = ops.Conv2dPlan(w, kernel_size=3, padding=1)
+    assert plan.in_channels == 4 and plan.out_channels == 8
+    with pytest.raises(ValueError, match="channel mismatch"):
+        plan(np.zeros((1, 3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="4-D"):
+        plan(np.zeros((4, 5, 5), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        plan(np.zeros((1, 4, 5, 5)))
+
+
+def test_plan_picks_its_path(rng):
+    w2d = random_sparse(rng, (8, 4 * 9), 0.3)
+    csr, nm = ps.CSRMatrix.from_dense(w2d), ps.NMMatrix.from_dense(random_nm(rng, (8, 36), 2, 4), "2:4")
+    assert ops.Conv2dPlan(csr, kernel_size=3, padding=1).path == "shifted"
+    assert ops.Conv2dPlan(ps.SELLMatrix.from_csr(csr), kernel_size=3).path == "shifted"
+    assert ops.Conv2dPlan(csr, kernel_size=3, stride=2).path == "im2col"
+    assert ops.Conv2dPlan(nm, kernel_size=3).path == "im2col"
+    assert ops.Conv2dPlan(ps.BSRMatrix.from_dense(w2d, block=(4, 2)), kernel_size=3).path == "im2col"
+    assert ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d[:, :4]), kernel_size=1).path == "1x1"
+    assert ops.Conv2dPlan(w2d, kernel_size=3, padding=1).path == "im2col"  # dense: numpy
+
+
+def test_plan_copies_and_bias_override(rng):
+    import copy
+    import pickle
+
+    w2d = random_sparse(rng, (6, 3 * 9), 0.4)
+    bias = rng.standard_normal(6).astype(np.float32)
+    plan = ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d), bias, kernel_size=3, padding=1)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    y = plan(x)
+    twin = copy.deepcopy(plan)
+    assert twin.weight is plan.weight and twin.offset_matrices == {}  # rebuilt on use
+    assert np.array_equal(twin(x), y)
+    ref = numpy_conv(x, w2d.reshape(6, 3, 3, 3), None, 1, 1, 1, 1)
+    assert relerr(plan(x, np.zeros(6, np.float32)), ref) <= F32_SUM_RTOL
+    assert relerr(y, ref + bias[:, None, None]) <= F32_SUM_RTOL
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(plan)  # the weight is not picklable by design
+
+
+def test_conv2d_keeps_the_last_plan_of_a_weight(rng):
+    # Repeated one-shot calls on one weight do not rebuild the direct path's offsets.
+    w = ps.CSRMatrix.from_dense(random_sparse(rng, (4, 2 * 9), 0.5))
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    ps.conv2d(x, w, kernel_size=3, padding=1)
+    plan = w._last_conv_plan
+    (first,) = plan.offset_matrices.values()
+    ps.conv2d(x, w, np.ones(4, np.float32), kernel_size=3, padding=1)
+    assert w._last_conv_plan is plan and next(iter(plan.offset_matrices.values())) is first
+    ps.conv2d(x, w, kernel_size=3, padding=2)
+    assert w._last_conv_plan is not plan  # other attributes: a new plan
+    import gc
+    import weakref
+
+    alive = weakref.ref(w)
+    del w, plan
+    gc.collect()
+    assert alive() is None  # the weight and its plan go together

@@ -16,7 +16,7 @@ from pstest import random_nm, random_sparse, relerr
 
 torch = pytest.importorskip("torch")
 from pysparse import nn as psnn  # noqa: E402  (needs torch)
-from pysparse.convert import bsr_blocks, nm_pattern  # noqa: E402
+from pysparse.formats import bsr_blocks, nm_pattern  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -260,12 +260,11 @@ def test_convert_is_lazy_and_import_stays_torch_free(tmp_path):
         "import sys, pysparse as ps\n"
         "assert 'torch' not in sys.modules\n"
         "assert callable(ps.conv2d)\n"
-        # the submodule imported first (it then becomes the package attribute): still callable
-        "from pysparse.convert import ConversionReport\n"
+        "from pysparse.conversion import ConversionReport\n"
         "assert 'torch' in sys.modules\n"
         "import torch\n"
         "sm = ps.convert(torch.nn.Sequential(torch.nn.Linear(4, 4)), progress=False)\n"
         "assert isinstance(sm.pysparse_report_, ConversionReport)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-    assert ps.convert.__module__ == "pysparse.convert" and callable(ps.convert)
+    assert ps.convert.__module__ == "pysparse.conversion" and callable(ps.convert)

@@ -193,3 +193,59 @@ def test_nm_hostile_arrays(rng):
         ps.NMMatrix(data[:, :1], offsets[:, :1], (8, 6), "1:4")
     with pytest.raises(TypeError, match="float32"):
         ps.NMMatrix(data.astype(np.float64), w.offsets, (8, 6), "1:4")
+
+
+# ---------------------------------------------------------------------------
+# BSRMatrix.from_scipy builds the blocks from the nonzeros: never a dense copy.
+
+
+@pytest.mark.parametrize("block", [(1, 1), (4, 1), (8, 1), (2, 3), (16, 7), (1, 64)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 64), (17, 70), (33, 129), (8, 64), (0, 80)], ids=str)
+def test_bsr_from_scipy_equals_from_dense(rng, block, shape):
+    sp = pytest.importorskip("scipy.sparse")
+    a = random_sparse(rng, shape, 0.1)
+    if a.size:
+        a[0, -1] = 1.0  # a nonzero in the shifted last column block
+        a[-1, -1] = -2.0
+    want = ps.BSRMatrix.from_dense(a, block=block)
+    for s in (sp.csr_matrix(a), sp.coo_matrix(a), sp.csc_matrix(a)):
+        got = ps.BSRMatrix.from_scipy(s, block=block)
+        assert got.block == want.block and got.nblocks == want.nblocks
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)
+
+
+def test_bsr_from_scipy_sums_duplicates_and_drops_explicit_zeros():
+    sp = pytest.importorskip("scipy.sparse")
+    coo = sp.coo_matrix(
+        (np.array([1.0, 2.0, 0.0, 5.0, -5.0]), (np.array([0, 0, 9, 3, 3]), np.array([1, 1, 4, 7, 7]))),
+        shape=(12, 80),
+    )
+    w = ps.BSRMatrix.from_scipy(coo, block=(4, 1))
+    a = np.zeros((12, 80), np.float32)
+    a[0, 1] = 3.0
+    np.testing.assert_array_equal(w.to_dense(), a)
+    assert w.nblocks == 1  # the explicit zero and the entries that cancel make no block
+
+
+def test_bsr_from_scipy_keeps_a_scipy_bsr_blocksize(rng):
+    sp = pytest.importorskip("scipy.sparse")
+    a = np.repeat(random_sparse(rng, (4, 30), 0.2), 4, axis=0)
+    w = ps.BSRMatrix.from_scipy(sp.bsr_matrix(a, blocksize=(4, 1)))
+    assert w.block == (4, 1)
+    np.testing.assert_array_equal(w.to_dense(), a)
+
+
+def test_bsr_from_scipy_does_not_densify():
+    # One nonzero in a 2**17-square matrix: its dense copy would be 64 GiB.
+    sp = pytest.importorskip("scipy.sparse")
+    n = 1 << 17
+    s = sp.coo_matrix((np.array([2.5]), (np.array([n - 3]), np.array([n - 2]))), shape=(n, n)).tocsr()
+    w = ps.BSRMatrix.from_scipy(s, block=(8, 4))
+    assert w.shape == (n, n) and w.nblocks == 1 and w.block == (8, 4)
+    assert int(w.indices[0]) == n - 4  # the last column block, shifted left to K - C
+    x = np.zeros(n, np.float32)
+    x[n - 2] = 2.0
+    y = w @ x
+    assert y[n - 3] == 5.0 and np.count_nonzero(y) == 1

@@ -359,9 +359,7 @@ def test_convert_times_sell_and_keeps_outputs(rng):
     assert isinstance(sm[0].weight, ps.SELLMatrix) and isinstance(sm[2].weight, ps.SELLMatrix)
     with torch.no_grad():
         assert relerr(sm(x).numpy(), ref) <= F32_SUM_RTOL
-    from pysparse.convert import pack_weight
-
-    assert isinstance(pack_weight(model[0].weight, "sell"), ps.SELLMatrix)
+    assert isinstance(ps.formats.pack_weight(model[0].weight, "sell"), ps.SELLMatrix)
 
 
 def test_convert_does_not_time_sell_for_convs(rng):

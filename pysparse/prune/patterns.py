@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..formats import _check_block as parse_block, parse_nm  # parse_block is public once formats exports it
+from ..formats import parse_block, parse_nm
 
 __all__ = ["Pattern", "Unstructured", "Block", "NM", "Channel", "parse_pattern"]
 

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from ... import ops as _ops
-from ...formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
-from ..schema import _F32, _INDEX, _INDPTR, ModelFileError, _Param
+from ...formats import SparseMatrixBase, format_class
+from ...formats import csr as _csr_codec
+from ..schema import _F32, ModelFileError, _Param
 from .base import DENSE_MAC, MAC, Cost, Fn, _prod, _tensor, _window
 
 
@@ -22,79 +23,34 @@ def _matrix_params(a: dict[str, Any], rows: int, cols: int, where: str) -> dict[
     fmt = a["format"]
     if fmt == "dense":
         return {"weight": _Param(True, _F32, (rows, cols))}
-    if fmt in ("csr", "sell"):  # SELL is stored as its CSR arrays
-        return {
-            "bucket_nnz": _Param(True, ("uint16",), (rows, -(-cols // CSR_BUCKET))),
-            "col_lo": _Param(True, ("uint8",), (None,)),
-            "data": _Param(True, _F32, (None,)),
-        }
-    if fmt == "bsr":
-        if a["block"] is None:
-            raise ModelFileError(f"{where}: format 'bsr' needs the 'block' attribute")
-        r, c = a["block"]
-        return {
-            "indptr": _Param(True, _INDPTR, (-(-rows // r) + 1,)),
-            "indices": _Param(True, _INDEX, (None,)),
-            "data": _Param(True, _F32, (None, r, c)),
-        }
-    if a["nm"] is None:
-        raise ModelFileError(f"{where}: format 'nm' needs the 'nm' attribute")
-    n, m = a["nm"]
-    grid = (-(-rows // 8), -(-cols // m), n, 8)
-    return {"data": _Param(True, _F32, grid), "offsets": _Param(True, ("uint8",), grid)}
+    try:  # formats.ArraySpec has _Param's fields
+        return dict(format_class(fmt).file_specs(a, rows, cols))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ModelFileError(f"{where}: {e}") from None
 
 
-# CSR in the file: columns split into buckets of 256; per (row, bucket) the count
-# of nonzeros (uint16) and per nonzero its column's low byte (uint8). Row
-# pointers and full column indices follow from those. That is 5 bytes per
-# nonzero (instead of 6 with uint16 indices), which keeps a 90%-sparse layer
-# under 0.15x its dense size.
-CSR_BUCKET = 256
+# CSR (and SELL) in the file: the bucket codec of pysparse.formats.csr.
+CSR_BUCKET = _csr_codec.CSR_BUCKET
 
 
 def csr_pack(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: int, cols: int) -> dict[str, np.ndarray]:
     """CSR arrays -> the file's arrays (bucket_nnz, col_lo, data), rows sorted by column."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    indices = np.asarray(indices, dtype=np.int64)
-    row = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr))
-    order = np.lexsort((indices, row))
-    indices, row = indices[order], row[order]
-    counts = np.zeros((rows, -(-cols // CSR_BUCKET)), dtype=np.uint16)
-    np.add.at(counts, (row, indices // CSR_BUCKET), 1)
-    return {
-        "bucket_nnz": counts,
-        "col_lo": (indices % CSR_BUCKET).astype(np.uint8),
-        "data": np.ascontiguousarray(np.asarray(data, dtype=np.float32)[order]),
-    }
+    return _csr_codec.bucket_pack(indptr, indices, data, rows, cols)
 
 
 def csr_unpack(bucket_nnz: np.ndarray, col_lo: np.ndarray, nnz: int) -> tuple[np.ndarray, np.ndarray]:
     """The file's (bucket_nnz, col_lo) -> CSR (indptr, indices); the C++ constructor checks the rest."""
-    counts = bucket_nnz.astype(np.int64)
-    if counts.size and int(counts.max()) > CSR_BUCKET:
-        raise ModelFileError(f"a CSR bucket holds more than {CSR_BUCKET} nonzeros")
-    total = int(counts.sum())
-    if total != nnz or len(col_lo) != nnz:
-        raise ModelFileError(f"CSR bucket counts sum to {total}, but there are {len(col_lo)} indices and {nnz} values")
-    rows, nb = counts.shape
-    bucket = np.repeat(np.tile(np.arange(nb, dtype=np.int64), rows), counts.ravel())
-    indptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(counts.sum(axis=1), out=indptr[1:])
-    return indptr, bucket * CSR_BUCKET + col_lo
+    try:
+        return _csr_codec.bucket_unpack(bucket_nnz, col_lo, nnz)
+    except ValueError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _build_matrix(a: dict[str, Any], p: dict[str, np.ndarray], rows: int, cols: int) -> Any:
     """The weight as a pysparse matrix (validated in C++) or a dense float32 array."""
-    fmt = a["format"]
-    if fmt == "dense":
+    if a["format"] == "dense":
         return p["weight"]
-    if fmt in ("csr", "sell"):
-        indptr, indices = csr_unpack(p["bucket_nnz"], p["col_lo"], len(p["data"]))
-        csr = CSRMatrix(indptr, indices, p["data"], (rows, cols))
-        return csr if fmt == "csr" else SELLMatrix.from_csr(csr)
-    if fmt == "bsr":
-        return BSRMatrix(p["indptr"], p["indices"], p["data"], (rows, cols), a["block"])
-    return NMMatrix(p["data"], p["offsets"], (rows, cols), a["nm"])
+    return format_class(a["format"]).from_file_arrays(a, p, rows, cols)
 
 
 def _build_linear(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
@@ -102,12 +58,13 @@ def _build_linear(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     bias = p.get("bias")
     k = a["in_features"]
     if isinstance(w, SparseMatrixBase):
+        plan = _ops.LinearPlan(w, bias)
 
         def run(x: Any) -> np.ndarray:
             x = _tensor(x, node)
             if x.ndim == 0 or x.shape[-1] != k:
                 raise ValueError(f"node {node!r}: input last dimension must be {k}, got shape {x.shape}")
-            y = _ops.linear(np.ascontiguousarray(x.reshape(-1, k)), w, bias)
+            y = plan(np.ascontiguousarray(x.reshape(-1, k)))
             return y.reshape(*x.shape[:-1], -1)
 
         return run
@@ -148,12 +105,13 @@ def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     bias = p.get("bias")
     cin = a["in_channels"]
     kwargs = {k: a[k] for k in ("kernel_size", "stride", "padding", "dilation", "groups")}
+    plan = _ops.Conv2dPlan(w, bias, **kwargs)  # attributes checked and the path chosen once, here
 
     def run(x: Any) -> np.ndarray:
         x = _tensor(x, node)
         if x.ndim != 4 or x.shape[1] != cin:
             raise ValueError(f"node {node!r}: conv2d needs input (N, {cin}, H, W), got shape {x.shape}")
-        return np.asarray(_ops.conv2d(np.ascontiguousarray(x), w, bias, **kwargs))
+        return plan(x)
 
     return run
 

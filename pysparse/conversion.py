@@ -1,4 +1,4 @@
-"""convert: swap every Linear / Conv2d of a pruned torch model for a pysparse module,
+"""ps.convert: swap every Linear / Conv2d of a pruned torch model for a pysparse module,
 in the weight format that measures fastest on this CPU.
 
 For each layer the candidates are dense, CSR, SELL (for Linear layers: its layout
@@ -15,97 +15,23 @@ reaches ``min_speedup``; otherwise the layer stays dense and the report says why
 from __future__ import annotations
 
 import copy
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from ._arrays import as_float32_matrix
-from .formats import NM_GROUPS, BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, parse_nm
-from .nn import FORMATS, SparseConv2d, SparseLinear, conv_padding, describe_format
+from . import _checks, _core, _table, _timing
+from .formats import CHOICES, FORMATS, parse_block
+from .nn import SparseConv2d, SparseLinear, conv_padding
 
-__all__ = ["convert", "ConversionReport", "LayerReport", "bsr_blocks", "nm_pattern", "pack_weight"]
+__all__ = ["convert", "ConversionReport", "LayerReport"]
 
-# CSR / BSR candidates are timed only up to this density: above it, no sparse
-# format can beat a dense GEMM/GEMV (each kept weight costs a value plus an index).
-MAX_SPARSE_DENSITY = 0.6
-# BSR blocks that store at most this many explicit zeros per true nonzero still
-# get measured (a "small fill overhead").
-MAX_BSR_FILL = 0.25
 # Spatial size assumed for a conv that example_inputs did not reach.
 DEFAULT_IMAGE = (32, 32)
 ROUNDS = 7
 TARGET_SECONDS = 1e-3  # one timed sample: enough calls of a candidate to last ~1 ms
-
-
-def bsr_blocks(w: np.ndarray, max_fill: float = MAX_BSR_FILL) -> list[tuple[tuple[int, int], float]]:
-    """The (R, 1) blocks (R in 16, 8, 4, 2) that tile W's nonzeros with at most ``max_fill``
-    stored zeros per nonzero, largest R first, each with its fill ((stored - nnz) / nnz)."""
-    nz = w != 0
-    nnz = int(nz.sum())
-    if nnz == 0:
-        return []
-    rows, cols = nz.shape
-    out = []
-    for r in (16, 8, 4, 2):
-        if r > rows:
-            continue
-        pad = np.zeros(((rows + r - 1) // r * r, cols), dtype=bool)
-        pad[:rows] = nz
-        stored = int(pad.reshape(-1, r, cols).any(axis=1).sum()) * r
-        # A last block row hanging over the bottom stores no values past the matrix.
-        fill = (stored - nnz) / nnz
-        if fill <= max_fill + 1e-12:
-            out.append(((r, 1), fill))
-    return out
-
-
-def nm_pattern(w: np.ndarray) -> str | None:
-    """'N:M' if every M consecutive inputs of each row of W hold at most N nonzeros with
-    N/M <= 1/2 (the sparsest such pattern, smaller M on ties), else None."""
-    rows, cols = w.shape
-    nz = w != 0
-    if not nz.any():
-        return None
-    best: tuple[float, int, int] | None = None
-    for m in NM_GROUPS:
-        pad = np.zeros((rows, (cols + m - 1) // m * m), dtype=bool)
-        pad[:, :cols] = nz
-        n = int(pad.reshape(rows, -1, m).sum(axis=2).max())
-        if 2 * n <= m and (best is None or n / m < best[0]):
-            best = (n / m, n, m)
-    return None if best is None else f"{best[1]}:{best[2]}"
-
-
-def pack_weight(w2d: Any, format: str = "csr", *, block: Any = None, nm: Any = None) -> Any:
-    """Pack a 2-D weight (numpy or torch) into ``format``: 'csr', 'sell', 'bsr' (``block``, default
-    the largest (R, 1) block the weight has without fill, else (8, 1)), 'nm' (``nm``,
-    default detected from the weight) or 'dense' (a C-contiguous float32 numpy array)."""
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    a = as_float32_matrix(w2d, "weight")
-    if format == "dense":
-        return a
-    if format == "csr":
-        return CSRMatrix.from_dense(a)
-    if format == "sell":
-        return SELLMatrix.from_dense(a)
-    if format == "bsr":
-        if block is None:
-            found = bsr_blocks(a, max_fill=0.0)
-            block = found[0][0] if found else (8, 1)
-        return BSRMatrix.from_dense(a, block=block)
-    if nm is None:
-        nm = nm_pattern(a)
-        if nm is None:
-            raise ValueError(
-                "the weight is not N:M sparse along its inputs (at most half kept); pass nm= or pick another format"
-            )
-    return NMMatrix.from_dense(a, parse_nm(nm))
 
 
 @dataclass
@@ -149,7 +75,7 @@ class ConversionReport:
 
     def __str__(self) -> str:
         head = ("layer", "kind", "weight", "input", "sparsity", "format", "bytes", "dense bytes", "speedup", "note")
-        body = [
+        rows = [
             (
                 layer.name or "(model)",
                 layer.kind,
@@ -157,63 +83,38 @@ class ConversionReport:
                 "x".join(map(str, layer.input_shape)),
                 f"{layer.sparsity:.1%}",
                 layer.format,
-                _size(layer.nbytes),
-                _size(layer.dense_nbytes),
+                _table.size(layer.nbytes),
+                _table.size(layer.dense_nbytes),
                 "-" if layer.speedup is None else f"{layer.speedup:.2f}x",
                 layer.note,
             )
             for layer in self.layers
         ]
-        widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
         lines = [
             f"pysparse convert: {len(self.layers)} layers, batch {self.batch}, "
             f"threads {self.threads or 'default'}, {self.isa} kernels, {self.seconds:.1f} s",
-            "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
-            "  ".join("-" * w for w in widths),
+            *_table.render(head, rows),
         ]
-        lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
         total = self.dense_nbytes
         if total:
-            lines.append(f"weights: {_size(self.nbytes)} vs dense {_size(total)} ({self.nbytes / total:.2f}x)")
+            size = _table.size
+            lines.append(f"weights: {size(self.nbytes)} vs dense {size(total)} ({self.nbytes / total:.2f}x)")
         else:
             lines.append("weights: none")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"ConversionReport({len(self.layers)} layers, {_size(self.nbytes)} vs dense {_size(self.dense_nbytes)})"
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
+        size = _table.size
+        return f"ConversionReport({len(self.layers)} layers, {size(self.nbytes)} vs dense {size(self.dense_nbytes)})"
 
 
 def time_candidates(
     fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, target_s: float = TARGET_SECONDS
 ) -> dict[str, np.ndarray]:
-    """Seconds per call of each function, one sample per round: warm-up, then ``rounds``
-    interleaved rounds in which every function runs for about ``target_s`` (rotating
-    order). Compare two functions by the median of their round-by-round ratio: a slow
-    phase of the machine then slows both sides of a ratio alike."""
-    names = list(fns)
-    inner = {}
-    for name in names:
-        fns[name]()  # first call: allocation, page faults, thread start
-        t = time.perf_counter()
-        fns[name]()
-        one = max(time.perf_counter() - t, 1e-7)
-        inner[name] = max(1, min(200, int(target_s / one)))
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            n = inner[name]
-            t = time.perf_counter()
-            for _ in range(n):
-                fns[name]()
-            samples[name].append((time.perf_counter() - t) / n)
-    return {name: np.array(v) for name, v in samples.items()}
+    """Seconds per call of each function, one sample per round (pysparse._timing's
+    interleaved rounds, rotating order, at most 200 calls per sample). Compare two
+    functions by the median of their round-by-round ratio."""
+    return _timing.interleaved(fns, rounds, target_s, cap=200)
 
 
 def _kind(m: torch.nn.Module) -> str | None:
@@ -287,27 +188,12 @@ def _candidate_weights(
     w2d: np.ndarray, formats: Iterable[str], block: Any, kind: str = "linear"
 ) -> tuple[dict[str, Any], str]:
     """The sparse weights worth timing, by label, and a note when none is."""
-    nnz = int(np.count_nonzero(w2d))
-    density = nnz / max(1, w2d.size)
     out: dict[str, Any] = {}
-    if density <= MAX_SPARSE_DENSITY:
-        csr = CSRMatrix.from_dense(w2d) if "csr" in formats or "sell" in formats else None
-        if "csr" in formats:
-            out["csr"] = csr
-        if "sell" in formats and kind == "linear":
-            out["sell"] = SELLMatrix.from_csr(csr)
-        if "bsr" in formats:
-            blocks = [(tuple(block), 0.0)] if block is not None else bsr_blocks(w2d)
-            exact = [b for b, fill in blocks if fill == 0.0][:1]
-            loose = [b for b, _ in blocks if b not in exact][:1]
-            for b in exact + loose:
-                mat = BSRMatrix.from_dense(w2d, block=b)
-                out[describe_format(mat)] = mat
-    if "nm" in formats:
-        pattern = nm_pattern(w2d)
-        if pattern is not None:
-            mat = NMMatrix.from_dense(w2d, pattern)
-            out[describe_format(mat)] = mat
+    for tag, cls in FORMATS.items():
+        if tag in formats:
+            for mat in cls.candidates(w2d, block=block, conv=kind == "conv2d"):
+                out[mat.label] = mat
+    density = np.count_nonzero(w2d) / max(1, w2d.size)
     note = "" if out else f"density {density:.2f}: no sparse format applies"
     return out, note
 
@@ -390,7 +276,7 @@ def convert(
     *,
     example_inputs: Any = None,
     batch: int = 1,
-    formats: Iterable[str] = FORMATS,
+    formats: Iterable[str] = CHOICES,
     block: Any = None,
     min_speedup: float = 1.05,
     threads: int | None = None,
@@ -420,26 +306,19 @@ def convert(
     :class:`ConversionReport` as ``result.pysparse_report_`` (``print`` it).
     ``inplace=True`` converts ``model`` itself instead of a deep copy.
     """
-    from . import _core
-
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    _checks.positive_int(batch, "batch")
     if isinstance(formats, str):
         formats = (formats,)
     formats = tuple(formats)
-    bad = [f for f in formats if f not in FORMATS]
+    bad = [f for f in formats if f not in CHOICES]
     if bad or not formats:
-        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
+        raise ValueError(f"formats must be a non-empty subset of {CHOICES}, got {formats!r}")
     if block is not None:
-        from .formats import _check_block
-
-        block = _check_block(block)
-    if not isinstance(min_speedup, (int, float)) or not min_speedup > 0:
-        raise ValueError(f"min_speedup must be a positive number, got {min_speedup!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        block = parse_block(block)
+    _checks.positive_number(min_speedup, "min_speedup")
+    _checks.threads(threads)
 
     start = time.perf_counter()
     target = model if inplace else copy.deepcopy(model)
@@ -477,15 +356,3 @@ def convert(
         reports, batch, threads, str(_core.get_isa()), time.perf_counter() - start
     )
     return target
-
-
-class _CallableModule(types.ModuleType):
-    """``pysparse.convert`` names both this module and its function: importing the
-    module (``from pysparse.convert import ...``) makes it the package attribute, so
-    the module is callable too and ``ps.convert(model, ...)`` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
-        return convert(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
