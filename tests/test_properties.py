@@ -14,9 +14,14 @@ delete the branch and the xfail together.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
+# hypothesis keeps caches in ./.hypothesis by default: not in the work tree
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "pysparse-hypothesis"))
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -29,7 +34,8 @@ from pstest import F32_SUM_RTOL, random_nm  # noqa: E402
 # Bounded: a few hundred examples per property, no per-example deadline (the
 # machine is shared; timing noise is not a failure). CI runs this file in well
 # under a minute.
-PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+                 database=None)
 
 FORMATS = ("csr", "bsr", "nm", "sell")
 LAYOUTS = ("c", "f", "transposed", "col_slice", "step_cols", "neg_rows", "unaligned", "first_col")
