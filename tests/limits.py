@@ -9,6 +9,8 @@ The child prints one JSON line last; ``run_limited`` returns it, or a dict whose
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -53,12 +55,14 @@ def run_limited(code: str, *args: str, address_space: int | None = 1 << 30, cpu_
     """Run ``code`` (after the prelude above: np, ps, ARGS, report, outcome_of) in a child.
 
     ``address_space`` bytes over what the child holds after importing pysparse (None: no
-    limit, for ASan, which reserves terabytes of shadow memory); the
+    limit, for ASan, which reserves terabytes of shadow memory, and emulators); the child is
+    PYSPARSE_TEST_PYTHON when set (the aarch64 job: an interpreter under qemu), and
     child runs from a temporary directory (the source tree's ./pysparse, without a
     compiled _core, would shadow the install)."""
     with tempfile.TemporaryDirectory() as cwd:
         try:
-            r = subprocess.run([sys.executable, "-c", _PRELUDE + code, str(-1 if address_space is None else address_space),
+            python = shlex.split(os.environ.get("PYSPARSE_TEST_PYTHON", "")) or [sys.executable]
+            r = subprocess.run([*python, "-c", _PRELUDE + code, str(-1 if address_space is None else address_space),
                                 str(cpu_seconds), *args],
                                capture_output=True, text=True, timeout=timeout, cwd=cwd)
         except subprocess.TimeoutExpired:

@@ -312,15 +312,12 @@ def test_known_bug_strided_single_column(fmt):
     assert close(ps.linear(np.asfortranarray(x.T)[:1], W), ref.T)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 2: fixed by lead (AVX2 CSR batch-1 masked tail)")
-def test_known_bug_nan_leak_csr_batch1():
-    if "avx2" not in _core.runnable_isas():
-        pytest.fail("no AVX2 on this CPU: the bug cannot show (counts as the expected failure)")
-    previous = _core.get_isa()
-    _core.set_isa("avx2")
+@pytest.mark.parametrize("isa", [
+    pytest.param(i, marks=pytest.mark.xfail(strict=True, reason="issue 16 finding 2: fixed by lead (AVX2 CSR batch-1 masked tail)"))
+    if i == "avx2" else i for i in _core.runnable_isas()
+])
+def test_known_bug_nan_leak_csr_batch1(isa):
     a = np.array([[1, 0, 0, 0], [np.inf, 0, 0, 0]], np.float32)
-    try:
+    with on_isa(isa):
         ys = [ps.spmm(W, np.ones(4, np.float32)) for W in (ps.CSRMatrix.from_dense(a), ps.BSRMatrix.from_dense(a, block=(1, 1)))]
-    finally:
-        _core.set_isa(previous)
     assert all(y[0] == 1.0 and y[1] == np.inf for y in ys)
