@@ -3,7 +3,8 @@
 For inputs that, when a bug is back, allocate gigabytes, loop for hours or crash:
 the child dies or reports instead of the test process (or the shared machine).
 The child prints one JSON line last; ``run_limited`` returns it, or a dict whose
-"outcome" says how the child ended (killed by its CPU limit, by a signal, timed out).
+"outcome" (and "type") say how the child ended (killed by its CPU limit, by a signal,
+an exit status (a sanitizer report), timed out).
 """
 
 from __future__ import annotations
@@ -66,11 +67,16 @@ def run_limited(code: str, *args: str, address_space: int | None = 1 << 30, cpu_
                                 str(cpu_seconds), *args],
                                capture_output=True, text=True, timeout=timeout, cwd=cwd)
         except subprocess.TimeoutExpired:
-            return {"outcome": f"timed out after {timeout} s"}
+            return _died(f"timed out after {timeout} s", "")
     if r.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-        return {"outcome": f"killed after {cpu_seconds} s of CPU"}
+        return _died(f"killed after {cpu_seconds} s of CPU", r.stderr)
     if r.returncode < 0:
-        return {"outcome": f"crashed: {signal.Signals(-r.returncode).name}", "stderr": r.stderr[-1000:]}
+        return _died(f"crashed: {signal.Signals(-r.returncode).name}", r.stderr)
     if r.returncode != 0 or not r.stdout.strip():
-        return {"outcome": f"exit status {r.returncode}", "stderr": r.stderr[-2000:]}
+        return _died(f"exit status {r.returncode}", r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _died(how: str, stderr: str) -> dict:
+    """A child that did not report: "type" names how it ended, so no expected outcome matches it."""
+    return {"outcome": how, "type": f"<child {how}>", "stderr": stderr[-2000:]}

@@ -64,8 +64,8 @@ def test_from_dense_empty_but_tall(ctor):
 
 
 @limited
+@pytest.mark.xfail(strict=True, reason="issue 16 finding 7: fixed by lead (NMMatrix.from_dense on (2**40, 0) loops)")
 def test_nm_from_dense_empty_but_tall():
-    """Finding 7 saw this loop for hours; in the Release build the empty row loop costs nothing."""
     got = _call("ps.NMMatrix.from_dense(np.zeros((2**40, 0), np.float32), '2:4').shape")
     assert got.get("type") in (None, "ValueError"), got
 

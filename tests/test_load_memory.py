@@ -65,6 +65,7 @@ report(outcome="loaded", seconds=seconds)
 def _load_bounded(path):
     got = run_limited(_LOAD, str(path), address_space=SLACK + FACTOR * path.stat().st_size, cpu_seconds=CPU_LIMIT,
                       timeout=SECONDS)
+    got.pop("type", None), got.pop("stderr", None)
     if got.pop("seconds", 0.0) > LOAD_SECONDS:
         got["outcome"] = f"loaded, but ps.load took more than {LOAD_SECONDS} CPU seconds"
     return got
