@@ -28,7 +28,7 @@ CORPUS = sorted((Path(__file__).parent / "fuzz" / "corpus").glob("*.pspz"))
 SLACK = 1 << 30  # the dry run's working set: one tensor of MAX_DRY_RUN_ELEMENTS (2**27) floats is 512 MiB
 FACTOR = 8
 LOAD_SECONDS = 5.0  # CPU seconds ps.load may take (the dry run is bounded in work too)
-CPU_LIMIT = 10  # RLIMIT_CPU of the child after its imports: past it the kernel kills it (SIGXCPU)
+CPU_LIMIT = 7  # RLIMIT_CPU of the child after its imports: past it the kernel kills it (SIGXCPU)
 SECONDS = 300  # the child's whole life, wall clock (a loaded machine included)
 
 pytestmark = [

@@ -34,7 +34,11 @@ from pstest import F32_SUM_RTOL, random_nm  # noqa: E402
 # Bounded: a few hundred examples per property, no per-example deadline (the
 # machine is shared; timing noise is not a failure). CI runs this file in well
 # under a minute.
-PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+# PYSPARSE_PROPERTY_EXAMPLES=N (and PYSPARSE_PROPERTY_RANDOM=1 for new examples each run)
+# for a deeper local search.
+PROPS = settings(max_examples=int(os.environ.get("PYSPARSE_PROPERTY_EXAMPLES", 250)), deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow],
+                 derandomize=not os.environ.get("PYSPARSE_PROPERTY_RANDOM"),
                  database=None)
 
 FORMATS = ("csr", "bsr", "nm", "sell")
