@@ -29,7 +29,7 @@ from hypothesis import strategies as st  # noqa: E402
 import pysparse as ps  # noqa: E402
 from pysparse import _core  # noqa: E402
 
-from pstest import F32_SUM_RTOL, random_nm  # noqa: E402
+from pstest import F32_SUM_RTOL, numpy_conv, random_nm  # noqa: E402
 
 # Bounded: a few hundred examples per property, no per-example deadline (the
 # machine is shared; timing noise is not a failure). CI runs this file in well
@@ -301,6 +301,60 @@ def _nonfinite_weight_stays_in_its_rows(fmt, m, k, n, bad, seed):
     assert np.array_equal(np.isnan(y[i]), np.isnan(ref[i])) and np.array_equal(np.isinf(y[i]), np.isinf(ref[i]))
 
 
+X4_LAYOUTS = ("c", "channels_last", "sliced_w", "sliced_c", "step_h")
+
+
+def layout4(x, how):
+    """A view of an (N, C, H, W) float32 array with the same values and another layout."""
+    if how == "c":
+        return np.ascontiguousarray(x)
+    if how == "channels_last":
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    n, c, h, w = x.shape
+    if how == "sliced_w":  # x[..., :w] of a wider image
+        big = np.zeros((n, c, h, w + 3), np.float32)
+        big[..., :w] = x
+        return big[..., :w]
+    if how == "sliced_c":  # the first channels of a deeper batch
+        big = np.zeros((n, c + 2, h, w), np.float32)
+        big[:, :c] = x
+        return big[:, :c]
+    big = np.zeros((n, c, 2 * h, w), np.float32)  # every other row
+    big[:, :, ::2] = x
+    return big[:, :, ::2]
+
+
+@PROPS
+@given(st.sampled_from(("csr", "bsr", "sell", "nm", "dense")), st.integers(1, 3), st.integers(1, 5), st.integers(1, 6),
+       st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 2, 3]), st.sampled_from([1, 2]),
+       st.sampled_from([0, 1, 2]), st.sampled_from([1, 2]), st.sampled_from(X4_LAYOUTS), st.booleans(),
+       st.integers(0, 2**32 - 1), isas)
+def test_conv2d_matches_float64(fmt, n, cin, cout, h, w, k, stride, pad, dil, how, with_bias, seed, isa):
+    rng = np.random.default_rng(seed)
+    if h + 2 * pad < dil * (k - 1) + 1 or w + 2 * pad < dil * (k - 1) + 1:
+        return  # no output pixel: conv_output_size's ValueError, tested in test_conv2d
+    w4 = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    flat = w4.reshape(cout, -1)
+    if fmt == "nm":
+        flat[...] = random_nm(rng, flat.shape, 2, 4)
+    elif fmt != "dense":
+        flat[rng.random(flat.shape) < 0.6] = 0.0
+    w4 = flat.reshape(w4.shape)
+    weight = flat if fmt == "dense" else build(fmt, flat, {"nm": (2, 4), "block": (2, 1)})
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if with_bias else None
+    ref = numpy_conv(x, w4, b, stride, pad, dil, 1)
+    kw = dict(kernel_size=k, stride=stride, padding=pad, dilation=dil)
+    if fmt != "dense" and k == 1 and ref.shape[2] * ref.shape[3] == 1 and (stride > 1 or how != "c"):
+        return  # finding 1 through conv2d: pinned by test_known_bug_conv2d_1x1_strided_one_pixel
+    with on_isa(isa):
+        y = ps.conv2d(layout4(x, how), weight, b, threads=1, **kw)
+        assert y.shape == ref.shape and y.dtype == np.float32
+        assert close(y, ref)
+        for t in (2, 4):
+            assert np.array_equal(ps.conv2d(layout4(x, how), weight, b, threads=t, **kw), y), f"threads={t}"
+
+
 # ---------------------------------------------------------------- pinned known bugs (issue 16)
 
 
@@ -314,6 +368,15 @@ def test_known_bug_strided_single_column(fmt):
     ref = w.astype(np.float64) @ x[:, :1].astype(np.float64)
     assert close(ps.spmm(W, x[:, :1]), ref)
     assert close(ps.linear(np.asfortranarray(x.T)[:1], W), ref.T)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16 finding 1 (via conv2d's (Cin, 1) strided view): fixed by lead")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_known_bug_conv2d_1x1_strided_one_pixel(fmt):
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 2, 2)
+    w = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    y = ps.conv2d(x, build(fmt, w, {"nm": (2, 4), "block": (2, 1)}), kernel_size=1, stride=2)
+    np.testing.assert_array_equal(y.ravel(), x[0, :2, 0, 0])
 
 
 @pytest.mark.parametrize("isa", [
