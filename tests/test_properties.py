@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,6 +354,23 @@ def test_conv2d_matches_float64(fmt, n, cin, cout, h, w, k, stride, pad, dil, ho
         assert close(y, ref)
         for t in (2, 4):
             assert np.array_equal(ps.conv2d(layout4(x, how), weight, b, threads=t, **kw), y), f"threads={t}"
+
+
+CORPUS = sorted((Path(__file__).parent / "fuzz" / "corpus").glob("*.pspz"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_loaded_models_take_any_input_layout(path, batch):
+    """The runtime's ops see views of the caller's input: every layout gives the same bits."""
+    m = ps.load(path)
+    shape = [batch if d is None else d for d in m.input_shapes[0]]
+    x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
+    want = m(x)
+    wide = np.zeros(shape[:-1] + [2 * shape[-1]], np.float32)
+    wide[..., ::2] = x
+    for view in (np.asfortranarray(x), wide[..., ::2], np.ascontiguousarray(x[::-1])[::-1]):
+        assert np.array_equal(m(view), want)
 
 
 # ---------------------------------------------------------------- pinned known bugs (issue 16)
