@@ -2,7 +2,9 @@
 
 Run from the repository with the dev venv (needs torch):
     .venv/bin/python tests/fuzz/make_corpus.py
-Deterministic (fixed seeds); each file is a few KB so the corpus stays far below 1 MB.
+Deterministic content (fixed seeds: the same graphs and arrays every run; safetensors may
+order the header's keys differently, so the bytes can differ); each file is a few KB, so
+the corpus stays far below 1 MB.
 The fuzzer mutates these, so every op and format the loader validates has a seed.
 """
 
