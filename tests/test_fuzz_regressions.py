@@ -22,11 +22,7 @@ from limits import run_limited
 
 FUZZ = Path(__file__).parent / "fuzz"
 FILES = sorted(p for p in (FUZZ / "regressions").iterdir() if p.suffix in (".json", ".pspz"))
-PENDING = {
-    "nm-alloc-before-length-check":
-        "rel-ci finding (notes/findings-rel-ci.md): NMMatrix allocates for the shape before checking "
-        "the array lengths: fixed by lead",
-}
+PENDING: dict[str, str] = {}
 
 _REPLAY = r"""
 fuzz_dir, path = ARGS

@@ -30,7 +30,6 @@ W = "ps.CSRMatrix.from_dense(np.eye(10, dtype=np.float32))"
 
 
 @limited
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 3: fixed by lead (copy of a huge broadcast input)")
 @pytest.mark.parametrize("expr", [
     f"ps.linear(np.broadcast_to(np.ones(10, np.float32), (2**40, 10)), {W})",
     f"ps.spmm({W}, np.broadcast_to(np.ones((10, 1), np.float32), (10, 2**40)))",
@@ -49,13 +48,10 @@ def test_small_broadcast_input_works(expr):
     assert _call(expr)["type"] is None
 
 
-_F7_TALL = pytest.mark.xfail(strict=True, reason="issue 16 finding 7: fixed by lead (from_dense on (2**28, 0) allocates 2 GiB)")
-
-
 @limited
 @pytest.mark.parametrize("ctor", [
-    pytest.param("ps.CSRMatrix.from_dense", marks=_F7_TALL, id="csr"),
-    pytest.param("ps.SELLMatrix.from_dense", marks=_F7_TALL, id="sell"),
+    pytest.param("ps.CSRMatrix.from_dense", id="csr"),
+    pytest.param("ps.SELLMatrix.from_dense", id="sell"),
     pytest.param("lambda a: ps.BSRMatrix.from_dense(a, block=(8, 1))", id="bsr8x1"),  # 2**25 block rows: fits
 ])
 def test_from_dense_empty_but_tall(ctor):
@@ -64,14 +60,12 @@ def test_from_dense_empty_but_tall(ctor):
 
 
 @limited
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 7: fixed by lead (NMMatrix.from_dense on (2**40, 0) loops)")
 def test_nm_from_dense_empty_but_tall():
     got = _call("ps.NMMatrix.from_dense(np.zeros((2**40, 0), np.float32), '2:4').shape", cpu_seconds=5)
     assert got.get("type") in (None, "ValueError"), got
 
 
 @limited
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 7: fixed by lead (N:M storage count overflows int64)")
 def test_nm_storage_count_overflow_is_refused():
     # (2**40 / 8) block rows x 2**29 groups x 8 slots x 8 lanes = 2**72: wraps to 0 storage
     got = _call("ps.NMMatrix(np.zeros(0, np.float32), np.zeros(0, np.uint8), (2**40, 2**32 - 1), (8, 8)).shape")
@@ -79,7 +73,6 @@ def test_nm_storage_count_overflow_is_refused():
 
 
 @limited
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 7: BSRMatrix.from_scipy densifies (Python, formats.py)")
 def test_bsr_from_scipy_does_not_densify():
     pytest.importorskip("scipy")
     got = _call("ps.BSRMatrix.from_scipy(__import__('scipy.sparse').sparse.csr_matrix("
@@ -123,7 +116,6 @@ report(type="wrong: " + ", ".join(bad) if bad else None, message="")
 """
 
 
-@pytest.mark.xfail(SANITIZE, strict=True, reason="issue 16 finding 7: fixed by lead (UBSan: misaligned float loads)")
 @pytest.mark.parametrize("fmt", ["csr", "sell", "bsr", "nm"])
 def test_misaligned_arrays(fmt):
     got = run_limited(_misaligned_code(fmt), address_space=None if SANITIZE or EMULATED else 1 << 30)

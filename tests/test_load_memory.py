@@ -129,16 +129,9 @@ HOSTILE = {
     "wide_pool": _wide_pool,
     "strided_conv_empty_weight": _strided_conv_empty_weight,
 }
-# finding 5 of issue 16, being fixed by the runtime helper: the dry run bounds each tensor
-# but not the total live memory or the work.
-FINDING_5 = {"many_relu_outputs", "wide_pool", "strided_conv_empty_weight"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 16 finding 5: fixed by runtime helper"))
-     if n in FINDING_5 else n for n in HOSTILE],
-)
+# many_relu_outputs, wide_pool and strided_conv_empty_weight are issue 16's finding 5: the
+# dry run once bounded each tensor but not the total live memory or the work.
+@pytest.mark.parametrize("name", list(HOSTILE))
 def test_tiny_hostile_file_is_cheap(name, tmp_path):
     graph, arrays = HOSTILE[name]()
     path = tmp_path / f"{name}.pspz"

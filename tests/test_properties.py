@@ -6,10 +6,8 @@ strides, unaligned), dtype and thread count, ``W @ X`` and ``linear(x, W)`` equa
 the float64 numpy product within ``F32_SUM_RTOL``, or raise the documented
 error; and the result is bitwise the same for every thread count (README).
 
-Known bugs being fixed elsewhere are kept out of the general properties by
-``_known_bug`` (one branch per finding of issue 16) and pinned by a strict
-xfail regression each: when that xfail turns into XPASS, the fix has landed:
-delete the branch and the xfail together.
+The cases through which they found issue 16's findings 1 and 2 stay as named
+regressions at the end.
 """
 
 from __future__ import annotations
@@ -129,15 +127,6 @@ def layout(a, how):
     raise AssertionError(how)
 
 
-def _known_bug(op, fmt, x, n):
-    """The finding of issue 16 that an example would hit (None if none)."""
-    if x.ndim == 2 and n == 1:
-        inner = x.strides[0] if op == "spmm" else x.strides[1]
-        if x.shape[0 if op == "spmm" else 1] > 1 and inner != 4:
-            return 1  # a strided single column / batch-1 row: the stride is dropped (lead)
-    return None
-
-
 def close(y, ref):
     y = np.asarray(y, np.float64)
     if ref.size == 0:
@@ -167,8 +156,6 @@ def _spmm_matches_float64(wspec, n, how, seed):
     assert W.shape == (m, k)
     np.testing.assert_array_equal(W.to_dense(), w)
     x = layout(np.random.default_rng(seed).standard_normal((k, n)).astype(np.float32), how)
-    if _known_bug("spmm", fmt, x, n):
-        return
     ref = w.astype(np.float64) @ x.astype(np.float64)
     y = ps.spmm(W, x, threads=1)
     assert y.shape == (m, n) and y.dtype == np.float32
@@ -189,8 +176,6 @@ def _linear_matches_float64(wspec, batch, how, with_bias, seed):
     m, k = w.shape
     rng = np.random.default_rng(seed)
     x = layout(rng.standard_normal((batch, k)).astype(np.float32), how)
-    if _known_bug("linear", fmt, x, batch):
-        return
     b = rng.standard_normal(m).astype(np.float32) if with_bias else None
     ref = x.astype(np.float64) @ w.T.astype(np.float64) + (0.0 if b is None else b.astype(np.float64))
     y = ps.linear(x, W, b, threads=1)
@@ -293,8 +278,6 @@ def _nonfinite_weight_stays_in_its_rows(fmt, m, k, n, bad, seed):
     x = np.abs(rng.standard_normal((k, n))).astype(np.float32) + 0.5
     with np.errstate(invalid="ignore", over="ignore"):
         ref = w.astype(np.float64) @ x.astype(np.float64)
-    if n == 1 and fmt in ("csr", "bsr") and W.block == (1, 1) and _core.get_isa() == "avx2":
-        return  # finding 2 (lead; BSR (1, 1) is stored as CSR): pinned by test_known_bug_nan_leak_csr_batch1
     y = ps.spmm(W, x)
     others = np.arange(m) != i
     assert np.all(np.isfinite(y[others])), "a non-finite weight leaked into another row"
@@ -346,8 +329,6 @@ def test_conv2d_matches_float64(fmt, n, cin, cout, h, w, k, stride, pad, dil, ho
     b = rng.standard_normal(cout).astype(np.float32) if with_bias else None
     ref = numpy_conv(x, w4, b, stride, pad, dil, 1)
     kw = dict(kernel_size=k, stride=stride, padding=pad, dilation=dil)
-    if fmt != "dense" and k == 1 and ref.shape[2] * ref.shape[3] == 1 and (stride > 1 or how != "c"):
-        return  # finding 1 through conv2d: pinned by test_known_bug_conv2d_1x1_strided_one_pixel
     with on_isa(isa):
         y = ps.conv2d(layout4(x, how), weight, b, threads=1, **kw)
         assert y.shape == ref.shape and y.dtype == np.float32
@@ -373,12 +354,11 @@ def test_loaded_models_take_any_input_layout(path, batch):
         assert np.array_equal(m(view), want)
 
 
-# ---------------------------------------------------------------- pinned known bugs (issue 16)
+# ---------------------------------------------------------------- regressions (issue 16's findings, fixed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 1: fixed by lead (row stride dropped when N == 1)")
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_known_bug_strided_single_column(fmt):
+def test_regression_strided_single_column(fmt):
     rng = np.random.default_rng(1)
     w = random_nm(rng, (16, 12), 2, 4)
     W = build(fmt, w, {"nm": (2, 4), "block": (8, 1)})
@@ -388,20 +368,16 @@ def test_known_bug_strided_single_column(fmt):
     assert close(ps.linear(np.asfortranarray(x.T)[:1], W), ref.T)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 finding 1 (via conv2d's (Cin, 1) strided view): fixed by lead")
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_known_bug_conv2d_1x1_strided_one_pixel(fmt):
+def test_regression_conv2d_1x1_strided_one_pixel(fmt):
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 2, 2)
     w = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
     y = ps.conv2d(x, build(fmt, w, {"nm": (2, 4), "block": (2, 1)}), kernel_size=1, stride=2)
     np.testing.assert_array_equal(y.ravel(), x[0, :2, 0, 0])
 
 
-@pytest.mark.parametrize("isa", [
-    pytest.param(i, marks=pytest.mark.xfail(strict=True, reason="issue 16 finding 2: fixed by lead (AVX2 CSR batch-1 masked tail)"))
-    if i == "avx2" else i for i in _core.runnable_isas()
-])
-def test_known_bug_nan_leak_csr_batch1(isa):
+@pytest.mark.parametrize("isa", _core.runnable_isas())
+def test_regression_nan_leak_csr_batch1(isa):
     a = np.array([[1, 0, 0, 0], [np.inf, 0, 0, 0]], np.float32)
     with on_isa(isa):
         ys = [ps.spmm(W, np.ones(4, np.float32)) for W in (ps.CSRMatrix.from_dense(a), ps.BSRMatrix.from_dense(a, block=(1, 1)))]

@@ -173,11 +173,9 @@ def test_uneven_rows_bitwise_across_thread_counts(rng, fmt, batch):
         assert np.array_equal(ps.linear(x, w, threads=t).view(np.uint32), y1.view(np.uint32)), f"threads={t}"
 
 
-# The L1-panel path exists in the AVX2 kernels only (f32-spmm-nx-avx2.cc).
-@pytest.mark.xfail(_core.get_isa() == "avx2", strict=True,
-                   reason="issue 16 finding 4: fixed by lead (CSR L1-panel path chosen per thread part)")
+# Issue 16, finding 4: the L1-panel path (AVX2 only, spmm-nx.inl) was chosen per thread part.
 @pytest.mark.parametrize("batch", [32, 64])
-def test_known_bug_csr_uneven_rows_bitwise(rng, batch):
+def test_regression_csr_uneven_rows_bitwise(rng, batch):
     w = ps.CSRMatrix.from_dense(_uneven(rng))
     x = rng.standard_normal((batch, 768)).astype(np.float32)
     y1 = ps.linear(x, w, threads=1)

@@ -28,7 +28,7 @@ MAX_DRY_RUN_ELEMENTS = 1 << 27  # per tensor, at batch 1
 # (runtime/ops/base.py), so a file can keep a load busy for seconds, not hours. Real models
 # stay below: MobileNetV2 or ResNet-50 at 224x224 need under 100 MiB and 5e8 operations; a
 # BERT-base-sized stack of dense layers at 512 tokens under 100 MiB and 5e9.
-MAX_DRY_RUN_BYTES = 1 << 30  # live intermediates + the next node's output and temporaries
+MAX_DRY_RUN_BYTES = 1 << 29  # live intermediates + the next node's output and temporaries (5x real models)
 MAX_DRY_RUN_WORK = 1 << 33
 MAX_TENSOR_ELEMENTS = 1 << 31  # per tensor a growing op (cat, broadcast) may make
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
