@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from ._timing import interleaved
 
 MAX_BENCH_ELEMENTS = 1 << 28
 MAX_THREADS = 256  # what the kernels' pool takes (pysparse.set_num_threads)
@@ -71,17 +72,10 @@ def _inspect(path: str) -> None:
 
 
 def _timings(fns: Sequence[Any], x: Sequence[np.ndarray], rounds: int, warmup: int) -> list[np.ndarray]:
-    """Per-call seconds of each fn, interleaved so that load changes hit all alike."""
-    for _ in range(warmup):
-        for f in fns:
-            f(*x)
-    times = np.empty((len(fns), rounds))
-    for r in range(rounds):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f(*x)
-            times[i, r] = time.perf_counter() - t0
-    return list(times)
+    """Per-call seconds of each fn, one call per round, interleaved (pysparse._timing)."""
+    calls = {str(i): (lambda f=f: f(*x)) for i, f in enumerate(fns)}
+    out = interleaved(calls, rounds, 0.0, cap=1, warmup=warmup)
+    return [out[str(i)] for i in range(len(fns))]
 
 
 def _blas_limit(threads: int) -> Any:
