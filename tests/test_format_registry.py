@@ -13,7 +13,7 @@ import pysparse as ps
 from pysparse import formats
 from pysparse.formats import ArraySpec
 
-from pstest import random_nm, random_sparse
+from pstest import F32_SUM_RTOL, random_nm, random_sparse, relerr
 
 
 def fixed_weights() -> dict[str, np.ndarray]:
@@ -261,7 +261,8 @@ def test_a_file_written_before_the_registry_loads_and_runs():
     assert [type(m.matrix(layer.name)).tag for layer in m.layers if layer.format != "-"] == ["bsr", "csr", "sell", "nm"]
     y = m(ref["x"])
     y = y[0] if isinstance(y, tuple) else y
-    np.testing.assert_allclose(y, ref["y"], rtol=1e-5, atol=1e-5)
+    # recorded on AVX2: another ISA sums in another order (tolerance relative to the largest output)
+    assert relerr(y, ref["y"]) <= F32_SUM_RTOL
 
 
 def test_the_same_model_saves_the_same_arrays_and_graph_as_before(tmp_path):
