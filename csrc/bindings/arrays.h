@@ -55,6 +55,10 @@ inline const py::object& numpy_require() {
 // (a broadcast view of 2**40 rows) and the kernels read through it.
 template <class T>
 py::array_t<T, py::array::c_style> contiguous(const py::array& a) {
+  // Already right (the common case, e.g. every bias): no Python call on the hot path.
+  if (a.dtype().is(py::dtype::of<T>()) && (a.flags() & py::array::c_style) && aligned(a)) {
+    return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(a);
+  }
   py::object c = numpy_require()(a, py::dtype::of<T>(), "CA");
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(c);
 }
