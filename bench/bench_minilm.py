@@ -10,7 +10,7 @@ nothing is downloaded at run time)::
                                       # sentence-transformers, is not needed: we read the files
     echo torch==2.13.0 > /tmp/minilm-constraints.txt
     /work/minilm-venv/bin/pip install -c /tmp/minilm-constraints.txt transformers numpy tqdm pytest
-    # pysparse: PYTHONPATH=<checkout> (its pysparse/ holds the compiled _core), or
+    # pysparse: PYTHONPATH=<checkout>/src (needs an in-place build of _core there), or
     # /work/minilm-venv/bin/pip install --no-deps <checkout>   (a C++ build, ~2 min)
     # Ran with torch 2.13.0+cpu, transformers 5.24.0, tokenizers 0.23.3, numpy 2.4.6.
 

