@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _worker import Worker  # noqa: E402
 
 WORKER = r"""
 import json, sys, time
@@ -66,26 +68,8 @@ for line in sys.stdin:
 """
 
 
-class Worker:
-    def __init__(self, python: str, name: str) -> None:
-        self.name = name
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.p = subprocess.Popen([os.path.abspath(python), "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  cwd="/", env=env)
-
-    def ask(self, cmd: dict) -> dict:
-        assert self.p.stdin is not None and self.p.stdout is not None
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.name} died")
-        return json.loads(line)
-
-    def close(self) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.close()
-        self.p.wait(timeout=30)
+def worker(python: str, name: str) -> Worker:
+    return Worker(python, name, WORKER, {"OMP_NUM_THREADS": "1"}, cwd="/")
 
 
 def main() -> None:
@@ -105,7 +89,7 @@ def main() -> None:
         specs, args.rounds = specs[:2], 3
     with open("/proc/loadavg") as f:
         print(f"load average: {f.read().split()[0]}  (figures taken under load are worthless)")
-    workers = [Worker(args.before, "before"), Worker(args.after, "after"), Worker(args.before, "before'")]
+    workers = [worker(args.before, "before"), worker(args.after, "after"), worker(args.before, "before'")]
     for w in workers:
         print(w.name, "->", [w.ask({"op": "build", "id": i, "spec": s}) for i, s in enumerate(specs)][0]["ok"])
     # reps per cell from a first timing by the reference build
