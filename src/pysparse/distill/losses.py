@@ -5,7 +5,7 @@ logits by T scales the soft term's gradient w.r.t. the student logits by about
 1/T^2 once T is large (d/dz KL = (p_s - p_t) / T, and p_s - p_t itself shrinks
 like 1/T); multiplying by T^2 keeps that gradient on the scale of the hard
 (cross-entropy) term for every T, so alpha means what it says. Distiller's KD
-left the factor out; tests/test_distill.py checks the scale.
+left the factor out; tests/distill/test_distill.py checks the scale.
 
 FeatureDistiller is hint training (FitNets): chosen intermediate activations of
 the student are matched to the teacher's (MSE), through a learned projection
