@@ -64,8 +64,7 @@ import torch  # noqa: E402
 import pysparse as ps  # noqa: E402
 from pysparse import prune  # noqa: E402
 
-from _contenders import threads  # noqa: E402
-from bench_models import measure  # noqa: E402  (interleaved rounds, ratios to 'torch_dense')
+from harness import measure, threads  # noqa: E402  (interleaved rounds, ratios to 'torch_dense')
 
 # Converted vs pruned torch model, same weights: only summation order differs.
 CHECK_ATOL = 1e-4

@@ -33,57 +33,14 @@ import numpy as np
 import torch
 
 import pysparse as ps
-from pysparse._timing import interleaved
-from pysparse import prune
 
-# Shared with the kernel benchmark (bench/ is on sys.path when this script runs):
-# one thread count for torch, pysparse and numpy's BLAS (the runtime's dense layers).
-from _contenders import threads
+# bench/ is on sys.path when this script runs. harness: the timing rounds, shared with
+# the kernel benchmark, and one thread count for torch, pysparse and numpy's BLAS (the
+# runtime's dense layers); models: the benchmarked models.
+from harness import measure, threads
+from models.mlp_cnn import cnn, mlp
 
 CHECK_RTOL = 1e-4
-
-
-def pruned(model: torch.nn.Module, sparsity: float, modules: list[torch.nn.Module], pattern: Any = "unstructured",
-           criterion: str = "magnitude") -> torch.nn.Module:
-    """``modules`` pruned one-shot by the library, each to ``sparsity`` (layer scope), masks
-    baked in: the benchmark measures what ``prune.Pruner`` produces."""
-    prune.Pruner(model, sparsity=sparsity, pattern=pattern, criterion=criterion, scope="layer",
-                 modules=modules).squash()
-    return model
-
-
-def mlp(hidden: int, sparsity: float, pattern: str) -> torch.nn.Module:
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 10),
-    )
-    hidden_layers = [model[0], model[2]]  # the 10-way classifier stays dense
-    if pattern == "block8x1":  # (8, 1) blocks of W[out, in] with the largest L2 norm
-        pruned(model, sparsity, hidden_layers, pattern=(8, 1), criterion="l2")
-    else:
-        pruned(model, sparsity, hidden_layers)
-    return model.eval()
-
-
-def cnn(width: int, sparsity: float) -> torch.nn.Module:
-    def block(cin: int, cout: int, k: int) -> list[torch.nn.Module]:
-        return [torch.nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
-
-    w = width
-    model = torch.nn.Sequential(
-        *block(3, w, 3),
-        *block(w, 2 * w, 1), *block(2 * w, 2 * w, 3), torch.nn.MaxPool2d(2),
-        *block(2 * w, 4 * w, 1), *block(4 * w, 4 * w, 3), torch.nn.MaxPool2d(2),
-        *block(4 * w, 8 * w, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8 * w, 10),
-    )
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, as after training
-                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-    convs = [m for m in list(model.modules())[2:] if isinstance(m, torch.nn.Conv2d)]
-    return pruned(model, sparsity, convs).eval()
 
 
 def runtime_contender(sm: torch.nn.Module, x: np.ndarray, workdir: Path) -> tuple[Callable[[], Any] | None, str]:
@@ -99,24 +56,6 @@ def runtime_contender(sm: torch.nn.Module, x: np.ndarray, workdir: Path) -> tupl
     except Exception as e:  # a contender that cannot run is reported, not fatal
         return None, f"save/load failed: {type(e).__name__}: {e}"
     return (lambda: model(x)), f"file {path.stat().st_size / 1e6:.2f} MB"
-
-
-def measure(fns: dict[str, Callable[[], Any]], rounds: int, target_s: float) -> dict[str, dict[str, float]]:
-    """Per function: median and IQR of µs per call, and the median and IQR of the round-by-round
-    ratio torch_dense / function (rotating order; pysparse._timing, the loop convert uses too)."""
-    times = {n: t * 1e6 for n, t in interleaved(fns, rounds, target_s, warmup=2).items()}
-    base = np.array(times["torch_dense"])
-    out = {}
-    for n, ts in times.items():
-        t = np.array(ts)
-        ratio = base / t
-        out[n] = {
-            "median_us": float(np.median(t)),
-            "iqr_us": float(np.percentile(t, 75) - np.percentile(t, 25)),
-            "speedup": float(np.median(ratio)),
-            "speedup_iqr": float(np.percentile(ratio, 75) - np.percentile(ratio, 25)),
-        }
-    return out
 
 
 def run_case(name: str, model: torch.nn.Module, shape: tuple[int, ...], batch: int, args: argparse.Namespace,

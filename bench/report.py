@@ -1,4 +1,5 @@
-"""Run the kernel benchmark grid and write results.json, results.md and PNG plots.
+"""Run the kernel benchmark grid (grid.py; contenders.py, timed by harness.py) and write
+results.json, results.md and PNG plots.
 
     python bench/report.py            # the full grid (about 10-15 min on 2 cores)
     python bench/report.py --quick    # a small grid for a smoke run (< 1 min)
@@ -12,10 +13,8 @@ while something else runs is worthless (the script warns when the load is high).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,68 +27,28 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pysparse as ps  # noqa: E402
-from _contenders import AA, build_cell, check, measure, threads  # noqa: E402
+from contenders import AA, build_cell, check  # noqa: E402
+from grid import FULL, QUICK, cells  # noqa: E402
+from harness import environment, measure_cell, threads  # noqa: E402
 
-FULL = dict(
-    shapes=[(768, 768), (3072, 768), (768, 3072), (4096, 4096)],
-    sparsities=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
-    batches=[1, 8, 32, 128],
-    threads=[1, 2],
-    rounds=15,
-)
-QUICK = dict(shapes=[(3072, 768)], sparsities=[0.5, 0.9], batches=[1, 32], threads=[1, 2], rounds=7)
 PEERS = ("torch_csr", "scipy_csr")
-
-
-def environment() -> dict:
-    import torch
-
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu": ps.cpu_info(),
-        "torch": torch.__version__,
-        "torch_mkl": torch.backends.mkl.is_available(),
-        "numpy": np.__version__,
-        "load_1min": os.getloadavg()[0],
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            env["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import threadpoolctl  # noqa: F401
-
-        env["blas_threads_limited"] = True
-    except ImportError:
-        env["blas_threads_limited"] = False
-    return env
 
 
 def run(cfg: dict, seed: int = 0, progress: bool = True) -> list[dict]:
     rng = np.random.default_rng(seed)
-    cells = [
-        (shape, s, b, t)
-        for shape in cfg["shapes"]
-        for s in cfg["sparsities"]
-        for b in cfg["batches"]
-        for t in cfg["threads"]
-    ]
+    grid = cells(cfg)
     try:
         from tqdm import tqdm
 
-        it = tqdm(cells, desc="cells", disable=not progress)
+        it = tqdm(grid, desc="cells", disable=not progress)
     except ImportError:
-        it = cells
+        it = grid
     rows = []
     for shape, s, b, t in it:
         with threads(t):
             cell = build_cell(rng, shape, s, b, t)
             check(cell)
-            res = measure(cell, cfg["rounds"], seed=seed)
+            res = measure_cell(cell, cfg["rounds"], seed=seed)
         m, k = shape
         for c in cell.contenders:
             r = res[c.name]

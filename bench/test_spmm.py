@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _contenders import build_cell, check, threads
+from contenders import build_cell, check
+from harness import threads
 
 pytest.importorskip("pytest_benchmark")
 

@@ -62,7 +62,8 @@ namespace pysparse {
 enum class IndexWidth : uint8_t { u16 = 0, u32 = 1, u8 = 2 };
 
 // The one list of storage formats (the Python side has one class per tag, in
-// pysparse/formats/). CSR is stored as the 1x1 case of BSR's layout, so kernels
+// pysparse/formats/; the C++ side builds each in matrix-<format>.cc and binds
+// its constructors in bindings/matrix-<format>.cc). CSR is stored as the 1x1 case of BSR's layout, so kernels
 // for BSR also run a CSR view; the tag still says which one it is.
 enum class Format : uint8_t { csr = 0, bsr = 1, nm = 2, sell = 3 };
 inline constexpr int kFormatCount = 4;

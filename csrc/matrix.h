@@ -1,9 +1,14 @@
 // SparseMatrix: owned, validated, padded storage behind a SparseView.
 //
-// The C++ side trusts nothing it has not checked, so every matrix is built here
-// from either a dense array or caller-supplied arrays that are validated and
-// copied in one pass. After construction the storage is immutable; kernels get a
+// The C++ side trusts nothing it has not checked, so every matrix is built from
+// either a dense array or caller-supplied arrays that are validated and copied
+// in one pass. After construction the storage is immutable; kernels get a
 // SparseView whose invariants (formats.h) hold, padding included.
+//
+// This file and matrix.cc are what every format shares: the aligned buffer, the
+// shape limits, and the class that owns a format's arrays. Each format builds
+// its matrices in its own file (matrix-<format>.h / .cc: validation, layout,
+// to_dense), so a new format adds its own files and touches none of these.
 #pragma once
 
 #include <cstdint>
@@ -38,66 +43,51 @@ class AlignedBuffer {
   size_t bytes_ = 0;
 };
 
+// The shape checks every format shares (rows and columns in range). Throws
+// std::invalid_argument.
+void check_dims(int64_t rows, int64_t cols);
+
+class SparseMatrix;
+
+// What a format's builder hands to SparseMatrix: the view's scalar fields, the
+// arrays it owns, and the format's own answers to "how many" and "what dense".
+struct MatrixStorage {
+  SparseView view{};             // the pointers are set from the arrays below
+  std::vector<int64_t> ptr;      // empty: view.ptr stays null (N:M)
+  AlignedBuffer idx;             // view.index_width entries (+ kIndexPad)
+  AlignedBuffer values;          // floats (+ kValuePad)
+  std::vector<int32_t> row_of;   // SELL only
+  std::vector<int32_t> row_len;  // SELL only
+  int64_t stored_values = 0;     // floats in values, padding excluded
+  int64_t stored_indices = 0;    // entries in idx, padding excluded
+  void (*to_dense)(const SparseMatrix& m, float* out) = nullptr;  // out: rows * cols, overwritten
+};
+
 class SparseMatrix {
  public:
-  // Drops exact zeros (blocks whose weights are all zero). a[i * lda + k].
-  // Throws std::invalid_argument for a bad shape or block.
-  static SparseMatrix from_dense(const float* a, int64_t rows, int64_t cols, int64_t lda, int block_r,
-                                 int block_c);
+  // Takes the arrays and points the view at them.
+  explicit SparseMatrix(MatrixStorage&& s);
 
-  // Validates and copies. ptr has block_rows + 1 entries, idx nblocks, values
-  // nblocks * R * C laid out as (block, column, row) -- see formats.h. Throws
-  // std::invalid_argument naming the first problem found.
-  static SparseMatrix from_arrays(int64_t rows, int64_t cols, int block_r, int block_c, const int64_t* ptr,
-                                  int64_t ptr_len, const int64_t* idx, int64_t idx_len, const float* values,
-                                  int64_t values_len);
-
-  // N:M along rows (formats.h). from_dense_nm throws std::invalid_argument
-  // naming the first group with more than n nonzeros.
-  static SparseMatrix from_dense_nm(const float* a, int64_t rows, int64_t cols, int64_t lda, int n, int m);
-  // values and offsets as laid out in formats.h: block_rows * G * n * 8 each.
-  static SparseMatrix from_arrays_nm(int64_t rows, int64_t cols, int n, int m, const float* values,
-                                     int64_t values_len, const int64_t* offsets, int64_t offsets_len);
-  static void check_nm(int64_t rows, int64_t cols, int n, int m);
-
-  // SELL-8-sigma (formats.h) from a CSR matrix (R = C = 1), and back. Both are
-  // exact rearrangements of validated storage. Throw std::invalid_argument for
-  // a matrix of the wrong layout.
-  static SparseMatrix sell_from_csr(const SparseMatrix& csr);
-  SparseMatrix csr_from_sell() const;
-
-  const SparseView& view() const { return view_; }
-  Format format() const { return view_.format; }
-  bool is_nm() const { return view_.format == Format::nm; }
-  bool is_sell() const { return view_.format == Format::sell; }
-  bool is_csr() const { return view_.format == Format::csr; }
-  int64_t rows() const { return view_.rows; }
-  int64_t cols() const { return view_.cols; }
-  int block_r() const { return view_.block_r; }
-  int block_c() const { return view_.block_c; }
-  int64_t nblocks() const { return view_.nblocks; }
-  int64_t block_rows() const { return view_.block_rows(); }
-  int64_t stored_values() const {
-    return is_nm() || is_sell() ? view_.nblocks * 8 : view_.nblocks * view_.block_r * view_.block_c;
-  }
-  // Bytes of ptr + idx + values as stored (padding excluded).
+  const SparseView& view() const { return s_.view; }
+  Format format() const { return s_.view.format; }
+  bool is_nm() const { return format() == Format::nm; }
+  bool is_sell() const { return format() == Format::sell; }
+  bool is_csr() const { return format() == Format::csr; }
+  int64_t rows() const { return s_.view.rows; }
+  int64_t cols() const { return s_.view.cols; }
+  int block_r() const { return s_.view.block_r; }
+  int block_c() const { return s_.view.block_c; }
+  int64_t nblocks() const { return s_.view.nblocks; }
+  int64_t block_rows() const { return s_.view.block_rows(); }
+  int64_t stored_values() const { return s_.stored_values; }
+  int64_t stored_indices() const { return s_.stored_indices; }
+  // Bytes of ptr + idx + values (+ SELL's row maps) as stored, padding excluded.
   int64_t nbytes() const;
 
-  void to_dense(float* out) const;  // out: rows * cols, overwritten
-
-  static void check_shape(int64_t rows, int64_t cols, int block_r, int block_c);
+  void to_dense(float* out) const { s_.to_dense(*this, out); }  // out: rows * cols, overwritten
 
  private:
-  SparseMatrix() = default;
-  void allocate(int64_t rows, int64_t cols, int block_r, int block_c, int64_t nblocks);
-  void allocate_nm(int64_t rows, int64_t cols, int n, int m);
-
-  SparseView view_{};
-  std::vector<int64_t> ptr_;
-  AlignedBuffer idx_;
-  AlignedBuffer values_;
-  std::vector<int32_t> row_of_;   // SELL only
-  std::vector<int32_t> row_len_;  // SELL only
+  MatrixStorage s_;
 };
 
 }  // namespace pysparse

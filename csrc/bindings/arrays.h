@@ -75,6 +75,24 @@ inline py::array_t<int64_t, py::array::c_style> index_array(const py::handle& ob
   return contiguous<int64_t>(a);
 }
 
+// build(data, rows, cols, lda) on the 2-D float32 array a (C-contiguous,
+// aligned), with the GIL released: a format's from_dense.
+template <class Build>
+auto from_dense_2d(const py::object& a_obj, Build&& build) {
+  py::array a = float32_array(a_obj, "a");
+  if (a.ndim() != 2) throw py::value_error("a must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  auto c = contiguous<float>(a);
+  const int64_t rows = c.shape(0), cols = c.shape(1);
+  py::gil_scoped_release nogil;
+  return build(c.data(), rows, cols, cols);
+}
+
+// Any-rank float32 array, flattened (C order) into a contiguous copy or view.
+inline py::array_t<float, py::array::c_style> flat_values(const py::object& obj, const char* what) {
+  py::array v = float32_array(obj, what);
+  return contiguous<float>(py::reinterpret_borrow<py::array>(v.attr("reshape")(-1)));
+}
+
 // A read-only numpy view of memory owned by `owner`.
 template <class T>
 py::array readonly_view(const T* data, int64_t n, py::handle owner) {

@@ -1,6 +1,6 @@
 // What module.cc registers: the checked calls (calls.cc), the SparseMatrix
-// class (matrix.cc), CPU and kernel facts (info.cc) and the test hooks
-// (testing.cc). Each takes Python objects, checks them (arrays.h) and hands
+// class (matrix.cc, plus one matrix-<format>.cc per format), CPU and kernel
+// facts (info.cc) and the test hooks (testing.cc). Each takes Python objects, checks them (arrays.h) and hands
 // plain pointers to the core with the GIL released.
 #pragma once
 
@@ -24,7 +24,14 @@ py::array conv2d_shifted(const SparseMatrix& w, const py::object& x, const py::o
                          const py::object& padding, const py::object& dilation, const py::object& chunk,
                          const py::object& bias, const py::object& threads);
 
-void def_sparse_matrix(py::module_& m);  // class SparseMatrix: constructors, views, to_dense
+void def_sparse_matrix(py::module_& m);  // class SparseMatrix: shared views and to_dense (matrix.cc)
+
+// Each format's constructors and own properties, on the shared class
+// (bindings/matrix-<format>.cc); def_sparse_matrix calls them.
+using MatrixClass = py::class_<SparseMatrix>;
+void def_bsr_matrix(MatrixClass& cls);   // CSR and BSR
+void def_nm_matrix(MatrixClass& cls);
+void def_sell_matrix(MatrixClass& cls);
 
 py::dict cpu_info();
 py::list kernels();

@@ -17,7 +17,9 @@
 
 #include "dispatch.h"
 #include "kernels.h"
-#include "matrix.h"
+#include "matrix-bsr.h"
+#include "matrix-nm.h"
+#include "matrix-sell.h"
 
 using namespace pysparse;
 
@@ -146,9 +148,9 @@ void test_kernel(const KernelInfo& k, std::mt19937& rng) {
           const bool sell = k.format == Format::sell;
           const std::vector<float> a = make_dense(rng, M, K, density, k.format, nm || sell ? 1 : k.block_r, C, p, q,
                                                   static_cast<int>(M / 4));
-          const SparseMatrix w = nm     ? SparseMatrix::from_dense_nm(a.data(), M, K, K, p, q)
-                                 : sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
-                                        : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, C);
+          const SparseMatrix w = nm     ? pysparse::nm::from_dense(a.data(), M, K, K, p, q)
+                                 : sell ? pysparse::sell::from_csr(bsr::from_dense(a.data(), M, K, K, 1, 1))
+                                        : bsr::from_dense(a.data(), M, K, K, k.block_r, C);
           for (int64_t n : batches) {
             if (wide && n > 5) continue;
             std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
@@ -181,8 +183,8 @@ void test_overlapping_rows(const KernelInfo& k, std::mt19937& rng) {
         if (K > 65536 && M > 7) continue;  // uint32 indices: a few rows suffice
         const bool sell = k.format == Format::sell;
         const std::vector<float> a = make_dense(rng, M, K, density, k.format, sell ? 1 : k.block_r, 1, 0, 0, 1);
-        const SparseMatrix w = sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
-                                    : SparseMatrix::from_dense(a.data(), M, K, K, k.block_r, 1);
+        const SparseMatrix w = sell ? pysparse::sell::from_csr(bsr::from_dense(a.data(), M, K, K, 1, 1))
+                                    : bsr::from_dense(a.data(), M, K, K, k.block_r, 1);
         for (int64_t n : {2, 7, 8, 9, 64, 65}) {
           std::vector<float> x(static_cast<size_t>(K - 1 + n)), bias(static_cast<size_t>(M));
           for (float& v : x) v = normal(rng);
@@ -212,8 +214,8 @@ void test_inf_in_unused_column(const KernelInfo& k, std::mt19937& rng) {
       for (double density : {0.05, 0.3, 1.0}) {
         std::vector<float> a = make_dense(rng, M, K, density, k.format, 1, 1, 0, 0, static_cast<int>(M / 4));
         for (int64_t i = 0; i < M; ++i) a[i * K] = 0.0f;
-        const SparseMatrix w = sell ? SparseMatrix::sell_from_csr(SparseMatrix::from_dense(a.data(), M, K, K, 1, 1))
-                                    : SparseMatrix::from_dense(a.data(), M, K, K, 1, 1);
+        const SparseMatrix w = sell ? pysparse::sell::from_csr(bsr::from_dense(a.data(), M, K, K, 1, 1))
+                                    : bsr::from_dense(a.data(), M, K, K, 1, 1);
         const int64_t n = k.batch == Batch::n1 ? 1 : 9;
         std::vector<float> x(static_cast<size_t>(K * n)), bias(static_cast<size_t>(M));
         for (float& v : x) v = normal(rng);

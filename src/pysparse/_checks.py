@@ -2,7 +2,10 @@
 
 Each returns the normalised value or raises TypeError / ValueError with a message
 that names the argument and says what it must be. ``bool`` is an ``int`` subclass
-in Python; none of these take True for 1.
+in Python; none of these take True for 1. The kernels' side (formats, ops, nn,
+conversion) and the training side (prune, distill) share this one copy, so
+their messages agree; checks that only make sense in one package (a KD
+temperature, a loader that is a one-shot iterator) stay in that package.
 """
 
 from __future__ import annotations
@@ -44,11 +47,39 @@ def positive_number(v: Any, what: str) -> float:
     return float(v)
 
 
-def fraction(v: Any, what: str) -> float:
-    """A number in [0, 1]."""
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
-        raise ValueError(f"{what} must be a number between 0 and 1, got {v!r}")
+def is_number(v: Any) -> bool:
+    """A Python int or float (numpy.float64 is a float), not a bool: ``sparsity=True`` or
+    ``lr=False`` is a mistake, never a number."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def number(v: Any, what: str, minimum: float = 0.0, *, strict: bool = False) -> float:
+    """A number >= ``minimum`` (> with ``strict``), or ValueError (for a non-number too)."""
+    if not is_number(v) or not (v > minimum if strict else v >= minimum):
+        raise ValueError(f"{what} must be a number {'>' if strict else '>='} {minimum:g}, got {v!r}")
     return float(v)
+
+
+def fraction(v: Any, what: str, high_open: bool = True, hint: str = "") -> float:
+    """A number in [0, 1) (``high_open``) or (0, 1], as a float; TypeError for a non-number,
+    ValueError outside, with ``hint`` at the end of its message."""
+    interval = "[0, 1)" if high_open else "(0, 1]"
+    if not is_number(v):
+        raise TypeError(f"{what} must be a number in {interval}, got {v!r}")
+    v = float(v)
+    if not (0.0 <= v < 1.0 if high_open else 0.0 < v <= 1.0):
+        raise ValueError(f"{what} must be in {interval}, got {v}{hint}")
+    return v
+
+
+def count(v: Any, what: str, minimum: int = 0, unit: str = "") -> int:
+    """An int (not a bool) >= ``minimum``: steps, epochs. ``unit`` says in the TypeError what
+    the int counts ("a step count")."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int{f' ({unit})' if unit else ''}, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {v}")
+    return v
 
 
 def pair(v: Any, what: str, minimum: int, *, single: bool = False) -> tuple[int, int]:

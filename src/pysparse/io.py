@@ -15,7 +15,9 @@ Anything wrong raises ``ModelFileError`` (a ``ValueError``).
 SparseLinear / SparseConv2d and standard torch.nn layers as leaves, maps each
 node onto the runtime's op set (refusing, by name, anything the runtime cannot
 run), runs ``example_inputs`` through both the torch model and the runtime
-graph and refuses to write a file whose outputs disagree.
+graph and refuses to write a file whose outputs disagree (``export/verify.py``).
+This module only orchestrates: the container is ``runtime/container.py``, the
+graph ``export/``, the check ``export/verify.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def save(
     import torch
 
     from .export import export
+    from .export.verify import verify
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -83,32 +86,6 @@ def save(
             ref = model(*inputs)
     finally:
         model.train(was_training)
-    runtime = Model(graph, arrays)
-    got = runtime(*[t.numpy() for t in inputs])
-    _compare(ref, got, rtol)
+    runtime = verify(graph, arrays, inputs, ref, rtol)
     write_file(path, graph, arrays)
     return runtime
-
-
-def _compare(ref: Any, got: Any, rtol: float) -> None:
-    refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
-    gots = list(got) if isinstance(got, tuple) else [got]
-    if len(refs) != len(gots):
-        raise ValueError(f"the torch model returned {len(refs)} outputs, the runtime graph {len(gots)}")
-    for i, (r, g) in enumerate(zip(refs, gots)):
-        r = r.detach().cpu().numpy().astype(np.float64)
-        g = np.asarray(g, dtype=np.float64)
-        if r.shape != g.shape:
-            raise ValueError(f"output {i}: torch gives shape {r.shape}, the runtime graph {g.shape}; not saved")
-        if r.size == 0:
-            continue
-        same = (r == g) | (np.isnan(r) & np.isnan(g))  # equal infinities and nans agree
-        finite = np.abs(r[np.isfinite(r)])
-        scale = max(float(finite.max()) if finite.size else 0.0, 1e-6)
-        with np.errstate(invalid="ignore"):
-            err = float(np.max(np.where(same, 0.0, np.abs(r - g)))) / scale
-        if not err <= rtol:
-            raise ValueError(
-                f"output {i}: the runtime graph differs from the torch model by {err:.2e} (relative to the "
-                f"largest output; allowed {rtol:.1e}); not saved. Is the model deterministic in eval mode?"
-            )

@@ -14,7 +14,7 @@ past libFuzzer's -timeout) is a finding.
 Run: .ci/fuzz (CI), or by hand
     python tests/fuzz/fuzz_arrays.py -max_total_time=60 build/fuzz/arrays
 Findings become tests/fuzz/regressions/*.json (the call spelled out, independent of how
-this harness decodes bytes) checked by tests/test_fuzz_regressions.py.
+this harness decodes bytes) checked by tests/fuzz/test_fuzz_regressions.py.
 """
 
 from __future__ import annotations

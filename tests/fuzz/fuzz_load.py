@@ -16,7 +16,7 @@ half are libFuzzer's byte mutations.
 
 Run: .ci/fuzz (CI), or by hand
     python tests/fuzz/fuzz_load.py -max_total_time=60 build/fuzz/load tests/fuzz/corpus
-``check(data)`` is the one-input oracle that tests/test_fuzz_regressions.py reuses.
+``check(data)`` is the one-input oracle that tests/fuzz/test_fuzz_regressions.py reuses.
 """
 
 from __future__ import annotations

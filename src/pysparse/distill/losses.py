@@ -5,7 +5,7 @@ logits by T scales the soft term's gradient w.r.t. the student logits by about
 1/T^2 once T is large (d/dz KL = (p_s - p_t) / T, and p_s - p_t itself shrinks
 like 1/T); multiplying by T^2 keeps that gradient on the scale of the hard
 (cross-entropy) term for every T, so alpha means what it says. Distiller's KD
-left the factor out; tests/test_distill.py checks the scale.
+left the factor out; tests/distill/test_distill.py checks the scale.
 
 FeatureDistiller is hint training (FitNets): chosen intermediate activations of
 the student are matched to the teacher's (MSE), through a learned projection
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .._checks import is_number, number
 
 __all__ = ["KDLoss", "FeatureDistiller"]
 
@@ -54,7 +56,7 @@ class KDLoss(nn.Module):
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
         super().__init__()
         for name, v in (("temperature", temperature), ("alpha", alpha)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if not is_number(v):
                 raise TypeError(f"{name} must be a number, got {type(v).__name__}")
         if not temperature > 0 or temperature == float("inf"):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
@@ -145,8 +147,7 @@ class FeatureDistiller(nn.Module):
         super().__init__()
         if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
             raise TypeError("student and teacher must be torch.nn.Module instances")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+        number(weight, "weight")
         items = list(pairs.items()) if isinstance(pairs, Mapping) else list(pairs)
         if not items:
             raise ValueError("pairs is empty: give at least one (student module name, teacher module name)")

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import count, number
 from .losses import FeatureDistiller, KDLoss
 
 __all__ = ["fit", "measured_sparsity"]
@@ -101,10 +102,7 @@ def _check_args(student: Any, teacher: Any, epochs: Any, pruner: Any, optimizer:
         raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module or None (plain training), got {type(teacher).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int):
-        raise TypeError(f"epochs must be an int, got {type(epochs).__name__}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    count(epochs, "epochs", 1)
     if pruner is not None and not callable(getattr(pruner, "step", None)):
         raise TypeError(f"pruner must have a .step() method (e.g. pysparse.prune.Pruner), got {type(pruner).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -205,8 +203,7 @@ def fit(
     from tqdm.auto import tqdm
 
     _check_args(student, teacher, epochs, pruner, optimizer, loss)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    number(lr, "lr", strict=True)
     for name, data in (("train_loader", train_loader), ("val_loader", val_loader)):
         if data is None and name == "val_loader":
             continue

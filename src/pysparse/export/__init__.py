@@ -1,7 +1,8 @@
 """torch model -> runtime graph (the stage of ``pysparse.save`` before the file is written).
 
 ``tracer`` traces and walks the graph, ``modules`` maps nn.Modules, ``functions``
-maps functions and tensor methods, ``base`` holds the graph builder they share.
+maps functions and tensor methods, ``base`` holds the graph builder they share;
+``verify`` checks the runtime graph's outputs against torch before ``save`` writes.
 """
 
 from __future__ import annotations

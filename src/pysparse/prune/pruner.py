@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._checks import fraction, is_number
+from .._checks import fraction, is_number
 from .channels import kept_inputs
 from .importance import ACCUMULATORS, Criterion, get_criterion, needs_grad
 from .layers import named_prunable, next_batchnorms

@@ -10,21 +10,37 @@ ranking, each capped.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .patterns import Pattern
 
-__all__ = ["rank_groups", "allocate_global"]
+__all__ = ["rank_groups", "allocate_global", "reference_order"]
 
 # When all groups have one size (unstructured, channels, blocks that divide the shape)
 # the first k groups are what is needed, not their order: a partition finds them in
-# O(n) instead of a full sort; otherwise the full order is built. ``_FAST = False``
-# forces the full order everywhere (the reference the tests compare the fast path against).
-_FAST = True
+# O(n) instead of a full sort; otherwise the full order is built. Rankings made inside
+# ``reference_order()`` build the full order everywhere (the reference the tests compare
+# the fast path against). A context variable, so the setting ends with its block and
+# never reaches another thread.
+_REFERENCE = contextvars.ContextVar("pysparse_prune_reference_order", default=False)
+
+
+@contextlib.contextmanager
+def reference_order() -> Iterator[None]:
+    """Rankings made inside this block take the full (tier, score, index) order, never the
+    partition shortcut: slower, and by construction what the shortcut must reproduce."""
+    token = _REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
 
 
 def _order(tier: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -89,18 +105,20 @@ def _count_multiples(size: int, n: int, x: float, strict: bool) -> int:
 class _Ranking:
     """Groups of one layer (or of a global pool): tier (-1 already pruned, 0 must go
     first, 1 others), score, and size: one int when every group has that many weights,
-    else an array."""
+    else an array. ``fast``: equal groups may take the partition shortcut (False inside
+    ``reference_order()``)."""
 
     tiers: np.ndarray
     scores: np.ndarray
     size: int | np.ndarray
     _order: np.ndarray | None = None
     _cums: np.ndarray | None = None
+    fast: bool = field(default_factory=lambda: not _REFERENCE.get())
 
     @property
     def uniform(self) -> bool:
         """Every group has ``size`` weights, and the fast path is on."""
-        return isinstance(self.size, int) and _FAST
+        return isinstance(self.size, int) and self.fast
 
     @property
     def order(self) -> np.ndarray:
@@ -165,7 +183,8 @@ class _Ranking:
             size = sizes.pop()
         else:
             size = np.concatenate([p.sizes for p in parts])
-        return _Ranking(np.concatenate([p.tiers for p in parts]), np.concatenate([p.scores for p in parts]), size)
+        tiers, scores = np.concatenate([p.tiers for p in parts]), np.concatenate([p.scores for p in parts])
+        return _Ranking(tiers, scores, size, fast=all(p.fast for p in parts))
 
 
 def rank_groups(

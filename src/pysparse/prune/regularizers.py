@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ._checks import is_number
+from .._checks import number
 from .layers import named_prunable
 
 __all__ = ["l1_regularization"]
@@ -18,8 +18,7 @@ def l1_regularization(model: nn.Module, lam: float, modules: Iterable[Any] | Non
     add it to the loss to push weights towards zero before pruning."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not is_number(lam) or not lam >= 0:
-        raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+    number(lam, "lam")
     named = named_prunable(model, modules)
     if not named:
         raise ValueError("the model has no Linear or Conv2d layer to regularise; pass modules=...")

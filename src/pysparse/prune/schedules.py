@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import math
 
-from ._checks import fraction, step_count
+from .._checks import count, fraction
 
 __all__ = ["one_shot", "iterative", "gradual"]
+
+
+def _steps(value: object, what: str, minimum: int = 0) -> int:
+    return count(value, what, minimum, unit="a step count")
 
 
 class one_shot:
     """All of the final sparsity at step ``at`` (default 0: at once); nothing before."""
 
     def __init__(self, at: int = 0) -> None:
-        self.at = step_count(at, "at")
+        self.at = _steps(at, "at")
 
     def __call__(self, step: int, final: float) -> float:
         return final if step >= self.at else 0.0
@@ -37,9 +41,9 @@ class iterative:
     fine-tuning in between, until ``final`` is reached (round r: 1 - (1 - amount)^r)."""
 
     def __init__(self, every: int, amount: float = 0.2, begin: int = 0) -> None:
-        self.every = step_count(every, "every", 1)
+        self.every = _steps(every, "every", 1)
         self.amount = fraction(amount, "amount", high_open=False)
-        self.begin = step_count(begin, "begin")
+        self.begin = _steps(begin, "begin")
 
     def rounds(self, final: float) -> int:
         """How many rounds it takes to reach ``final``."""
@@ -65,11 +69,11 @@ class gradual:
     Before ``begin`` nothing is pruned; after ``end`` the target stays ``final``."""
 
     def __init__(self, begin: int, end: int, every: int, initial: float = 0.0) -> None:
-        self.begin = step_count(begin, "begin")
-        self.end = step_count(end, "end")
+        self.begin = _steps(begin, "begin")
+        self.end = _steps(end, "end")
         if self.end <= self.begin:
             raise ValueError(f"end must be after begin, got begin={begin}, end={end}")
-        self.every = step_count(every, "every", 1)
+        self.every = _steps(every, "every", 1)
         self.initial = fraction(initial, "initial")
 
     def __call__(self, step: int, final: float) -> float:

@@ -220,7 +220,7 @@ def test_no_imports_inside_functions_between_package_modules():
 # ---------------------------------------------------------------------------
 # A model file written by the code before the registry (760d0ca): one layer per format.
 
-DATA = __import__("pathlib").Path(__file__).parent / "data"
+DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
 
 
 def old_file_model():

@@ -1,15 +1,12 @@
-"""The contenders of the kernel benchmark and how one grid cell is measured.
+"""The contenders of one kernel-benchmark cell, built from the same pruned weights, and
+their check against float64 (timing them: harness.py).
 
 Every contender computes y = x @ W.T for x (batch, K) and W (M, K), the
-nn.Linear convention, from the same pruned weights. Timing follows the rules a
-shared, noisy machine needs: one process, warm-up, then rounds in which every
-contender runs once (in a shuffled order), medians over rounds, and ratios to
-torch dense taken round by round so slow phases of the machine cancel out.
+nn.Linear convention.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,12 +14,6 @@ from typing import Any, Callable
 import numpy as np
 
 import pysparse as ps
-from pysparse._timing import interleaved
-
-try:  # numpy/scipy BLAS threads; scikit-learn (test extra) brings threadpoolctl
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover - reported in the results' environment
-    threadpool_limits = None
 
 CHECK_RTOL = 1e-4  # every contender's output against a float64 reference
 AA = "torch_dense_again"  # the A/A contender (see build_cell)
@@ -161,22 +152,6 @@ def build_cell(rng: np.random.Generator, shape: tuple[int, int], sparsity: float
     return cell
 
 
-@contextlib.contextmanager
-def threads(n: int):
-    import torch
-
-    before = (torch.get_num_threads(), ps.get_num_threads())
-    torch.set_num_threads(n)
-    ps.set_num_threads(n)
-    ctx = threadpool_limits(limits=n) if threadpool_limits is not None else contextlib.nullcontext()
-    try:
-        with ctx:
-            yield
-    finally:
-        torch.set_num_threads(before[0])
-        ps.set_num_threads(before[1])
-
-
 def check(cell: Cell) -> None:
     """A benchmark of a wrong answer is void: every contender against float64."""
     for c in cell.contenders:
@@ -185,27 +160,3 @@ def check(cell: Cell) -> None:
         err = np.max(np.abs(y - ref)) / max(np.max(np.abs(ref)), 1e-30)
         if not err <= CHECK_RTOL:
             raise AssertionError(f"{c.name} is wrong on {cell.shape} s={cell.sparsity} b={cell.batch}: rel err {err:.2e}")
-
-
-def measure(cell: Cell, rounds: int, target_s: float = 2e-3, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per contender: median seconds per call, IQR/median, and the median and IQR
-    of the round-by-round ratio torch_dense / contender (> 1: faster than dense).
-    Rounds in shuffled order (pysparse._timing, the loop convert uses too)."""
-    inner: dict[str, int] = {}
-    times = interleaved({c.name: c.fn for c in cell.contenders}, rounds, target_s, warmup=2, shuffle=seed,
-                        counts=inner)
-    base = np.array(times["torch_dense"])
-    out = {}
-    for name, ts in times.items():
-        arr = np.array(ts)
-        q1, med, q3 = np.percentile(arr, [25, 50, 75])
-        ratio = base / arr
-        r1, rmed, r3 = np.percentile(ratio, [25, 50, 75])
-        out[name] = {
-            "median_s": float(med),
-            "iqr_over_median": float((q3 - q1) / med),
-            "speedup_vs_torch_dense": float(rmed),
-            "speedup_iqr": float(r3 - r1),
-            "inner": inner[name],
-        }
-    return out

@@ -20,7 +20,7 @@ import pytest
 
 from limits import run_limited
 
-FUZZ = Path(__file__).parent / "fuzz"
+FUZZ = Path(__file__).parent
 FILES = sorted(p for p in (FUZZ / "regressions").iterdir() if p.suffix in (".json", ".pspz"))
 PENDING: dict[str, str] = {}
 

@@ -337,7 +337,7 @@ def test_conv2d_matches_float64(fmt, n, cin, cout, h, w, k, stride, pad, dil, ho
             assert np.array_equal(ps.conv2d(layout4(x, how), weight, b, threads=t, **kw), y), f"threads={t}"
 
 
-CORPUS = sorted((Path(__file__).parent / "fuzz" / "corpus").glob("*.pspz"))
+CORPUS = sorted((Path(__file__).parents[1] / "fuzz" / "corpus").glob("*.pspz"))
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests (importable because pyproject puts tests/ on sys.path)."""
+"""Helpers shared by the tests (importable because pyproject puts tests/support on sys.path)."""
 
 from __future__ import annotations
 

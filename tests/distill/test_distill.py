@@ -312,7 +312,7 @@ def test_fit_bad_arguments(digits, teacher):
 def test_two_processes_gloo(tmp_path):
     """What ``torchrun --nproc_per_node=2`` sets up (RANK, WORLD_SIZE, a store), with a file
     store instead of torchrun's TCP one, which would listen on every interface."""
-    worker = Path(__file__).with_name("distill_ddp_worker.py")
+    worker = Path(__file__).parents[1] / "support" / "distill_ddp_worker.py"
     env = dict(os.environ, OMP_NUM_THREADS="1", WORLD_SIZE="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(pysparse.__file__).parents[1]), env.get("PYTHONPATH")]))
     if sys.platform.startswith("linux"):

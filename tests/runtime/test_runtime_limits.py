@@ -22,7 +22,7 @@ from pysparse.runtime import Model, ModelFileError
 
 from _model_files import bert_sized, hostile, mobilenet_v2, node, write
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 # Address space for a subprocess that loads a hostile file: the interpreter with numpy and
 # pysparse takes about 150 MiB, the dry run may hold 512 MiB (MAX_DRY_RUN_BYTES).

@@ -24,7 +24,7 @@ from pysparse import io as psio
 
 from limits import run_limited
 
-CORPUS = sorted((Path(__file__).parent / "fuzz" / "corpus").glob("*.pspz"))
+CORPUS = sorted((Path(__file__).parents[1] / "fuzz" / "corpus").glob("*.pspz"))
 SLACK = 1 << 30  # the dry run's working set: one tensor of MAX_DRY_RUN_ELEMENTS (2**27) floats is 512 MiB
 FACTOR = 8
 LOAD_SECONDS = 5.0  # CPU seconds ps.load may take (the dry run is bounded in work too)

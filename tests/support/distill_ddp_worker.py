@@ -1,7 +1,7 @@
-"""One process of the 2-process data-parallel test in tests/test_distill.py.
+"""One process of the 2-process data-parallel test in tests/distill/test_distill.py.
 
-    torchrun --nproc_per_node=2 tests/distill_ddp_worker.py OUT_DIR
-    RANK=r WORLD_SIZE=2 python tests/distill_ddp_worker.py OUT_DIR file:///tmp/store   # r = 0, 1
+    torchrun --nproc_per_node=2 tests/support/distill_ddp_worker.py OUT_DIR
+    RANK=r WORLD_SIZE=2 python tests/support/distill_ddp_worker.py OUT_DIR file:///tmp/store   # r = 0, 1
 
 The test uses the second form: a file store, so nothing listens on a TCP port
 but gloo's own connections, which GLOO_SOCKET_IFNAME=lo keeps on loopback

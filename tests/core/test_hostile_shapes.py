@@ -1,7 +1,7 @@
 """Shapes and layouts that once crashed, looped or allocated gigabytes (issue 16 findings 3 and 7).
 
 Each case runs in a child under a 1 GiB address-space limit (over the interpreter's
-own) and a 20 s CPU limit (tests/limits.py), so a regression fails the test, not
+own) and a 20 s CPU limit (tests/support/limits.py), so a regression fails the test, not
 the machine. The documented outcome: the call works, or raises ValueError (or
 MemoryError where the input itself is too large to copy), quickly; never a crash.
 """

@@ -42,7 +42,7 @@ def test_hand_built_file_runs_every_format(mlp_file, rng):
     assert isinstance(m.matrix("fc1"), ps.CSRMatrix)
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.mark.parametrize("name, formats", [("v1_mlp", ["csr", "bsr", "nm"]), ("v1_cnn", ["bsr", "bsr", "dense", "bsr", "bsr"])])

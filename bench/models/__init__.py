@@ -1,0 +1,1 @@
+"""The models the whole-model benchmarks run (bench_models.py)."""
