@@ -29,6 +29,8 @@ void def_sparse_matrix(py::module_& m);  // class SparseMatrix: constructors, vi
 py::dict cpu_info();
 py::list kernels();
 
-void def_testing(py::module_& m);  // _core.testing: hooks the tests need, not the package
+void def_testing(py::module_& m);
+
+void def_transformer(py::module_& m);  // layer_norm, gelu, attention, transformer_kernels (transformer.cc)  // _core.testing: hooks the tests need, not the package
 
 }  // namespace pysparse::bind
