@@ -4,8 +4,8 @@
 //
 // Every split is fixed by the problem, never by the thread count: layer norm
 // rows and GELU elements are independent, and attention runs one task per
-// (batch item, head, block of kAttentionRowBlock query rows), each summing in
-// its own fixed order. So the result is bitwise the same on 1, 2 or 256
+// (batch item, head, block of query rows), each row summing in its own fixed
+// order whatever block it is in. So the result is bitwise the same on 1, 2 or 256
 // threads. The thread count is only capped for calls too small to pay for a
 // wake-up (parallel.cc: a few microseconds).
 #include "transformer.h"
@@ -146,7 +146,14 @@ void elementwise(TfOp op, const ElementwiseArgs& a, int nthreads, const TfKernel
 void attention(const AttentionProblem& p, int nthreads, const TfKernelInfo* kernel) {
   if (p.batch <= 0 || p.queries <= 0 || p.heads <= 0) return;
   const AttentionFn fn = tf_kernel<TfOp::attention>(kernel ? *kernel : select_tf_kernel(active_isa(), TfOp::attention));
-  const int64_t blocks = (p.queries + kAttentionRowBlock - 1) / kAttentionRowBlock;
+  // Query rows per task: a whole head when there are heads enough to go round
+  // (each task copies its head's K and V once), else blocks of at least
+  // kAttentionRowBlock rows until there are about kAttentionTasks tasks.
+  constexpr int64_t kAttentionTasks = 16;
+  const int64_t bh = p.batch * p.heads;
+  const int64_t want = bh >= kAttentionTasks ? 1 : (kAttentionTasks + bh - 1) / bh;
+  const int64_t rows_per_task = std::max(kAttentionRowBlock, (p.queries + want - 1) / want);
+  const int64_t blocks = (p.queries + rows_per_task - 1) / rows_per_task;
   const int64_t tasks = p.batch * p.heads * blocks;
   // work in FMAs: 2 products of queries x keys x dim per head, capped against overflow
   const double fmas = 2.0 * static_cast<double>(p.batch * p.heads) * static_cast<double>(p.queries) *
@@ -156,7 +163,7 @@ void attention(const AttentionProblem& p, int nthreads, const TfKernelInfo* kern
   std::atomic<bool> out_of_memory{false};
   parallel_for64(tasks, threads, [&](int64_t t) {
     const int64_t blk = t % blocks, bh = t / blocks, h = bh % p.heads, b = bh / p.heads;
-    const int64_t i0 = blk * kAttentionRowBlock;
+    const int64_t i0 = blk * rows_per_task;
     AttentionArgs a;
     a.q = p.q + b * p.q_b + i0 * p.q_s + h * p.dim;
     a.ldq = p.q_s;
@@ -167,7 +174,7 @@ void attention(const AttentionProblem& p, int nthreads, const TfKernelInfo* kern
     a.mask = p.mask != nullptr ? p.mask + b * p.m_b : nullptr;
     a.out = p.out + b * p.o_b + i0 * p.o_s + h * p.dim;
     a.ldo = p.o_s;
-    a.rows = std::min(kAttentionRowBlock, p.queries - i0);
+    a.rows = std::min(rows_per_task, p.queries - i0);
     a.keys = p.keys;
     a.dim = p.dim;
     a.scale = p.scale;

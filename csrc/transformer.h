@@ -62,8 +62,8 @@ struct AttentionArgs {
 // The scratch one attention task needs: K^T padded to whole vectors of keys,
 // V padded to whole vectors of dim, and a block of score rows.
 int64_t attention_scratch_floats(int64_t keys, int64_t dim);
-// Query rows per attention task: fixed (not derived from the thread count), so
-// the result is the same bitwise on any number of threads.
+// The fewest query rows an attention task gets (transformer.cc picks the split
+// from the shape alone; a row's result does not depend on it, nor on threads).
 inline constexpr int64_t kAttentionRowBlock = 32;
 // Width every kernel pads to (the widest vector of any ISA).
 inline constexpr int64_t kAttentionPad = 8;

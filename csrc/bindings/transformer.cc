@@ -91,12 +91,15 @@ py::array writable_out(const py::object& out_obj, const py::array& like) {
   return out;
 }
 
+bool is_real_number(const py::handle& v) {
+  if (PyBool_Check(v.ptr())) return false;
+  if (PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr())) return true;  // the common case: no numpy lookup
+  const py::module_ np = py::module_::import("numpy");
+  return py::isinstance(v, np.attr("floating")) || py::isinstance(v, np.attr("integer"));
+}
+
 float finite_float(const py::handle& v, const char* what, bool non_negative) {
-  if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
-                                 py::isinstance(v, py::module_::import("numpy").attr("floating")) ||
-                                 py::isinstance(v, py::module_::import("numpy").attr("integer")))) {
-    throw py::type_error(std::string(what) + " must be a real number, got " + type_str(v));
-  }
+  if (!is_real_number(v)) throw py::type_error(std::string(what) + " must be a real number, got " + type_str(v));
   const double d = py::float_(py::reinterpret_borrow<py::object>(v)).cast<double>();
   if (!std::isfinite(d) || std::fabs(d) > 3.4e38 || (non_negative && d < 0)) {
     throw py::value_error(std::string(what) + " must be a finite " + (non_negative ? "non-negative " : "") +

@@ -11,8 +11,10 @@
 //                  rows are whole vectors for any head dim (17, 3, 1 ...).
 //   mp  [Tp]       the mask, padded with 0.
 //   sc  [4][Tp]    the score / probability rows of 4 query rows.
-// Copying K and V costs dim * T per task against 2 rows * T * dim * 2 FLOPs;
-// a task has up to kAttentionRowBlock (32) query rows.
+// Copying K (through the ISA's 8x8 register transpose) and V costs dim * T per
+// task against 2 rows * T * dim * 2 FLOPs; a task has at least
+// kAttentionRowBlock (32) query rows (or all of them), a whole head when there
+// are enough heads to go round the threads (transformer.cc).
 //
 // Scores: 4 query rows x 2 vectors of keys per step (8 independent FMA chains,
 // each K^T vector loaded once for 4 rows). Softmax: row max (keys past T are
@@ -37,6 +39,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels.h"
 #include "kernels/vmath.inl"
 
 namespace pysparse {
@@ -161,19 +164,17 @@ void attention_context_rows(const AttentionArgs& a, const float* vp, int64_t Dp,
   for (; c0 < Dp; c0 += W) attention_context<M, NR, 1>(a, vp, Dp, p, Tp, inv, c0, out);
 }
 
+// transpose: the ISA's x32_transpose (kernels.h), which writes K^T.
 template <class M>
-void attention(const AttentionArgs& a) {
+void attention(const AttentionArgs& a, TransposeFn transpose) {
   const int64_t T = a.keys, D = a.dim;
   const int64_t Tp = round_up(T, kAttentionPad), Dp = round_up(D, kAttentionPad);
   float* kt = a.scratch;
   float* vp = kt + D * Tp;
   float* mp = vp + T * Dp;
   float* sc = mp + Tp;
-  for (int64_t d = 0; d < D; ++d) {
-    float* row = kt + d * Tp;
-    for (int64_t j = 0; j < T; ++j) row[j] = a.k[j * a.ldk + d];
-    std::fill(row + T, row + Tp, 0.0f);
-  }
+  transpose(TransposeArgs{a.k, a.ldk, 0, T, D, kt, Tp});
+  for (int64_t d = 0; d < D; ++d) std::fill(kt + d * Tp + T, kt + (d + 1) * Tp, 0.0f);
   for (int64_t j = 0; j < T; ++j) {
     std::memcpy(vp + j * Dp, a.v + j * a.ldv, static_cast<size_t>(D) * sizeof(float));
     std::fill(vp + j * Dp + D, vp + (j + 1) * Dp, 0.0f);

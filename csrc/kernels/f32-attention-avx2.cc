@@ -7,6 +7,6 @@
 
 namespace pysparse {
 
-void f32_attention__avx2(const AttentionArgs& a) { attention<Avx2Math>(a); }
+void f32_attention__avx2(const AttentionArgs& a) { attention<Avx2Math>(a, &x32_transpose__avx2); }
 
 }  // namespace pysparse

@@ -7,6 +7,6 @@
 
 namespace pysparse {
 
-void f32_attention__neon(const AttentionArgs& a) { attention<NeonMath>(a); }
+void f32_attention__neon(const AttentionArgs& a) { attention<NeonMath>(a, &x32_transpose__neon); }
 
 }  // namespace pysparse

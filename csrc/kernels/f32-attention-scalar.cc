@@ -7,6 +7,6 @@
 
 namespace pysparse {
 
-void f32_attention__scalar(const AttentionArgs& a) { attention<ScalarMath>(a); }
+void f32_attention__scalar(const AttentionArgs& a) { attention<ScalarMath>(a, &x32_transpose__scalar); }
 
 }  // namespace pysparse
