@@ -36,6 +36,8 @@ void def_sell_matrix(MatrixClass& cls);
 py::dict cpu_info();
 py::list kernels();
 
-void def_testing(py::module_& m);  // _core.testing: hooks the tests need, not the package
+void def_testing(py::module_& m);
+
+void def_transformer(py::module_& m);  // layer_norm, gelu, attention, transformer_kernels (transformer.cc)  // _core.testing: hooks the tests need, not the package
 
 }  // namespace pysparse::bind

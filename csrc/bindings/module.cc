@@ -48,4 +48,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   bind::def_testing(m);
+
+  // The transformer pieces between the Linears (bindings/transformer.cc).
+  bind::def_transformer(m);
 }

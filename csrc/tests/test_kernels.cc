@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "tests/expect.h"
 #include "kernels.h"
 #include "matrix-bsr.h"
 #include "matrix-nm.h"
@@ -30,16 +31,9 @@ namespace {
 constexpr double kVsFloat64 = 2e-5;  // float32 sums vs double
 constexpr double kVsTwin = 2 * kVsFloat64;  // two paths, each within kVsFloat64 of the truth
 
-int passed = 0, failed = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (ok) {
-    ++passed;
-  } else {
-    ++failed;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
+using test::expect;
+using test::failed;
+using test::passed;
 
 // max |y - ref| / max(scale), scale[i] = |bias| + sum |a_ik x_kj|.
 double relerr(const std::vector<float>& y, const std::vector<double>& ref, const std::vector<double>& scale) {

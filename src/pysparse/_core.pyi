@@ -104,3 +104,30 @@ class _Testing:  # pysparse._core.testing: hooks for the tests, not the package'
     def threads_for(w: SparseMatrix, n: int, threads: int = 0) -> int: ...
 
 testing: _Testing
+
+# The transformer pieces between the Linears (csrc/bindings/transformer.cc).
+def layer_norm(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32] | None,
+    bias: npt.NDArray[np.float32] | None,
+    eps: float,
+    residual: npt.NDArray[np.float32] | None = None,
+    out: npt.NDArray[np.float32] | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def gelu(
+    x: npt.NDArray[np.float32],
+    approximate: str = "none",
+    out: npt.NDArray[np.float32] | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def attention(
+    q: npt.NDArray[np.float32],
+    k: npt.NDArray[np.float32],
+    v: npt.NDArray[np.float32],
+    num_heads: int,
+    mask: npt.NDArray[np.float32] | None = None,
+    scale: float | None = None,
+    threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def transformer_kernels() -> list[dict[str, Any]]: ...  # name, isa, op, runnable, active

@@ -16,8 +16,11 @@ Shapes follow the Linear outputs of a BERT layer, so no transposes are needed:
   ``scale`` defaults to 1/sqrt(D). Returns the context (B, S, H*D): per head
   ``softmax(q k^T * scale + mask) v``, heads concatenated in order.
 
-The ``reference_*`` functions compute the same in float64 numpy: the test oracle and the
-fallback where ``_core`` has no fused kernel.
+The public functions run the fused C++ kernels (csrc/kernels-transformer.inc: scalar,
+AVX2 and NEON twins, picked like the SpMM kernels, threads from ``set_num_threads``);
+they take float32 numpy arrays or CPU torch tensors (zero-copy; q/k/v may be strided
+views) and return the input's kind. ``_core`` checks every argument. The
+``reference_*`` functions compute the same in float64 numpy: the test oracle.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import math
 from typing import Any
 
 import numpy as np
+
+from .. import _checks, _core
+from .._arrays import as_input, as_output
 
 __all__ = ["attention", "gelu", "layer_norm", "reference_attention", "reference_gelu", "reference_layer_norm"]
 
@@ -80,14 +86,29 @@ def reference_attention(q: Any, k: Any, v: Any, num_heads: int, mask: Any = None
     return ctx.astype(np.float32)
 
 
-# The public entry points. Until the fused C++ kernels are bound, they run the references.
-def gelu(x: Any, approximate: str = "none") -> np.ndarray:
-    return reference_gelu(x, approximate)
+# The public entry points: numpy or torch in, the same kind out; the C++ side checks the rest.
+def _optional_input(a: Any, what: str) -> Any:
+    return None if a is None else as_input(a, what)[0]
 
 
-def layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-12, residual: Any = None) -> np.ndarray:
-    return reference_layer_norm(x, weight, bias, eps, residual)
+def gelu(x: Any, approximate: str = "none") -> Any:
+    if not isinstance(approximate, str):
+        raise TypeError(f"gelu: approximate must be 'none' or 'tanh', got {type(approximate).__name__}")
+    xa, torch_in = as_input(x, "x")
+    return as_output(_core.gelu(xa, approximate), torch_in)
 
 
-def attention(q: Any, k: Any, v: Any, num_heads: int, mask: Any = None, scale: float | None = None) -> np.ndarray:
-    return reference_attention(q, k, v, num_heads, mask, scale)
+def layer_norm(x: Any, weight: Any, bias: Any, eps: float = 1e-12, residual: Any = None) -> Any:
+    xa, torch_in = as_input(x, "x")
+    y = _core.layer_norm(xa, _optional_input(weight, "weight"), _optional_input(bias, "bias"), eps,
+                         _optional_input(residual, "residual"))
+    return as_output(y, torch_in)
+
+
+def attention(q: Any, k: Any, v: Any, num_heads: int, mask: Any = None, scale: float | None = None) -> Any:
+    qa, torch_in = as_input(q, "q")
+    if not _checks.is_int(num_heads):
+        raise TypeError(f"num_heads must be an int, got {type(num_heads).__name__}")
+    y = _core.attention(qa, as_input(k, "k")[0], as_input(v, "v")[0], int(num_heads), _optional_input(mask, "mask"),
+                        scale)
+    return as_output(y, torch_in)
