@@ -1,4 +1,4 @@
-"""The ``pysparse`` command: info, inspect, bench and run, torch-free.
+"""The ``pysparse`` command: info, inspect, bench, run and embed, torch-free.
 
 Every error prints one line (``pysparse: error: ...``) and exits with status 2.
 """
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--input", "-i", action="append", required=True, help=".npy file (repeat for several inputs)")
     s.add_argument("--output", "-o", action="append", default=[], help=".npy file (repeat for several outputs)")
+    s = sub.add_parser("embed", help="sentence embeddings of texts with a BERT model file that carries its tokenizer")
+    s.add_argument("model")
+    s.add_argument("sentences", nargs="+", help="one or more texts")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--output", "-o", help=".npy file for the (sentences, hidden) embeddings (else printed)")
     return p
 
 
@@ -148,6 +153,19 @@ def _run(path: str, inputs: list[str], outputs: list[str]) -> None:
             print(f"{m.output_names[i]}: shape {y.shape}, mean {mean:.6g}")
 
 
+def _embed(path: str, sentences: list[str], batch_size: int, output: str | None) -> None:
+    from . import text
+    from .io import load
+
+    e = text.encode(load(path), sentences, batch_size=batch_size)
+    if output:
+        _save(output, e)
+        print(f"embeddings: {e.shape} -> {output}")
+    else:  # one line of numbers per sentence, in the order given
+        for row in e:
+            print(" ".join(f"{v:.7g}" for v in row))
+
+
 def _save(path: str, y: np.ndarray) -> None:
     """np.save, with every write checked: a full disk (or /dev/full) is an error, not a success."""
     try:
@@ -168,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _inspect(args.model)
         elif args.command == "bench":
             _bench(args.model, args.batch, args.threads, args.rounds, args.warmup)
+        elif args.command == "embed":
+            _embed(args.model, args.sentences, args.batch_size, args.output)
         else:
             _run(args.model, args.input, args.output)
     except _UsageError as e:
