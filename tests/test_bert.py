@@ -465,3 +465,16 @@ def test_cli_embed(text_file, dense_file, tmp_path, capsys):
     np.testing.assert_allclose(row, want[0], atol=1e-6)
     assert main(["embed", str(dense_file[1]), "a"]) == 2
     assert "carries no tokenizer" in capsys.readouterr().err
+
+
+def test_cli_bench_and_run_take_token_inputs(dense_file, tmp_path, capsys):
+    _, path = dense_file
+    assert main(["bench", str(path), "--seq", "7", "--rounds", "3", "--warmup", "0"]) == 0
+    assert "batch 1, seq 7" in capsys.readouterr().out
+    ids, mask, tt = batch(np.random.default_rng(5), 2, 6)
+    for name, a in (("ids", ids), ("mask", mask), ("tt", tt)):
+        np.save(tmp_path / f"{name}.npy", a)
+    args = ["run", str(path)] + [f"-i{tmp_path / n}.npy" for n in ("ids", "mask", "tt")]
+    assert main(args + ["-o", str(tmp_path / "h.npy"), "-o", str(tmp_path / "e.npy")]) == 0
+    h, _ = ps.load(path)(ids, mask, tt)
+    np.testing.assert_array_equal(np.load(tmp_path / "h.npy"), h)
