@@ -413,6 +413,10 @@ def test_text_encode_truncates_to_the_position_table(text_file):
     e = text.encode(m, [" ".join(WORDS * 3)])  # 3 x 30 words: longer than the 40 positions
     assert e.shape == (1, 32) and np.isfinite(e).all()
     assert text.tokenizer(m).truncation["max_length"] == MAX_POSITIONS
+    short = text.encode(m, [" ".join(WORDS * 3)], max_length=5)  # [CLS] the cat sat [SEP]
+    np.testing.assert_allclose(short, text.encode(m, ["the cat sat"]), atol=1e-6)
+    with pytest.raises(ValueError, match="max_length must be an int in"):
+        text.encode(m, "a", max_length=MAX_POSITIONS + 1)
 
 
 def test_text_encode_pools_last_hidden_state_when_that_is_the_output(text_file, tmp_path):
@@ -465,6 +469,11 @@ def test_cli_embed(text_file, dense_file, tmp_path, capsys):
     np.testing.assert_allclose(row, want[0], atol=1e-6)
     assert main(["embed", str(dense_file[1]), "a"]) == 2
     assert "carries no tokenizer" in capsys.readouterr().err
+    assert main(["embed", str(path), "the cat sat on the mat", "--max-length", "5"]) == 0
+    row = np.array(capsys.readouterr().out.split(), dtype=np.float32)
+    np.testing.assert_allclose(row, text.encode(ps.load(path), "the cat sat")[0], atol=1e-6)
+    assert main(["embed", str(path), "a", "--max-length", "1"]) == 2
+    assert "max_length must be" in capsys.readouterr().err
 
 
 def test_cli_bench_and_run_take_token_inputs(dense_file, tmp_path, capsys):

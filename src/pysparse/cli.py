@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("sentences", nargs="+", help="one or more texts")
     s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--max-length", type=int, default=None, help="tokens per text at most (default: the tokenizer's)")
     s.add_argument("--output", "-o", help=".npy file for the (sentences, hidden) embeddings (else printed)")
     return p
 
@@ -162,11 +163,11 @@ def _run(path: str, inputs: list[str], outputs: list[str]) -> None:
             print(f"{m.output_names[i]}: shape {y.shape}, mean {mean:.6g}")
 
 
-def _embed(path: str, sentences: list[str], batch_size: int, output: str | None) -> None:
+def _embed(path: str, sentences: list[str], batch_size: int, max_length: int | None, output: str | None) -> None:
     from . import text
     from .io import load
 
-    e = text.encode(load(path), sentences, batch_size=batch_size)
+    e = text.encode(load(path), sentences, batch_size=batch_size, max_length=max_length)
     if output:
         _save(output, e)
         print(f"embeddings: {e.shape} -> {output}")
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             _bench(args.model, args.batch, args.threads, args.rounds, args.warmup, args.seq)
         elif args.command == "embed":
-            _embed(args.model, args.sentences, args.batch_size, args.output)
+            _embed(args.model, args.sentences, args.batch_size, args.max_length, args.output)
         else:
             _run(args.model, args.input, args.output)
     except _UsageError as e:

@@ -15,7 +15,9 @@ Anything wrong raises ``ModelFileError`` (a ``ValueError``).
 SparseLinear / SparseConv2d and standard torch.nn layers as leaves, maps each
 node onto the runtime's op set (refusing, by name, anything the runtime cannot
 run), runs ``example_inputs`` through both the torch model and the runtime
-graph and refuses to write a file whose outputs disagree.
+graph and refuses to write a file whose outputs disagree. Hugging Face BertModel
+encoders are not traced but read by structure (``pysparse.export.bert``); their
+files take integer token inputs and may carry the tokenizer (``pysparse.text``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 
 ``encode`` tokenizes with the file's tokenizer.json (the optional ``tokenizers``
 package, imported only here), pads each batch to its longest sentence, truncates
-to the model's position table (or the tokenizer's own shorter limit), runs the
+to the tokenizer's own limit or the model's position table (or ``max_length``), runs the
 model and returns mean-pooled, L2-normalised embeddings as sentence-transformers
 computes them: the file's ``sentence_embedding`` output when it has one, else
 pooled from ``last_hidden_state``.
@@ -95,12 +95,11 @@ def tokenizer(model: Model) -> Any:
     except Exception as e:  # noqa: BLE001
         raise ModelFileError(f"the model file's tokenizer does not parse ({str(e).splitlines()[0][:200]})") from None
     sizes = _table_sizes(model)
-    limit = sizes.get("positions")
-    if limit is None:
+    table = sizes.get("positions")
+    if table is None:
         raise ValueError("this model has no position table (not a BERT file); pysparse.text encodes BERT files")
     trunc = tok.truncation
-    if trunc and trunc.get("max_length"):
-        limit = min(limit, int(trunc["max_length"]))
+    limit = min(table, int(trunc["max_length"])) if trunc and trunc.get("max_length") else table
     tok.enable_truncation(max_length=limit)
     pad = tok.padding or {}
     tok.enable_padding(pad_id=int(pad.get("pad_id", 0)), pad_type_id=int(pad.get("pad_type_id", 0)),
@@ -109,6 +108,7 @@ def tokenizer(model: Model) -> Any:
     if vocab is not None and tok.get_vocab_size(with_added_tokens=True) > vocab:
         raise ModelFileError(f"the model file's tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens "
                              f"but the model's vocabulary only {vocab}")
+    model._pysparse_text_limits = (limit, table)  # type: ignore[attr-defined]
     model._pysparse_text_tokenizer = tok  # type: ignore[attr-defined]
     return tok
 
@@ -120,8 +120,13 @@ def _pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def encode(model: Model, sentences: str | Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """(N, hidden) float32: one unit-length, mean-pooled embedding per sentence (a str gives (1, hidden))."""
+def encode(model: Model, sentences: str | Sequence[str], batch_size: int = 32, max_length: int | None = None
+           ) -> np.ndarray:
+    """(N, hidden) float32: one unit-length, mean-pooled embedding per sentence (a str gives (1, hidden)).
+
+    Texts are cut at ``max_length`` tokens: by default the tokenizer.json's own truncation (128 in
+    all-MiniLM-L6-v2's file), else the model's position table; sentence-transformers cuts that
+    model at 256, so pass ``max_length=256`` to match it on longer texts."""
     if isinstance(sentences, str):
         sentences = [sentences]
     if not isinstance(sentences, (list, tuple)) or not all(isinstance(s, str) for s in sentences):
@@ -141,6 +146,13 @@ def encode(model: Model, sentences: str | Sequence[str], batch_size: int = 32) -
     else:
         raise ValueError(f"model outputs {outputs} have neither sentence_embedding nor last_hidden_state")
     tok = tokenizer(model)
+    limit = model._pysparse_text_limits  # type: ignore[attr-defined]  (default, position table)
+    if max_length is None:
+        max_length = limit[0]
+    elif isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit[1]:
+        raise ValueError(f"max_length must be an int in [2, {limit[1]}] (the model's position table), "
+                         f"got {max_length!r}")
+    tok.enable_truncation(max_length=max_length)
     # Sentences of similar length share a batch (less padding); results come back in input order.
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     result: list[np.ndarray | None] = [None] * len(sentences)

@@ -1,7 +1,8 @@
 """torch model -> runtime graph (the stage of ``pysparse.save`` before the file is written).
 
 ``tracer`` traces and walks the graph, ``modules`` maps nn.Modules, ``functions``
-maps functions and tensor methods, ``base`` holds the graph builder they share.
+maps functions and tensor methods, ``base`` holds the graph builder they share;
+``bert`` reads Hugging Face BertModel encoders by structure instead of tracing them.
 """
 
 from __future__ import annotations

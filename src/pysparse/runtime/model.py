@@ -29,7 +29,9 @@ _LOAD_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError, Me
 
 
 class Model:
-    """A loaded model: ``model(*inputs)`` runs numpy float32 arrays through the graph.
+    """A loaded model: ``model(*inputs)`` runs numpy arrays through the graph (float32, or int64 /
+    int32 for the inputs declared int64: token ids, masks). ``tokenizer_json`` is the tokenizer
+    the file carries (or None), for ``pysparse.text``.
 
     Built by ``pysparse.load(path)`` (or ``Model(graph, arrays)`` from a parsed
     graph and its arrays). Construction validates everything, then runs zeros

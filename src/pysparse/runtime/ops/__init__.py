@@ -78,7 +78,7 @@ OPS: dict[str, OpSpec] = {
         {"normalized_shape": (_ints(1, MAX_DIM, max_len=MAX_RANK), _REQUIRED), "eps": (_EPS, 1e-5)},
         _build_layer_norm,
         _ln_params,
-        pointwise(30, 6),  # in float64
+        pointwise(30, 10),  # in float64, the residual added first
     ),
     "add": OpSpec((2, 2), {}, _build_binary("add"), cost=_binary_cost),
     "sub": OpSpec((2, 2), {}, _build_binary("sub"), cost=_binary_cost),
