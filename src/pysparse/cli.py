@@ -1,4 +1,4 @@
-"""The ``pysparse`` command: info, inspect, bench and run, torch-free.
+"""The ``pysparse`` command: info, inspect, bench, run and embed, torch-free.
 
 Every error prints one line (``pysparse: error: ...``) and exits with status 2.
 """
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="latency of a model file against its densified twin (same runtime)")
     s.add_argument("model")
     s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--seq", type=int, default=128, help="tokens per sample, for inputs with a free sequence length")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--rounds", type=int, default=50, help="timed calls per variant (interleaved)")
     s.add_argument("--warmup", type=int, default=5)
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--input", "-i", action="append", required=True, help=".npy file (repeat for several inputs)")
     s.add_argument("--output", "-o", action="append", default=[], help=".npy file (repeat for several outputs)")
+    s = sub.add_parser("embed", help="sentence embeddings of texts with a BERT model file that carries its tokenizer")
+    s.add_argument("model")
+    s.add_argument("sentences", nargs="+", help="one or more texts")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--max-length", type=int, default=None, help="tokens per text at most (default: the tokenizer's)")
+    s.add_argument("--output", "-o", help=".npy file for the (sentences, hidden) embeddings (else printed)")
     return p
 
 
@@ -87,25 +94,32 @@ def _blas_limit(threads: int) -> Any:
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def _bench(path: str, batch: int, threads: int, rounds: int, warmup: int) -> None:
+def _bench_input(name: str, shape: tuple[Any, ...], dtype: str, rng: Any) -> np.ndarray:
+    if dtype == "int64":  # token ids 0 (in every vocabulary), a mask of ones: every token attended
+        return np.ones(shape, np.int64) if name == "attention_mask" else np.zeros(shape, np.int64)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _bench(path: str, batch: int, threads: int, rounds: int, warmup: int, seq: int = 128) -> None:
     import pysparse as ps
 
     from .io import load
 
-    if batch < 1 or not 1 <= threads <= MAX_THREADS or not 3 <= rounds <= MAX_ROUNDS or not 0 <= warmup <= MAX_ROUNDS:
+    if batch < 1 or seq < 1 or not 1 <= threads <= MAX_THREADS or not 3 <= rounds <= MAX_ROUNDS or not 0 <= warmup <= MAX_ROUNDS:
         raise ValueError(
-            f"--batch must be >= 1, --threads in [1, {MAX_THREADS}], --rounds in [3, {MAX_ROUNDS}], "
+            f"--batch and --seq must be >= 1, --threads in [1, {MAX_THREADS}], --rounds in [3, {MAX_ROUNDS}], "
             f"--warmup in [0, {MAX_ROUNDS}]"
         )
     sparse = load(path)
     dense = sparse.densified()
     rng = np.random.default_rng(0)
     xs = []
-    for name, shape in zip(sparse.input_names, sparse.input_shapes):
-        full = tuple(batch if s is None else s for s in shape)
+    for name, shape, dtype in zip(sparse.input_names, sparse.input_shapes, sparse.input_dtypes):
+        # the first free dimension is the batch, later ones a sequence length
+        full = tuple((batch if i == 0 else seq) if s is None else s for i, s in enumerate(shape))
         if int(np.prod(full, dtype=np.float64)) > MAX_BENCH_ELEMENTS:
             raise ValueError(f"input {name!r} of shape {full} is too large to benchmark")
-        xs.append(rng.standard_normal(full).astype(np.float32))
+        xs.append(_bench_input(name, full, dtype, rng))
     previous = ps.get_num_threads()
     ps.set_num_threads(threads)
     limiter = _blas_limit(threads)
@@ -116,7 +130,8 @@ def _bench(path: str, batch: int, threads: int, rounds: int, warmup: int) -> Non
         if limiter is not None:
             limiter.restore_original_limits()
     formats = sorted({li.format for li in sparse.layers if li.op in ("linear", "conv2d")})
-    print(f"{path}: batch {batch}, threads {threads}, {rounds} rounds interleaved, formats {formats}")
+    seq_note = f", seq {seq}" if any(d is None for sh in sparse.input_shapes for d in sh[1:]) else ""
+    print(f"{path}: batch {batch}{seq_note}, threads {threads}, {rounds} rounds interleaved, formats {formats}")
     if limiter is None:
         print("note: threadpoolctl is not installed, so the dense path's BLAS threads are not limited")
     for label, t in (("sparse", ts), ("dense", td)):
@@ -148,6 +163,19 @@ def _run(path: str, inputs: list[str], outputs: list[str]) -> None:
             print(f"{m.output_names[i]}: shape {y.shape}, mean {mean:.6g}")
 
 
+def _embed(path: str, sentences: list[str], batch_size: int, max_length: int | None, output: str | None) -> None:
+    from . import text
+    from .io import load
+
+    e = text.encode(load(path), sentences, batch_size=batch_size, max_length=max_length)
+    if output:
+        _save(output, e)
+        print(f"embeddings: {e.shape} -> {output}")
+    else:  # one line of numbers per sentence, in the order given
+        for row in e:
+            print(" ".join(f"{v:.7g}" for v in row))
+
+
 def _save(path: str, y: np.ndarray) -> None:
     """np.save, with every write checked: a full disk (or /dev/full) is an error, not a success."""
     try:
@@ -167,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "inspect":
             _inspect(args.model)
         elif args.command == "bench":
-            _bench(args.model, args.batch, args.threads, args.rounds, args.warmup)
+            _bench(args.model, args.batch, args.threads, args.rounds, args.warmup, args.seq)
+        elif args.command == "embed":
+            _embed(args.model, args.sentences, args.batch_size, args.max_length, args.output)
         else:
             _run(args.model, args.input, args.output)
     except _UsageError as e:

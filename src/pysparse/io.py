@@ -16,19 +16,21 @@ SparseLinear / SparseConv2d and standard torch.nn layers as leaves, maps each
 node onto the runtime's op set (refusing, by name, anything the runtime cannot
 run), runs ``example_inputs`` through both the torch model and the runtime
 graph and refuses to write a file whose outputs disagree (``export/verify.py``).
-This module only orchestrates: the container is ``runtime/container.py``, the
-graph ``export/``, the check ``export/verify.py``.
+Hugging Face BertModel encoders are not traced but read by structure
+(``pysparse.export.bert``); their files take integer token inputs and may carry
+the tokenizer (``pysparse.text``). This module only orchestrates: the container is
+``runtime/container.py``, the graph ``export/``, the check ``export/verify.py``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .runtime import Model, ModelFileError
-from .runtime.container import MAX_FILE_BYTES, MAX_HEADER_BYTES, read_file, write_file
+from .runtime.container import MAX_FILE_BYTES, MAX_HEADER_BYTES, read_file, read_model, write_file
 
 __all__ = ["ModelFileError", "load", "save", "read_file", "write_file", "MAX_FILE_BYTES", "MAX_HEADER_BYTES"]
 
@@ -39,8 +41,8 @@ def load(path: str | os.PathLike[str]) -> Model:
     Raises ``ModelFileError`` (a ValueError) for anything truncated, corrupted,
     hostile or from another format version; ``FileNotFoundError`` if missing.
     """
-    graph, arrays = read_file(path)
-    return Model(graph, arrays)
+    graph, arrays, extras = read_model(path)
+    return Model(graph, arrays, tokenizer=extras.get("tokenizer"))
 
 
 # ---------------------------------------------------------------------------
@@ -53,6 +55,8 @@ def save(
     example_inputs: Any,
     *,
     rtol: float = 1e-4,
+    outputs: Sequence[str] | None = None,
+    tokenizer: Any = None,
 ) -> Model:
     """Write ``model`` (a torch module, converted or plain) to one model file at ``path``.
 
@@ -62,14 +66,31 @@ def save(
     they disagree by more than ``rtol`` times the largest output magnitude,
     nothing is written and ValueError is raised. An op the runtime cannot run
     raises ValueError naming it. Returns the runtime Model that was checked.
+
+    Hugging Face ``BertModel`` encoders (dense or after ``ps.convert``) are exported
+    by structure (``pysparse.export.bert``): ``example_inputs`` is then a dict (or
+    BatchEncoding) or tuple of int64/int32 ``input_ids``, ``attention_mask``,
+    ``token_type_ids``; batch and sequence length are free in the file (up to
+    ``max_position_embeddings``). ``outputs`` picks ``"last_hidden_state"`` (the
+    default) and/or ``"sentence_embedding"`` (masked mean pooling + L2 norm);
+    ``tokenizer`` (a ``tokenizers.Tokenizer``, a transformers fast tokenizer, or the
+    path of a tokenizer.json or of its folder) is stored in the file for
+    ``pysparse.text``.
     """
     import torch
 
     from .export import export
     from .export.verify import verify
+    from .export import bert
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if bert.is_bert(model):
+        return _save_bert(model, path, example_inputs, rtol, outputs, tokenizer)
+    if bert.is_transformers_model(model):
+        raise bert.refuse_architecture(model)
+    if outputs is not None or tokenizer is not None:
+        raise TypeError("outputs= and tokenizer= are for Hugging Face BERT encoders; this model is traced as is")
     if isinstance(example_inputs, (list, tuple)):
         inputs = tuple(example_inputs)
     else:
@@ -89,3 +110,30 @@ def save(
     runtime = verify(graph, arrays, inputs, ref, rtol)
     write_file(path, graph, arrays)
     return runtime
+
+
+def _save_bert(model: Any, path: Any, example_inputs: Any, rtol: float, outputs: Any, tokenizer: Any) -> Model:
+    from .export import bert
+    from .export.verify import compare
+    from .text import tokenizer_json
+
+    outputs = ("last_hidden_state",) if outputs is None else (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    inputs = bert.bert_inputs(example_inputs)
+    tok = None if tokenizer is None else tokenizer_json(tokenizer)
+    was_training = model.training
+    model.eval()
+    try:
+        graph, arrays = bert.export_bert(model, list(inputs), outputs)
+        ref = bert.torch_outputs(model, inputs, outputs)
+    finally:
+        model.train(was_training)
+    runtime = Model(graph, arrays, tokenizer=tok)
+    if tok is not None:
+        from .text import tokenizer as _tokenizer
+
+        _tokenizer(runtime)  # its ids must fit the model's vocabulary
+    got = runtime(*[t.numpy() for t in inputs.values()])
+    compare(ref if len(ref) > 1 else ref[0], got, rtol)
+    write_file(path, graph, arrays, tokenizer=tok)
+    return runtime
+

@@ -42,11 +42,14 @@ def _inputs(model, rng):
     """Small inputs of the declared shapes (free dims: 1 or 2), or None if they are not small."""
     xs = []
     batch = int(rng.integers(1, 3))
-    for shape in model.input_shapes:
+    for shape, dtype in zip(model.input_shapes, model.input_dtypes):
         s = tuple(batch if d is None else d for d in shape)
         if int(np.prod(s, dtype=np.float64)) > 1 << 20:
             return None
-        xs.append(rng.standard_normal(s).astype(np.float32))
+        if dtype == "int64":  # token ids / masks: small ints, mostly valid, sometimes not
+            xs.append(rng.integers(0, 3, s).astype(np.int64))
+        else:
+            xs.append(rng.standard_normal(s).astype(np.float32))
     return xs
 
 
@@ -76,7 +79,8 @@ def check(data: bytes) -> str:
 
 _OPS = ["linear", "conv2d", "relu", "gelu", "tanh", "sigmoid", "softmax", "add", "sub", "mul", "div", "reshape",
         "flatten", "permute", "transpose", "cat", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean",
-        "layer_norm", "batch_norm", "constant", "size", "squeeze", "unsqueeze", "identity", "nope"]
+        "layer_norm", "batch_norm", "constant", "size", "squeeze", "unsqueeze", "identity", "nope",
+        "embedding", "position_embedding", "attention_mask", "attention", "masked_mean", "l2_normalize"]
 _INTS = [0, 1, -1, 2, 3, 7, 8, 255, 256, 65535, 65536, 2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63, 2**64, -2**63]
 _FLOATS = [0.0, -0.0, 1e-30, 1e30, 0.5, -1.0]
 

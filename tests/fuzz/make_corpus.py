@@ -114,17 +114,34 @@ def ops() -> tuple[nn.Module, torch.Tensor]:
     return model, torch.randn(2, 4, 6, 6)
 
 
+def bert() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A tiny Hugging Face BERT (1 layer, hidden 8): the transformer ops and integer inputs."""
+    import transformers
+
+    torch.manual_seed(4)
+    cfg = transformers.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=8, type_vocab_size=2)
+    ids = torch.randint(0, 20, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    return transformers.BertModel(cfg).eval(), {"input_ids": ids, "attention_mask": mask,
+                                                "token_type_ids": torch.zeros_like(ids)}
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     models = {f"mlp_{f}": (lambda f=f: mlp(f)) for f in ("csr", "sell", "bsr", "nm", "dense")}
     models["cnn_csr"] = cnn
     models["ops"] = ops
     models["const"] = const
+    models["bert"] = bert
     total = 0
     for name, make in models.items():
         model, x = make()
         path = OUT / f"{name}.pspz"
-        ps.save(model, path, example_inputs=(x,))
+        if name == "bert":
+            ps.save(model, path, example_inputs=x, outputs=("last_hidden_state", "sentence_embedding"))
+        else:
+            ps.save(model, path, example_inputs=(x,))
         total += path.stat().st_size
         print(f"{path.name}: {path.stat().st_size} bytes")
     print(f"corpus: {total} bytes")

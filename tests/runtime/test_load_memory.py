@@ -54,7 +54,7 @@ except MemoryError as e:
     sys.exit(0)
 seconds = time.process_time() - t0
 try:
-    m(*[np.zeros(tuple(1 if d is None else d for d in s), np.float32) for s in m.input_shapes])
+    m(*[np.zeros(tuple(1 if d is None else d for d in s), dt) for s, dt in zip(m.input_shapes, m.input_dtypes)])
 except MemoryError as e:
     report(outcome="hit the limit (run)", message=repr(e)[:300])
     sys.exit(0)

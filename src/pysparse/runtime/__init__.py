@@ -1,7 +1,7 @@
 """Torch-free model execution: the file container, the op set, graph validation and the loaded ``Model``.
 
-A model is a small graph: named inputs, a list of nodes in execution order and
-named outputs. Each node has an ``op`` from the fixed set in ``OPS``, positional
+A model is a small graph: named inputs (float32, or int64 token ids and masks), a
+list of nodes in execution order and named outputs. Each node has an ``op`` from the fixed set in ``OPS``, positional
 ``inputs`` (names of earlier nodes or graph inputs, or number literals), keyword
 ``attrs`` checked by type and range, and ``params``: role -> name of an array in
 the file (packed sparse weights, biases, norm statistics, constants).

@@ -2,7 +2,8 @@
 
 The file is a safetensors file: an 8-byte little-endian header length, a JSON
 header (array names, dtypes, shapes, byte ranges, and ``__metadata__`` holding
-the graph JSON and the format version), then the raw little-endian arrays.
+the graph JSON, the format version and optionally the tokenizer.json text), then the raw
+little-endian arrays.
 ``read_file`` parses it itself with every bound checked before anything is
 allocated (no torch, no safetensors needed to read); ``write_file`` writes next
 to the target and renames into place.
@@ -21,7 +22,7 @@ import numpy as np
 
 from .schema import FORMAT_NAME, FORMAT_VERSION, ModelFileError
 
-__all__ = ["read_file", "write_file", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "MAX_TENSORS"]
+__all__ = ["read_file", "read_model", "write_file", "check_tokenizer_json", "MAX_FILE_BYTES", "MAX_HEADER_BYTES", "MAX_TENSORS"]
 
 MAX_FILE_BYTES = 1 << 34  # 16 GiB
 MAX_HEADER_BYTES = 64 << 20  # safetensors itself caps headers at 100 MB
@@ -30,6 +31,9 @@ MAX_TENSORS = 1_000_000
 _META_FORMAT = "pysparse.format"
 _META_VERSION = "pysparse.version"
 _META_GRAPH = "pysparse.graph"
+# Optional, added with the BERT export (readers before it ignore unknown metadata keys).
+_META_TOKENIZER = "pysparse.tokenizer"
+MAX_TOKENIZER_BYTES = 32 << 20  # BERT's WordPiece tokenizer.json is 0.7 MB; large multilingual ones ~17 MB
 
 # safetensors dtype codes this format uses.
 _DTYPES = {
@@ -126,6 +130,13 @@ def _parse(buf: bytes, what: str) -> tuple[dict[str, str], dict[str, np.ndarray]
 
 def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(graph, arrays) of a model file, with the container and metadata checked (not the graph)."""
+    graph, arrays, _ = read_model(path)
+    return graph, arrays
+
+
+def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """(graph, arrays, extras) of a model file; extras holds what rides along with the graph
+    (``"tokenizer"``: the tokenizer.json text), each checked to be a bounded string."""
     p = os.fspath(path)
     try:
         # Non-blocking open: a FIFO opens at once (and is refused below) instead of waiting for a writer.
@@ -156,10 +167,25 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, n
             "save the model again with this version or upgrade pysparse"
         )
     graph = _strict_json(meta.get(_META_GRAPH, ""), f"{p} graph")
-    return graph, arrays
+    extras: dict[str, str] = {}
+    tok = meta.get(_META_TOKENIZER)
+    if tok is not None:
+        extras["tokenizer"] = check_tokenizer_json(tok, p)
+    return graph, arrays, extras
 
 
-def write_file(path: str | os.PathLike[str], graph: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def check_tokenizer_json(tok: Any, where: str) -> str:
+    """A tokenizer carried by a model file: a JSON object's text of bounded size (parsed by
+    ``tokenizers`` only when text is encoded)."""
+    if not isinstance(tok, str) or not 2 <= len(tok) <= MAX_TOKENIZER_BYTES or not tok.lstrip().startswith("{"):
+        size = len(tok) if isinstance(tok, str) else type(tok).__name__
+        raise ModelFileError(f"{where}: the tokenizer must be a tokenizer.json text of at most "
+                             f"{MAX_TOKENIZER_BYTES} characters, got {size}")
+    return tok
+
+
+def write_file(path: str | os.PathLike[str], graph: dict[str, Any], arrays: dict[str, np.ndarray], *,
+               tokenizer: str | None = None) -> None:
     """Write a graph and its arrays as a model file (no checks: ``save`` checks before calling this).
 
     The file is written next to ``path`` and renamed into place, so a failed
@@ -172,6 +198,8 @@ def write_file(path: str | os.PathLike[str], graph: dict[str, Any], arrays: dict
         _META_VERSION: str(FORMAT_VERSION),
         _META_GRAPH: json.dumps(graph, separators=(",", ":"), allow_nan=False),
     }
+    if tokenizer is not None:
+        meta[_META_TOKENIZER] = tokenizer
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:

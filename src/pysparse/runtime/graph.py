@@ -14,9 +14,13 @@ import numpy as np
 
 from .ops import BINARY_OPS, OPS, OpSpec
 from .schema import (
-    _REQUIRED, MAX_DIM, MAX_INPUTS, MAX_NODES, MAX_RANK, ModelFileError, _check_keys, _check_name, _float, _int,
-    _Param,
+    _REQUIRED, MAX_DIM, MAX_INPUTS, MAX_NODES, MAX_RANK, ModelFileError, _check_keys, _check_name, _choice, _float,
+    _int, _Param,
 )
+
+# What a graph input holds: float32 values, or integers (token ids, masks; int64 or int32 at run time).
+INPUT_DTYPES = ("float32", "int64")
+_INPUT_DTYPE = _choice(*INPUT_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class _Node:
 
 @dataclass(frozen=True)
 class CheckedGraph:
-    inputs: list[dict[str, Any]]  # {"name", "shape"}; None in a shape marks a free dimension
+    inputs: list[dict[str, Any]]  # {"name", "shape", "dtype"}; None in a shape marks a free dimension
     nodes: list[_Node]
     outputs: list[str]
 
@@ -62,8 +66,10 @@ def _check_array(arr: np.ndarray, spec: _Param, where: str) -> None:
 
 
 def _check_input_spec(spec: Any, where: str) -> dict[str, Any]:
-    spec = _check_keys(spec, ("name", "shape"), where, ("name", "shape"))
+    spec = _check_keys(spec, ("name", "shape", "dtype"), where, ("name", "shape"))
     _check_name(spec["name"], f"{where} name")
+    # "dtype" came with the transformer ops (token ids, masks); files without it are float32.
+    spec = {**spec, "dtype": _INPUT_DTYPE(spec.get("dtype", "float32"), f"{where} dtype")}
     shape = spec["shape"]
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
         raise ModelFileError(f"{where} shape must be a list of at most {MAX_RANK} entries")

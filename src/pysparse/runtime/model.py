@@ -15,18 +15,23 @@ from typing import Any
 import numpy as np
 
 from .report import LayerInfo, dense_twin, layer_infos, summary_table
+from .container import check_tokenizer_json
 from .graph import check_graph
 from .ops import OPS, SPARSE_OPS
 from .ops.base import _GROW_LIMIT, Fn
 from .ops.matmul import _build_matrix, _conv_cols
 from .schema import MAX_DRY_RUN_BYTES, MAX_DRY_RUN_ELEMENTS, MAX_DRY_RUN_WORK, ModelFileError
 
+_INT_INPUTS = (np.dtype(np.int64), np.dtype(np.int32))
+
 # What a node may raise on a hostile graph; the loader turns each into ModelFileError.
 _LOAD_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError, MemoryError, RuntimeError, RecursionError)
 
 
 class Model:
-    """A loaded model: ``model(*inputs)`` runs numpy float32 arrays through the graph.
+    """A loaded model: ``model(*inputs)`` runs numpy arrays through the graph (float32, or int64 /
+    int32 for the inputs declared int64: token ids, masks). ``tokenizer_json`` is the tokenizer
+    the file carries (or None), for ``pysparse.text``.
 
     Built by ``pysparse.load(path)`` (or ``Model(graph, arrays)`` from a parsed
     graph and its arrays). Construction validates everything, then runs zeros
@@ -35,8 +40,10 @@ class Model:
     the first problem.
     """
 
-    def __init__(self, graph: Any, arrays: dict[str, np.ndarray], *, dry_run: bool = True) -> None:
+    def __init__(self, graph: Any, arrays: dict[str, np.ndarray], *, dry_run: bool = True,
+                 tokenizer: str | None = None) -> None:
         checked = check_graph(graph, arrays)
+        self.tokenizer_json = None if tokenizer is None else check_tokenizer_json(tokenizer, "the model")
         self._graph = graph
         self._arrays = arrays
         self._inputs = checked.inputs
@@ -75,7 +82,7 @@ class Model:
         shapes = [tuple(1 if d is None else d for d in s["shape"]) for s in self._inputs]
         if sum(math.prod(s) for s in shapes) > MAX_DRY_RUN_ELEMENTS:
             raise ModelFileError(f"declared input shapes {self.input_shapes} are too large")
-        xs = [np.zeros(s, dtype=np.float32) for s in shapes]
+        xs = [np.zeros(s, dtype=spec["dtype"]) for s, spec in zip(shapes, self._inputs)]
         budget = _Budget(self)
         token = _GROW_LIMIT.set(MAX_DRY_RUN_ELEMENTS)
         try:
@@ -98,8 +105,13 @@ class Model:
 
     @property
     def input_shapes(self) -> list[tuple[int | None, ...]]:
-        """Each input's shape; None marks a free dimension (the batch)."""
+        """Each input's shape; None marks a free dimension (the batch, a sequence length)."""
         return [tuple(s["shape"]) for s in self._inputs]
+
+    @property
+    def input_dtypes(self) -> list[str]:
+        """Each input's dtype: 'float32', or 'int64' for integers (int64 or int32 arrays are taken)."""
+        return [s["dtype"] for s in self._inputs]
 
     @property
     def output_names(self) -> list[str]:
@@ -115,9 +127,14 @@ class Model:
             from .._arrays import as_input
 
             x, _ = as_input(x, name)
-        if x.dtype.kind not in "fiu":
+        if spec["dtype"] == "int64":  # token ids, masks: integers as given, never cast from floats
+            if x.dtype not in _INT_INPUTS:
+                raise TypeError(f"input {name!r} must be an int64 or int32 array (token ids or a 0/1 mask), "
+                                f"got dtype {x.dtype}")
+        elif x.dtype.kind not in "fiu":
             raise TypeError(f"input {name!r} must hold real numbers, got dtype {x.dtype}")
-        x = np.asarray(x, dtype=np.float32)
+        else:
+            x = np.asarray(x, dtype=np.float32)
         shape = spec["shape"]
         if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
             want = tuple("batch" if s is None else s for s in shape)

@@ -108,4 +108,4 @@ def dense_twin(model: Model, max_bytes: int) -> Model:
             for a in n.params.values():
                 arrays[a] = model._arrays[a]
         nodes.append(raw)
-    return type(model)({**model._graph, "nodes": nodes}, arrays)
+    return type(model)({**model._graph, "nodes": nodes}, arrays, tokenizer=model.tokenizer_json)

@@ -1,7 +1,7 @@
 """The op set: op name -> ``OpSpec`` (inputs, checked attributes, builder, arrays), the one op table.
 
 Each family's builders live in their own module: ``matmul`` (linear, conv2d),
-``elementwise``, ``norm``, ``shape`` and ``pool``.
+``elementwise``, ``norm``, ``shape``, ``pool``, ``embedding`` and ``attention``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ import numpy as np
 
 from ..schema import (
     _DIM, _EPS, _F32, _FEATURES, _MATRIX_ATTRS, _NUM, _PAIR_K, _PAIR_P, _PAIR_S, _REQUIRED, MAX_DIM, MAX_RANK,
-    _bool, _choice, _int, _ints, _optional, _Param,
+    _bool, _choice, _float, _int, _ints, _optional, _Param,
 )
 from .base import Cost, OpSpec, _dim, _unary, pointwise, free_cost, view_cost
 from .elementwise import _BINARY, _binary_cost, _build_binary, _gelu, _hardswish, _identity, _sigmoid, _softmax
 from .matmul import _build_conv, _build_linear, _conv_cost, _conv_params, _linear_cost, _linear_params
 from .norm import _bn_params, _build_batch_norm, _build_layer_norm, _ln_params
 from .pool import _adaptive_cost, _build_adaptive, _build_mean, _build_pool, _mean_cost, _pool_attrs, _pool_cost
+from .attention import _attention_cost, _build_attention, _build_attention_mask
+from .embedding import _build_embedding, _build_position, _embedding_cost, _embedding_params, _position_cost
+from .norm import _build_l2_normalize
+from .pool import _build_masked_mean, _masked_mean_cost
 from .shape import (
     _build_cat, _build_constant, _cat_cost, _build_flatten, _build_permute, _build_reshape, _build_size, _build_squeeze,
     _build_transpose, _build_unsqueeze,
@@ -56,7 +60,7 @@ OPS: dict[str, OpSpec] = {
                     min=(_optional(_NUM), None), max=(_optional(_NUM), None)),
     "leaky_relu": _unary(lambda x, negative_slope: np.where(x >= 0, x, x * negative_slope), pointwise(3, 1),
                          negative_slope=(_NUM, 0.01)),
-    "gelu": _unary(_gelu, pointwise(40, 8), approximate=(_choice("none", "tanh"), "none")),
+    "gelu": _unary(_gelu, pointwise(200, 8), approximate=(_choice("none", "tanh"), "none")),
     "silu": _unary(lambda x: x * _sigmoid(x), pointwise(18, 4)),
     "sigmoid": _unary(_sigmoid, pointwise(15, 3)),
     "hardsigmoid": _unary(lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0), pointwise(3, 1)),
@@ -70,11 +74,11 @@ OPS: dict[str, OpSpec] = {
     "batch_norm": OpSpec((1, 1), {"num_features": (_FEATURES, _REQUIRED), "eps": (_EPS, 1e-5)},
                          _build_batch_norm, _bn_params, pointwise(2, 1)),
     "layer_norm": OpSpec(
-        (1, 1),
+        (1, 2),  # (x) or (x, residual): layer_norm(x + residual)
         {"normalized_shape": (_ints(1, MAX_DIM, max_len=MAX_RANK), _REQUIRED), "eps": (_EPS, 1e-5)},
         _build_layer_norm,
         _ln_params,
-        pointwise(30, 6),  # in float64
+        pointwise(30, 10),  # in float64, the residual added first
     ),
     "add": OpSpec((2, 2), {}, _build_binary("add"), cost=_binary_cost),
     "sub": OpSpec((2, 2), {}, _build_binary("sub"), cost=_binary_cost),
@@ -100,6 +104,18 @@ OPS: dict[str, OpSpec] = {
     "identity": OpSpec((1, 1), {}, _identity, cost=free_cost),
     "constant": OpSpec((0, 0), {}, _build_constant, lambda a, w: {"value": _Param(True, _F32, None)}, free_cost),
 }
+
+# Transformer encoders (BERT family): token and position embeddings, the mask, attention, pooling.
+_TABLE = {"num_embeddings": (_FEATURES, _REQUIRED), "embedding_dim": (_FEATURES, _REQUIRED)}
+OPS.update({
+    "embedding": OpSpec((1, 1), dict(_TABLE), _build_embedding, _embedding_params, _embedding_cost),
+    "position_embedding": OpSpec((1, 1), dict(_TABLE), _build_position, _embedding_params, _position_cost),
+    "attention_mask": OpSpec((2, 2), {}, _build_attention_mask, cost=pointwise(4, 1)),
+    "attention": OpSpec((3, 4), {"num_heads": (_int(1, 4096), _REQUIRED), "scale": (_optional(_float(0.0)), None)},
+                        _build_attention, cost=_attention_cost),
+    "masked_mean": OpSpec((2, 2), {}, _build_masked_mean, cost=_masked_mean_cost),
+    "l2_normalize": OpSpec((1, 1), {"eps": (_EPS, 1e-12)}, _build_l2_normalize, cost=pointwise(6, 2)),
+})
 
 # The ops whose node holds a weight matrix (a format), and those that take number literals.
 SPARSE_OPS = ("linear", "conv2d")

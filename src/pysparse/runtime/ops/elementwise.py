@@ -1,4 +1,4 @@
-"""Elementwise nodes: activations (erf, gelu, sigmoid, softmax live here) and the binary ops."""
+"""Elementwise nodes: activations (gelu from pysparse.ops.transformer; sigmoid, softmax here) and the binary ops."""
 
 from __future__ import annotations
 
@@ -8,23 +8,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...ops import transformer as _tf
 from .base import Cost, Fn, _f32, _guard, _prod
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf to ~1.5e-7 absolute (Abramowitz & Stegun 7.1.26), computed in float64."""
-    x = x.astype(np.float64)
-    s = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return s * (1.0 - poly * np.exp(-a * a))
-
-
 def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
-    if approximate == "tanh":
-        return _f32(0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x.astype(np.float64) ** 3))))
-    return _f32(0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))))
+    return _tf.gelu(x, approximate)  # the transformer kernels' GELU (exact erf / tanh, torch's definitions)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

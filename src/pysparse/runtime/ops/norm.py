@@ -1,4 +1,5 @@
-"""Normalisation nodes: batch_norm (folded to scale and shift at load) and layer_norm."""
+"""Normalisation nodes: batch_norm (folded to scale and shift at load), layer_norm (optionally of x + residual)
+and l2_normalize (rows to unit length, as torch.nn.functional.normalize)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..schema import _F32, _Param
+from ...ops import transformer as _tf
 from .base import Fn, _f32, _tensor
 
 
@@ -40,15 +42,24 @@ def _bn_params(a: dict[str, Any], where: str) -> dict[str, _Param]:
 
 
 def _build_layer_norm(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+    """layer_norm(x) or, with a second input, layer_norm(x + residual) (the residual add fused)."""
     shape, eps = a["normalized_shape"], a["eps"]
     weight, bias = p.get("weight"), p.get("bias")
 
-    def run(x: Any) -> np.ndarray:
+    def run(x: Any, residual: Any = None) -> np.ndarray:
         x = _tensor(x, node)
         if x.shape[x.ndim - len(shape) :] != shape:
             raise ValueError(f"node {node!r}: layer_norm over {shape} needs an input ending so, got {x.shape}")
+        if residual is not None:
+            residual = _tensor(residual, node)
+            if residual.shape != x.shape:
+                raise ValueError(f"node {node!r}: the residual has shape {residual.shape}, the input {x.shape}")
+        if len(shape) == 1:  # over the last axis: the transformer kernel
+            return _tf.layer_norm(x, weight, bias, eps, residual)
         axes = tuple(range(x.ndim - len(shape), x.ndim))
         x64 = x.astype(np.float64)
+        if residual is not None:
+            x64 = x64 + residual
         mean = x64.mean(axis=axes, keepdims=True)
         var = x64.var(axis=axes, keepdims=True)
         y = (x64 - mean) / np.sqrt(var + eps)
@@ -63,3 +74,16 @@ def _build_layer_norm(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) ->
 
 def _ln_params(a: dict[str, Any], where: str) -> dict[str, _Param]:
     return {"weight": _Param(False, _F32, a["normalized_shape"]), "bias": _Param(False, _F32, a["normalized_shape"])}
+
+
+def _build_l2_normalize(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+    eps = a["eps"]
+
+    def run(x: Any) -> np.ndarray:
+        x = _tensor(x, node)
+        if x.ndim == 0:
+            raise ValueError(f"node {node!r}: l2_normalize needs at least one axis, got a scalar")
+        norm = np.sqrt(np.square(x, dtype=np.float64).sum(axis=-1, keepdims=True))
+        return _f32(x / np.maximum(norm, eps))
+
+    return run

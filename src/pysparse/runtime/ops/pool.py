@@ -1,4 +1,4 @@
-"""Pooling and averaging nodes: max / avg pooling, adaptive average pooling, mean."""
+"""Pooling and averaging nodes: max / avg pooling, adaptive average pooling, mean, masked mean over tokens."""
 
 from __future__ import annotations
 
@@ -140,3 +140,28 @@ def _mean_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
     dims = {d % x.ndim for d in a["dims"] if -x.ndim <= d < x.ndim} if a["dims"] and x.ndim else set(range(x.ndim))
     out = _prod(s for i, s in enumerate(x.shape) if i not in dims)
     return Cost(out, 2 * out, 2.0 * x.size)  # accumulated in float64
+
+
+def _build_masked_mean(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
+    """(B, S, C) token states and a (B, S) 0/1 mask -> (B, C): the mean over the unmasked tokens
+    (sentence-transformers' mean pooling: a sample with no tokens gives zeros, not NaN)."""
+
+    def run(x: Any, mask: Any) -> np.ndarray:
+        x, mask = _tensor(x, node, 3), _tensor(mask, node, 2)
+        if mask.shape != x.shape[:2]:
+            raise ValueError(f"node {node!r}: the mask has shape {mask.shape}, the tokens {x.shape[:2]}: pass an "
+                             "attention_mask of the shape of input_ids")
+        if mask.dtype.kind not in "iu" or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"node {node!r}: the mask must hold only 0 (padding) and 1 (token) integers")
+        m = mask.astype(np.float32)
+        total = np.einsum("bsc,bs->bc", x, m)
+        return _f32(total / np.maximum(m.sum(axis=1, keepdims=True), np.float32(1e-9)))
+
+    return run
+
+
+def _masked_mean_cost(a: dict[str, Any], p: dict[str, np.ndarray], args: Any) -> Cost:
+    x = args[0] if args else None
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        return Cost(0)
+    return Cost(x.shape[0] * x.shape[2], x.shape[0] * x.shape[1], 2.0 * x.size)
