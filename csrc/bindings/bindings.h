@@ -7,6 +7,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "matrix.h"
 
 namespace pysparse::bind {
@@ -30,5 +32,9 @@ py::dict cpu_info();
 py::list kernels();
 
 void def_testing(py::module_& m);  // _core.testing: hooks the tests need, not the package
+
+// int8 (qmatrix.cc): class QMatrix, qlinear, the int8 ISA level.
+void def_qmatrix(py::module_& m);
+void set_isa_level(const std::string& name);  // f32 and int8 ISA from one PYSPARSE_ISA-style name
 
 }  // namespace pysparse::bind

@@ -12,12 +12,15 @@ from typing import Any
 
 from . import _checks, _core
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
+from .formats import BSRInt8Matrix, DenseInt8Matrix
 from .ops import conv2d, linear, spmm
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BSRMatrix",
+    "BSRInt8Matrix",
+    "DenseInt8Matrix",
     "CSRMatrix",
     "NMMatrix",
     "SELLMatrix",
