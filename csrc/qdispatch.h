@@ -42,5 +42,7 @@ const std::vector<QKernelInfo>& all_qkernels();
 const QKernelInfo* find_qkernel(const std::string& name);
 const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, Batch batch);
 QuantizeFn select_quantize(QIsa isa);
+// Whether the kernels of `isa` read the activations as u8 = q + 128 (VNNI).
+inline bool qisa_flips_input(QIsa isa) { return isa == QIsa::avxvnni || isa == QIsa::avx512vnni; }
 
 }  // namespace pysparse

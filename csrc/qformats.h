@@ -79,6 +79,9 @@ static_assert(sizeof(QView) == 80, "QView is a plain 80-byte struct");
 //   n > 1:  n is a multiple of 8 (the driver pads the batch with zero
 //           columns and drops their outputs); xq is column-interleaved:
 //           q_x[j, 4g + c] = xq[(g * n + j) * 4 + c], plus kQValuePad bytes.
+// The VNNI kernels (qisa_flips_input) read every byte of xq as u8 = q + 128
+// (q ^ 0x80, written so by the prologue with flip = 0x80): vpdpbusd's unsigned
+// operand, with no per-block xor.
 // Y[i, j] = y[i * y_rs + j * y_cs]; rows the range covers are overwritten.
 struct QArgs {
   const QView* w;
@@ -106,8 +109,9 @@ using QKernelFn = void (*)(const QArgs&);
 // 127 / amax would overflow float, and its exact output differs from the bias by
 // less than 2**-100 * sum |w|.
 // Writes q as the kernels read it (QArgs: n == 1 or column-interleaved with
-// n = `rows`), the 4G - K padding inputs as 0. Every ISA's version gives the
-// same bytes and scales as the scalar one.
+// n = `rows`), the 4G - K padding inputs as 0, every byte xor-ed with flip
+// (0, or 0x80 for the VNNI kernels). Every ISA's version gives the same bytes
+// and scales as the scalar one.
 struct QuantizeArgs {
   const float* x;
   int64_t ldx;
@@ -118,6 +122,7 @@ struct QuantizeArgs {
   int64_t groups;    // G
   int8_t* xq;
   float* scale;
+  int32_t flip;  // 0 or 0x80
 };
 
 using QuantizeFn = void (*)(const QuantizeArgs&);

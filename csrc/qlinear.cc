@@ -61,9 +61,9 @@ int threads_for(const QView& w, int64_t batch, int nthreads) {
 }  // namespace
 
 void qs8_quantize(const float* x, int64_t ldx, int64_t batch, int64_t cols, int64_t stride, int8_t* xq, float* scale,
-                  QIsa isa) {
+                  QIsa isa, int32_t flip) {
   const int64_t groups = (cols + 3) / 4;
-  select_quantize(isa)(QuantizeArgs{x, ldx, 0, batch, stride, cols, groups, xq, scale});
+  select_quantize(isa)(QuantizeArgs{x, ldx, 0, batch, stride, cols, groups, xq, scale, flip});
 }
 
 void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float* y, const float* bias, bool relu,
@@ -86,7 +86,7 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
   }
   std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
   const QuantizeFn quant = select_quantize(isa);
-  const QuantizeArgs qa{x, ldx, 0, batch, npad, v.cols, G, xq, xs};
+  const QuantizeArgs qa{x, ldx, 0, batch, npad, v.cols, G, xq, xs, qisa_flips_input(isa) ? 0x80 : 0};
   const int Tq = static_cast<int>(std::min<int64_t>(T, batch));
   if (Tq <= 1) {
     quant(qa);

@@ -19,6 +19,6 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
 // The prologue alone (tests): q (batch rows interleaved as the kernels read
 // them, `stride` columns, stride a multiple of 8 or 1 for batch 1) and scales.
 void qs8_quantize(const float* x, int64_t ldx, int64_t batch, int64_t cols, int64_t stride, int8_t* xq, float* scale,
-                  QIsa isa);
+                  QIsa isa, int32_t flip = 0);
 
 }  // namespace pysparse

@@ -57,13 +57,15 @@ inline void row_max_tail(const float* x, int64_t k, int64_t cols, float& amax, b
 }
 
 // Row bytes: q0 is the row's group 0, step the bytes from one group to the next.
-inline void write_zero_row(int8_t* q0, int64_t groups, int64_t step) {
-  for (int64_t g = 0; g < groups; ++g) std::memset(q0 + g * step, 0, 4);
+inline void write_zero_row(int8_t* q0, int64_t groups, int64_t step, int32_t flip) {
+  for (int64_t g = 0; g < groups; ++g) std::memset(q0 + g * step, flip, 4);
 }
 
 // Inputs [k, 4 * groups): quantized below cols, zero padding past it.
-inline void write_tail(int8_t* q0, int64_t step, int64_t k, int64_t cols, int64_t groups, const float* x, float inv) {
-  for (; k < groups * 4; ++k) q0[(k >> 2) * step + (k & 3)] = k < cols ? quantize_one(x[k], inv) : 0;
+inline void write_tail(int8_t* q0, int64_t step, int64_t k, int64_t cols, int64_t groups, const float* x, float inv,
+                       int32_t flip) {
+  for (; k < groups * 4; ++k)
+    q0[(k >> 2) * step + (k & 3)] = static_cast<int8_t>((k < cols ? quantize_one(x[k], inv) : 0) ^ flip);
 }
 
 // Where the prologue writes input k of row j (qformats.h, QArgs).

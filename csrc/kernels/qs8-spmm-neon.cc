@@ -211,7 +211,7 @@ void qs8_quantize__neon(const QuantizeArgs& a) {
     int8_t* q0 = a.xq + j * 4;
     const int64_t step = a.rows * 4;
     if (s.zero) {
-      qs8::write_zero_row(q0, a.groups, step);
+      qs8::write_zero_row(q0, a.groups, step, a.flip);
       continue;
     }
     const float32x4_t inv = vdupq_n_f32(s.inv);
@@ -221,13 +221,13 @@ void qs8_quantize__neon(const QuantizeArgs& a) {
       const int32x4_t q1v = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + k + 4), inv));
       int16x8_t p16 = vcombine_s16(vqmovn_s32(q0v), vqmovn_s32(q1v));
       p16 = vmaxq_s16(vminq_s16(p16, lim), nlim);
-      const int8x8_t p8 = vqmovn_s16(p16);
+      const int8x8_t p8 = veor_s8(vqmovn_s16(p16), vdup_n_s8(static_cast<int8_t>(a.flip)));
       const int32x2_t words = vreinterpret_s32_s8(p8);
       const int32_t w0 = vget_lane_s32(words, 0), w1 = vget_lane_s32(words, 1);
       std::memcpy(q0 + (k >> 2) * step, &w0, 4);
       std::memcpy(q0 + ((k >> 2) + 1) * step, &w1, 4);
     }
-    qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv);
+    qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv, a.flip);
   }
 }
 

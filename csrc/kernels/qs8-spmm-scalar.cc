@@ -79,9 +79,9 @@ void qs8_quantize__scalar(const QuantizeArgs& a) {
     const qs8::RowScale s = qs8::row_scale(amax, bad);
     a.scale[j] = s.scale;
     if (s.zero) {
-      qs8::write_zero_row(a.xq + j * 4, a.groups, a.rows * 4);
+      qs8::write_zero_row(a.xq + j * 4, a.groups, a.rows * 4, a.flip);
     } else {
-      qs8::write_tail(a.xq + j * 4, a.rows * 4, 0, a.cols, a.groups, x, s.inv);
+      qs8::write_tail(a.xq + j * 4, a.rows * 4, 0, a.cols, a.groups, x, s.inv, a.flip);
     }
   }
 }

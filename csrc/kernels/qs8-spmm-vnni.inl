@@ -1,20 +1,20 @@
 // The VNNI kernels, included twice by qs8-spmm-x86.cc with QS8_VNNI_TARGET,
 // QS8_DP256 / QS8_DP128 (vpdpbusd, VEX or EVEX), QS8_VNNI_NAME and QS8_VNNI_NS
-// defined. See that file for the arithmetic (x + 128, minus 128 * wsum).
+// defined. See that file for the arithmetic (x + 128, minus 128 * wsum); the
+// activations arrive already as u8 = q + 128 (the prologue's flip).
 namespace QS8_VNNI_NS {
 
 template <int R, bool Dense>
 QS8_VNNI_TARGET void n1(const QArgs& a) {
   const QView& w = *a.w;
   const __m256 xs8 = _mm256_set1_ps(a.x_scale[0]);
-  constexpr int32_t kFlip = static_cast<int32_t>(0x80808080u);
   for (int64_t b = a.block_begin; b < a.block_end; ++b) {
     const int64_t p0 = w.begin(b), p1 = w.end(b);
     const int8_t* blk = w.values + p0 * R * 4;
     if constexpr (R == 8) {
       __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
       int64_t p = p0;
-#define QS8_X(q) _mm256_set1_epi32(load_word(a.xq + (Dense ? (q) - p0 : w.idx[q]) * 4) ^ kFlip)
+#define QS8_X(q) _mm256_set1_epi32(load_word(a.xq + (Dense ? (q) - p0 : w.idx[q]) * 4))
 #define QS8_W(q) _mm256_loadu_si256((const __m256i*)(blk + ((q) - p0) * 32))
       for (; p + 4 <= p1; p += 4) {
         c0 = QS8_DP256(c0, QS8_X(p), QS8_W(p));
@@ -31,7 +31,7 @@ QS8_VNNI_TARGET void n1(const QArgs& a) {
     } else {
       __m128i c0 = _mm_setzero_si128(), c1 = c0, c2 = c0, c3 = c0;
       int64_t p = p0;
-#define QS8_X(q) _mm_set1_epi32(load_word(a.xq + (Dense ? (q) - p0 : w.idx[q]) * 4) ^ kFlip)
+#define QS8_X(q) _mm_set1_epi32(load_word(a.xq + (Dense ? (q) - p0 : w.idx[q]) * 4))
 #define QS8_W(q) _mm_loadu_si128((const __m128i*)(blk + ((q) - p0) * 16))
       for (; p + 4 <= p1; p += 4) {
         c0 = QS8_DP128(c0, QS8_X(p), QS8_W(p));
@@ -53,16 +53,38 @@ template <int R, bool Dense>
 QS8_VNNI_TARGET void nx(const QArgs& a) {
   const QView& w = *a.w;
   const int64_t n = a.n;
-  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   for (int64_t b = a.block_begin; b < a.block_end; ++b) {
     const int64_t p0 = w.begin(b), p1 = w.end(b);
-    for (int64_t j0 = 0; j0 < n; j0 += 8) {
+    int64_t j0 = 0;
+#ifdef QS8_VNNI_ZMM
+    // 16 columns per instruction: twice the products per broadcast weight word.
+    for (; j0 + 16 <= n; j0 += 16) {
+      __m512i acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+      const int8_t* blk = w.values + p0 * R * 4;
+      for (int64_t p = p0; p < p1; ++p, blk += R * 4) {
+        const int64_t g = Dense ? p - p0 : w.idx[p];
+        const __m512i xu = _mm512_loadu_si512((const void*)(a.xq + (g * n + j0) * 4));
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_dpbusd_epi32(acc[r], xu, _mm512_set1_epi32(load_word(blk + r * 4)));
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t i = b * R + r;
+        if (i >= w.rows) break;
+        // Through memory: GCC 12's 512 -> 256 casts warn (maybe-uninitialized, its bug 105593).
+        alignas(64) int32_t s[16];
+        _mm512_store_si512(s, _mm512_sub_epi32(acc[r], _mm512_set1_epi32(w.wsum[i] * 128)));
+        store_cols8(_mm256_load_si256((const __m256i*)s), w, i, j0, a);
+        store_cols8(_mm256_load_si256((const __m256i*)(s + 8)), w, i, j0 + 8, a);
+      }
+    }
+#endif
+    for (; j0 < n; j0 += 8) {
       __m256i acc[R];
       for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
       const int8_t* blk = w.values + p0 * R * 4;
       for (int64_t p = p0; p < p1; ++p, blk += R * 4) {
         const int64_t g = Dense ? p - p0 : w.idx[p];
-        const __m256i xu = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(a.xq + (g * n + j0) * 4)), flip);
+        const __m256i xu = _mm256_loadu_si256((const __m256i*)(a.xq + (g * n + j0) * 4));
         for (int r = 0; r < R; ++r) acc[r] = QS8_DP256(acc[r], xu, _mm256_set1_epi32(load_word(blk + r * 4)));
       }
       for (int r = 0; r < R; ++r) {

@@ -13,12 +13,13 @@
 // dot product, exact by construction.
 //
 // VNNI (vpdpbusd, u8 x s8 summed in groups of 4 into int32, not saturating):
-// activations enter as x + 128 (one xor with 0x80) and each row's 128 * wsum
-// is subtracted at the end (qformats.h bounds the sum below 2**31). One
+// activations enter as q + 128 (the prologue writes q ^ 0x80) and each row's
+// 128 * wsum is subtracted at the end (qformats.h bounds the sum below 2**31). One
 // instruction per (8 x 4) block at batch 1; four accumulators hide its 5-cycle
 // latency. Both VNNI flavours use 256-bit vectors (the EVEX form needs
 // AVX512VL): the blocks are 8 rows of 32 bits, and at batch 1 a 512-bit vector
-// would need two different activation words per instruction.
+// would need two different activation words per instruction. Wide batches on
+// AVX-512 take 16 columns per vpdpbusd (zmm), 8 for the remainder.
 //
 // Wide batches (n a multiple of 8): tiles of 8 columns of the interleaved
 // activations (32 bytes: 8 columns x 4 inputs) against one broadcast 32-bit
@@ -201,6 +202,7 @@ void qs8_spmm_dense_8x4_nx__avx2(const QArgs& a) { avx2_nx<8, true>(a); }
 #define QS8_DP128 _mm_dpbusd_epi32
 #define QS8_VNNI_NAME(f) f##__avx512vnni
 #define QS8_VNNI_NS vnni_evex
+#define QS8_VNNI_ZMM 1  // wide batches in 512-bit tiles of 16 columns
 #include "kernels/qs8-spmm-vnni.inl"
 
 // The prologue: max |x| per row with a NaN / infinity flag, then
@@ -209,6 +211,7 @@ QS8_AVX2 void qs8_quantize__avx2(const QuantizeArgs& a) {
   const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 fmax = _mm256_set1_ps(3.4028234663852886e38f);
   const __m128i lim = _mm_set1_epi16(127), nlim = _mm_set1_epi16(-127);
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(a.flip));
   for (int64_t j = a.row_begin; j < a.row_end; ++j) {
     const float* x = a.x + j * a.ldx;
     __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
@@ -229,7 +232,7 @@ QS8_AVX2 void qs8_quantize__avx2(const QuantizeArgs& a) {
     int8_t* q0 = a.xq + j * 4;           // group 0 of row j
     const int64_t step = a.rows * 4;     // bytes from group g to g + 1
     if (s.zero) {
-      qs8::write_zero_row(q0, a.groups, step);
+      qs8::write_zero_row(q0, a.groups, step, a.flip);
       continue;
     }
     const __m256 inv = _mm256_set1_ps(s.inv);
@@ -237,12 +240,12 @@ QS8_AVX2 void qs8_quantize__avx2(const QuantizeArgs& a) {
       const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
       __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
       p16 = _mm_max_epi16(_mm_min_epi16(p16, lim), nlim);
-      const __m128i p8 = _mm_packs_epi16(p16, p16);
+      const __m128i p8 = _mm_xor_si128(_mm_packs_epi16(p16, p16), flip);
       const int32_t w0 = _mm_cvtsi128_si32(p8), w1 = _mm_extract_epi32(p8, 1);
       std::memcpy(q0 + (k >> 2) * step, &w0, 4);
       std::memcpy(q0 + ((k >> 2) + 1) * step, &w1, 4);
     }
-    qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv);
+    qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv, a.flip);
   }
 }
 

@@ -85,6 +85,16 @@ void test_quantize(std::mt19937& rng) {
                                    " K " + std::to_string(K) + " mode " + std::to_string(mode);
           expect(ok, what + " (scalar vs contract)");
           expect(q0 == q1 && std::memcmp(s0.data(), s1.data(), s0.size() * 4) == 0, what + " (vs scalar)");
+          // flipped (the VNNI input): every byte of the scalar result xor 0x80
+          std::vector<int8_t> q2(q0.size(), 7);
+          qs8_quantize(x.data(), K, batch, K, stride, q2.data(), s1.data(), isa, 0x80);
+          bool flipped = true;
+          for (int64_t j = 0; j < batch; ++j)
+            for (int64_t k = 0; k < G * 4; ++k) {
+              const int64_t o = qs8::xq_offset(j, k, stride);
+              flipped &= q2[o] == static_cast<int8_t>(q0[o] ^ 0x80);
+            }
+          expect(flipped, what + " (flipped)");
         }
 }
 
@@ -124,15 +134,18 @@ void test_kernel(const QKernelInfo& k, std::mt19937& rng) {
             std::vector<int8_t> xq(static_cast<size_t>(G * stride * 4 + kQValuePad), 0);
             std::vector<float> xs(static_cast<size_t>(n));
             qs8_quantize(x.data(), K, n, K, stride, xq.data(), xs.data(), QIsa::scalar);
+            std::vector<int8_t> xk = xq;  // what this kernel reads: the VNNI ones q + 128
+            if (qisa_flips_input(k.isa)) qs8_quantize(x.data(), K, n, K, stride, xk.data(), xs.data(), QIsa::scalar, 0x80);
             std::vector<float> bias(static_cast<size_t>(M));
             for (float& b : bias) b = static_cast<float>(uni(rng) - 0.5);
             for (int relu = 0; relu < 2; ++relu)
               for (int with_bias = 0; with_bias < 2; ++with_bias) {
                 const float* bp = with_bias ? bias.data() : nullptr;
                 std::vector<float> y(static_cast<size_t>(M * n), -7.0f), y0 = y, ref = y;
-                const QArgs args{&w.view(), 0, w.block_rows(), n, xq.data(), xs.data(), y.data(), n, 1, bp, relu, 0};
+                const QArgs args{&w.view(), 0, w.block_rows(), n, xk.data(), xs.data(), y.data(), n, 1, bp, relu, 0};
                 k.fn(args);
                 QArgs args0 = args;
+                args0.xq = xq.data();
                 args0.y = y0.data();
                 scalar->fn(args0);
                 // The exact reference: int64 sums of the int8 values, then the epilogue.
