@@ -52,7 +52,7 @@ def cpu_info() -> dict[str, Any]:
 
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
-_LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli"}
+_LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli", "quant"}
 # Functions of such submodules; a module and a function never share a name
 # (``convert`` lives in ``pysparse.conversion``).
 _LAZY_ATTRS: dict[str, tuple[str, str]] = {
