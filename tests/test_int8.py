@@ -371,3 +371,11 @@ def test_registry_keeps_int8_apart_from_the_float32_formats(rng):
     assert w.label == "bsr_int8(4,4)" and formats.format_of(w) == "bsr_int8"
     assert formats.describe_format(formats.pack_weight(a, "dense_int8")) == "dense_int8"
     np.testing.assert_array_equal(formats.pack_weight(a, "bsr_int8").to_int8(), quantize_rows(a)[0])
+
+
+def test_cpu_info_names_the_int8_isa():
+    info = ps.cpu_info()
+    assert info["int8_isa"] == _core.get_qisa() and info["int8_runnable"] == QISAS
+    assert QISAS[-1] == "scalar"
+    if _core.get_isa() == "avx2":
+        assert set(QISAS) <= {"avx512vnni", "avxvnni", "avx2", "scalar"} and "avx2" in QISAS

@@ -46,8 +46,13 @@ def get_num_threads() -> int:
 
 
 def cpu_info() -> dict[str, Any]:
-    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use."""
-    return _core.cpu_info()
+    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use;
+    ``int8_isa`` / ``int8_runnable``: the int8 kernels' ISA ('avx512vnni', 'avxvnni', 'avx2',
+    'neondot', 'neon' or 'scalar') and every one this CPU runs."""
+    info = _core.cpu_info()
+    info["int8_isa"] = _core.get_qisa()
+    info["int8_runnable"] = _core.runnable_qisas()
+    return info
 
 
 # Submodules that need torch (or are large) load on first use, so that
