@@ -92,7 +92,11 @@ Isa isa_from_name(const std::string& name) {
   if (name == "scalar") return Isa::scalar;
   if (name == "avx2") return Isa::avx2;
   if (name == "neon") return Isa::neon;
-  throw std::invalid_argument("unknown ISA '" + name + "'; expected one of: scalar, avx2, neon");
+  // The int8 levels (qdispatch.h): f32 kernels run the ISA those extend.
+  if (name == "avxvnni" || name == "avx512vnni") return Isa::avx2;
+  if (name == "neondot") return Isa::neon;
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "'; expected one of: scalar, avx2, avxvnni, avx512vnni, neon, neondot");
 }
 
 const CpuFeatures& cpu_features() {

@@ -7,6 +7,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "matrix.h"
 
 namespace pysparse::bind {
@@ -39,5 +41,9 @@ py::list kernels();
 void def_testing(py::module_& m);
 
 void def_transformer(py::module_& m);  // layer_norm, gelu, attention, transformer_kernels (transformer.cc)  // _core.testing: hooks the tests need, not the package
+
+// int8 (qmatrix.cc): class QMatrix, qlinear, the int8 ISA level.
+void def_qmatrix(py::module_& m);
+void set_isa_level(const std::string& name);  // f32 and int8 ISA from one PYSPARSE_ISA-style name
 
 }  // namespace pysparse::bind

@@ -8,6 +8,7 @@
 #include "bindings/bindings.h"
 #include "dispatch.h"
 #include "parallel.h"
+#include "qdispatch.h"
 
 namespace py = pybind11;
 using namespace pysparse;
@@ -40,7 +41,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_info", &bind::cpu_info);
   m.def("kernels", &bind::kernels);
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
-  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); }, py::arg("name"));
+  m.def("set_isa", &bind::set_isa_level, py::arg("name"));
   m.def("runnable_isas", [] {
     py::list out;
     for (Isa isa : runnable_isas()) out.append(isa_name(isa));
@@ -51,4 +52,7 @@ PYBIND11_MODULE(_core, m) {
 
   // The transformer pieces between the Linears (bindings/transformer.cc).
   bind::def_transformer(m);
+  // int8 formats and kernels (bindings/qmatrix.cc); resolve PYSPARSE_ISA's int8 level now.
+  bind::def_qmatrix(m);
+  (void)active_qisa();
 }

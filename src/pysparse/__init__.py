@@ -12,12 +12,15 @@ from typing import Any
 
 from . import _checks, _core
 from .formats import BSRMatrix, CSRMatrix, NMMatrix, SELLMatrix, SparseMatrixBase
+from .formats import BSRInt8Matrix, DenseInt8Matrix
 from .ops import conv2d, linear, spmm
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BSRMatrix",
+    "BSRInt8Matrix",
+    "DenseInt8Matrix",
     "CSRMatrix",
     "NMMatrix",
     "SELLMatrix",
@@ -43,13 +46,18 @@ def get_num_threads() -> int:
 
 
 def cpu_info() -> dict[str, Any]:
-    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use."""
-    return _core.cpu_info()
+    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use;
+    ``int8_isa`` / ``int8_runnable``: the int8 kernels' ISA ('avx512vnni', 'avxvnni', 'avx2',
+    'neondot', 'neon' or 'scalar') and every one this CPU runs."""
+    info = _core.cpu_info()
+    info["int8_isa"] = _core.get_qisa()
+    info["int8_runnable"] = _core.runnable_qisas()
+    return info
 
 
 # Submodules that need torch (or are large) load on first use, so that
 # `import pysparse` stays torch-free.
-_LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli", "text"}
+_LAZY_SUBMODULES = {"prune", "distill", "fold", "nn", "io", "runtime", "cli", "text", "quant"}
 # Functions of such submodules; a module and a function never share a name
 # (``convert`` lives in ``pysparse.conversion``).
 _LAZY_ATTRS: dict[str, tuple[str, str]] = {

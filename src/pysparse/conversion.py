@@ -10,6 +10,13 @@ of the layer's shape at the expected batch: interleaved rounds (every candidate
 once per round, rotating order); a candidate's speedup is the median over rounds
 of dense time / its time. The best sparse format is kept only if that speedup
 reaches ``min_speedup``; otherwise the layer stays dense and the report says why.
+
+With ``dtype="int8"`` a Linear's candidates also include the int8 formats
+(bsr_int8 with (8, 4) / (4, 4) blocks when few enough blocks hold a weight,
+and dense_int8): the fastest of all wins, by the same rule. The report then
+gives each layer's quantization error: the relative L2 distance of the layer's
+int8 output from its float32 output on the example input (on the timing probe
+when example_inputs did not reach it).
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ import numpy as np
 import torch
 
 from . import _checks, _core, _table, _timing
-from .formats import CHOICES, FORMATS, parse_block
+from .formats import CHOICES, FORMATS, INT8_FORMATS, parse_block
 from .nn import SparseConv2d, SparseLinear, conv_padding
 
 __all__ = ["convert", "ConversionReport", "LayerReport"]
 
 # Spatial size assumed for a conv that example_inputs did not reach.
 DEFAULT_IMAGE = (32, 32)
+DTYPES = ("float32", "int8")
 ROUNDS = 7
 TARGET_SECONDS = 1e-3  # one timed sample: enough calls of a candidate to last ~1 ms
 
@@ -49,6 +57,8 @@ class LayerReport:
     speedup: float | None  # dense time / chosen time, same rounds (1.0 when dense)
     times_us: dict[str, float] = field(default_factory=dict)  # median per candidate
     note: str = ""
+    dtype: str = "float32"  # of the chosen weight: "float32" | "int8"
+    quant_error: float | None = None  # int8: relative L2 of the layer output vs float32; else None
 
 
 @dataclass
@@ -74,7 +84,8 @@ class ConversionReport:
         return [dict(vars(layer)) for layer in self.layers]
 
     def __str__(self) -> str:
-        head = ("layer", "kind", "weight", "input", "sparsity", "format", "bytes", "dense bytes", "speedup", "note")
+        head = ("layer", "kind", "weight", "input", "sparsity", "dtype", "format", "bytes", "dense bytes", "speedup",
+                "quant err", "note")
         rows = [
             (
                 layer.name or "(model)",
@@ -82,10 +93,12 @@ class ConversionReport:
                 "x".join(map(str, layer.shape)),
                 "x".join(map(str, layer.input_shape)),
                 f"{layer.sparsity:.1%}",
+                layer.dtype,
                 layer.format,
                 _table.size(layer.nbytes),
                 _table.size(layer.dense_nbytes),
                 "-" if layer.speedup is None else f"{layer.speedup:.2f}x",
+                "-" if layer.quant_error is None else f"{layer.quant_error:.2e}",
                 layer.note,
             )
             for layer in self.layers
@@ -162,14 +175,18 @@ def _replace(model: torch.nn.Module, new: dict[int, torch.nn.Module]) -> None:
 
 
 def _input_shapes(
-    model: torch.nn.Module, modules: list[torch.nn.Module], example_inputs: Any
+    model: torch.nn.Module, modules: list[torch.nn.Module], example_inputs: Any,
+    keep: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, tuple[int, ...]]:
-    """The shape of each module's first positional input in one forward of example_inputs."""
+    """The shape of each module's first positional input in one forward of example_inputs
+    (and, if ``keep`` is given, a copy of that input for the modules it lists)."""
     shapes: dict[int, tuple[int, ...]] = {}
 
     def hook(mod: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if args and isinstance(args[0], torch.Tensor):
             shapes.setdefault(id(mod), tuple(args[0].shape))
+            if keep is not None and id(mod) in keep and keep[id(mod)] is None:
+                keep[id(mod)] = args[0].detach().to(torch.float32).clone()
 
     handles = [m.register_forward_pre_hook(hook) for m in modules]
     try:
@@ -185,12 +202,16 @@ def _input_shapes(
 
 
 def _candidate_weights(
-    w2d: np.ndarray, formats: Iterable[str], block: Any, kind: str = "linear"
+    w2d: np.ndarray, formats: Iterable[str], block: Any, kind: str = "linear", dtype: str = "float32"
 ) -> tuple[dict[str, Any], str]:
-    """The sparse weights worth timing, by label, and a note when none is."""
+    """The sparse (and, for dtype int8, int8) weights worth timing, by label, and a note when none is."""
     out: dict[str, Any] = {}
     for tag, cls in FORMATS.items():
         if tag in formats:
+            for mat in cls.candidates(w2d, block=block, conv=kind == "conv2d"):
+                out[mat.label] = mat
+    if dtype == "int8" and np.isfinite(w2d).all():
+        for cls in INT8_FORMATS.values():
             for mat in cls.candidates(w2d, block=block, conv=kind == "conv2d"):
                 out[mat.label] = mat
     density = np.count_nonzero(w2d) / max(1, w2d.size)
@@ -222,9 +243,19 @@ def _probe_shape(
     return (batch, *seen[1:]), ""
 
 
+def _quant_error(mod: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor) -> float:
+    """Relative L2 distance of mod's output from ref's on x."""
+    with torch.no_grad():
+        y, want = mod(x).double(), ref(x).double()
+    den = float(torch.linalg.vector_norm(want))
+    num = float(torch.linalg.vector_norm(y - want))
+    return num / den if den > 0 else num
+
+
 def _convert_layer(
     name: str, kind: str, m: torch.nn.Module, seen: tuple[int, ...] | None, *, traced: bool, batch: int,
     formats: tuple[str, ...], block: Any, min_speedup: float, threads: int | None,
+    dtype: str = "float32", example: torch.Tensor | None = None,
 ) -> tuple[torch.nn.Module, LayerReport]:
     weight = m.weight.detach().to(device="cpu", dtype=torch.float32)
     w2d = np.ascontiguousarray(weight.reshape(weight.shape[0], -1).numpy())
@@ -232,11 +263,20 @@ def _convert_layer(
     sparsity = 1.0 - np.count_nonzero(w2d) / max(1, w2d.size)
     probe, note = _probe_shape(kind, m, seen, batch, traced)
 
-    def report(fmt: str, nbytes: int, speedup: float | None, times: dict[str, float], why: str) -> LayerReport:
+    def report(
+        fmt: str, nbytes: int, speedup: float | None, times: dict[str, float], why: str,
+        chosen: torch.nn.Module | None = None,
+    ) -> LayerReport:
+        quantized = chosen is not None and getattr(chosen.weight, "quantized", False)
+        err = _quant_error(chosen, dense_mod, example if example is not None else x) if quantized else None
         return LayerReport(
             name, kind, shape, probe, fmt, float(sparsity), int(nbytes), int(w2d.nbytes), speedup,
             {k: v * 1e6 for k, v in times.items()}, "; ".join(s for s in (why, note) if s),
+            "int8" if quantized else "float32", err,
         )
+
+    dense_mod: Any = None
+    x: Any = None
 
     if kind == "conv2d":
         try:
@@ -247,7 +287,7 @@ def _convert_layer(
             mod = _make(kind, m, w2d, threads)
             return mod, report("dense", w2d.nbytes, 1.0, {}, f"grouped (groups={m.groups}): dense")
 
-    sparse, why = _candidate_weights(w2d, formats, block, kind)
+    sparse, why = _candidate_weights(w2d, formats, block, kind, dtype)
     dense_mod = _make(kind, m, w2d, threads)
     if not sparse:
         return dense_mod, report("dense", w2d.nbytes, 1.0, {}, why)
@@ -268,7 +308,7 @@ def _convert_layer(
             "dense", w2d.nbytes, 1.0, times, f"stays dense: best sparse {best} only {gain:.2f}x (< {min_speedup:g}x)"
         )
     chosen = mods[best]
-    return chosen, report(best, chosen.nbytes, gain, times, "")
+    return chosen, report(best, chosen.nbytes, gain, times, "", chosen)
 
 
 def convert(
@@ -282,6 +322,7 @@ def convert(
     threads: int | None = None,
     inplace: bool = False,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> torch.nn.Module:
     """A copy of ``model`` for fast CPU inference: every ``nn.Linear`` becomes a
     :class:`pysparse.nn.SparseLinear` and every ``nn.Conv2d`` a :class:`pysparse.nn.SparseConv2d`;
@@ -305,6 +346,11 @@ def convert(
     every remaining parameter frozen (inference only), and carries the per-layer
     :class:`ConversionReport` as ``result.pysparse_report_`` (``print`` it).
     ``inplace=True`` converts ``model`` itself instead of a deep copy.
+
+    ``dtype="int8"`` adds the int8 weight formats (``pysparse.formats.int8``: per-row weight
+    scales, activations quantized per row inside the kernel) to every Linear's candidates;
+    the report's ``dtype`` and ``quant_error`` columns say which layers went int8 and what
+    that cost on the example input. Convolutions stay float32.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -318,6 +364,8 @@ def convert(
     if block is not None:
         block = parse_block(block)
     _checks.positive_number(min_speedup, "min_speedup")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     _checks.threads(threads)
 
     start = time.perf_counter()
@@ -325,10 +373,12 @@ def convert(
     target.eval()
     layers = _targets(target)
     seen: dict[int, tuple[int, ...]] = {}
+    # int8: each Linear's example input, for its quantization error
+    kept: dict[int, Any] | None = {id(m): None for _, m, k in layers if k == "linear"} if dtype == "int8" else None
     if example_inputs is not None:
         if isinstance(example_inputs, torch.Tensor):
             example_inputs = (example_inputs,)
-        seen = _input_shapes(target, [m for _, m, _ in layers], example_inputs)
+        seen = _input_shapes(target, [m for _, m, _ in layers], example_inputs, kept)
 
     bar: Any = layers
     if progress:
@@ -343,7 +393,8 @@ def convert(
     for name, m, kind in bar:
         mod, rep = _convert_layer(
             name, kind, m, seen.get(id(m)), traced=example_inputs is not None, batch=batch, formats=formats,
-            block=block, min_speedup=min_speedup, threads=threads,
+            block=block, min_speedup=min_speedup, threads=threads, dtype=dtype,
+            example=None if kept is None else kept.get(id(m)),
         )
         if mod is not m:
             new[id(m)] = mod
@@ -352,7 +403,6 @@ def convert(
     target = new.get(id(target), target)  # a bare Linear / Conv2d converts to its replacement
     for p in target.parameters():
         p.requires_grad_(False)
-    target.pysparse_report_ = ConversionReport(
-        reports, batch, threads, str(_core.get_isa()), time.perf_counter() - start
-    )
+    isa = str(_core.get_isa()) + (f", int8 {_core.get_qisa()}" if dtype == "int8" else "")
+    target.pysparse_report_ = ConversionReport(reports, batch, threads, isa, time.perf_counter() - start)
     return target

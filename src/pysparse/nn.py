@@ -353,6 +353,10 @@ class SparseLinear(_SparseModule):
                 return F.linear(x, self._weight_tensor(), bias)
             if x.dim() == 2 and not x.requires_grad and x.device.type == "cpu":
                 # The common case, with as little Python as possible between torch and the kernel.
+                if self.weight.quantized:  # int8 (pysparse.formats.int8)
+                    return torch.from_numpy(
+                        _core.qlinear(x.numpy(), self.weight._m, self._bias_numpy(), False, self.threads)
+                    )
                 return torch.from_numpy(_core.linear(x.numpy(), self.weight._m, self._bias_numpy(), self.threads))
             return _linear_impl(x, self._handle, self.out_features, bias, self.threads)
         return torch.ops.pysparse.linear(x, self._handle, self.out_features, self.bias, self.threads)

@@ -1,4 +1,5 @@
-"""Sparse weight matrices: CSR, block-sparse (BSR), N:M and SELL, validated once, in C++.
+"""Weight matrices: CSR, block-sparse (BSR), N:M and SELL (float32) and bsr_int8 / dense_int8
+(int8 with per-row scales), validated once, in C++.
 
 Each wraps a ``_core.SparseMatrix`` that owns aligned, padded, immutable copies of
 the arrays, so nothing a caller does to its own arrays afterwards can make a
@@ -18,26 +19,36 @@ from .._checks import block as parse_block
 from .._checks import nm as parse_nm
 from .base import ArraySpec, SparseMatrixBase
 from .bsr import BSRMatrix
+from .bsr_int8 import BSRInt8Matrix
 from .csr import CSR_BUCKET, CSRMatrix
+from .dense_int8 import DenseInt8Matrix
 from .detect import MAX_BSR_FILL, bsr_blocks, nm_pattern
+from .int8 import MAX_INT8_COLS, QuantizedMatrixBase, quantize_rows
 from .nm import NMMatrix
-from .pack import CHOICES, pack_weight
-from .registry import DENSE, FORMATS, describe_format, format_class, format_of
+from .pack import CHOICES, PACK_CHOICES, pack_weight
+from .registry import ALL_FORMATS, DENSE, FORMATS, INT8_FORMATS, describe_format, format_class, format_of
 from .sell import SELLMatrix
 
 _check_block = parse_block  # prune/patterns.py's old import, until it uses parse_block
 
 __all__ = [
+    "ALL_FORMATS",
+    "INT8_FORMATS",
+    "PACK_CHOICES",
     "ArraySpec",
     "BLOCK_ROWS",
     "BSRMatrix",
+    "BSRInt8Matrix",
     "CHOICES",
     "CSRMatrix",
     "CSR_BUCKET",
     "DENSE",
+    "DenseInt8Matrix",
     "FORMATS",
     "MAX_BSR_FILL",
+    "MAX_INT8_COLS",
     "NMMatrix",
+    "QuantizedMatrixBase",
     "NM_GROUPS",
     "SELLMatrix",
     "SparseMatrixBase",
@@ -49,4 +60,5 @@ __all__ = [
     "pack_weight",
     "parse_block",
     "parse_nm",
+    "quantize_rows",
 ]

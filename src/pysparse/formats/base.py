@@ -38,6 +38,8 @@ class SparseMatrixBase:
     # Whether ops.conv2d may run this format's stride-1 convolutions directly on the padded
     # image (the shifted kernels are CSR / BSR ones; see ops/conv.py and shifted_source).
     shifted_conv: ClassVar[bool] = True
+    # int8 weights (formats/int8.py) run through _core.qlinear instead of _core.linear.
+    quantized: ClassVar[bool] = False
     format: ClassVar[str] = ""  # the same as tag (the name modules and reports have always used)
 
     def __init__(self) -> None:  # pragma: no cover - abstract

@@ -8,7 +8,9 @@ import numpy as np
 
 from .base import SparseMatrixBase
 from .bsr import BSRMatrix
+from .bsr_int8 import BSRInt8Matrix
 from .csr import CSRMatrix
+from .dense_int8 import DenseInt8Matrix
 from .nm import NMMatrix
 from .sell import SELLMatrix
 
@@ -17,14 +19,18 @@ from .sell import SELLMatrix
 FORMATS: dict[str, type[SparseMatrixBase]] = {
     cls.tag: cls for cls in (CSRMatrix, SELLMatrix, BSRMatrix, NMMatrix)
 }
-DENSE = "dense"
+# int8 weights (pysparse.formats.int8), lossy: convert times them only with dtype="int8".
+INT8_FORMATS: dict[str, type[SparseMatrixBase]] = {cls.tag: cls for cls in (BSRInt8Matrix, DenseInt8Matrix)}
+# Every tag a weight (or a model file node) may carry besides "dense".
+ALL_FORMATS: dict[str, type[SparseMatrixBase]] = {**FORMATS, **INT8_FORMATS}
+DENSE = "dense"  # float32 dense, always
 
 
 def format_class(tag: str) -> type[SparseMatrixBase]:
-    """The class of a format tag ('csr', 'sell', 'bsr', 'nm')."""
-    cls = FORMATS.get(tag) if isinstance(tag, str) else None
+    """The class of a format tag ('csr', 'sell', 'bsr', 'nm', 'bsr_int8', 'dense_int8')."""
+    cls = ALL_FORMATS.get(tag) if isinstance(tag, str) else None
     if cls is None:
-        raise ValueError(f"unknown format {tag!r}; the formats are {list(FORMATS)}")
+        raise ValueError(f"unknown format {tag!r}; the formats are {list(ALL_FORMATS)}")
     return cls
 
 

@@ -43,6 +43,7 @@ _DTYPES = {
     "U32": np.dtype("<u4"),
     "U16": np.dtype("<u2"),
     "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),  # int8 weights (bsr_int8, dense_int8)
 }
 
 

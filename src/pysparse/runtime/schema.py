@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..formats import BLOCK_ROWS, FORMATS, NM_GROUPS
+from ..formats import BLOCK_ROWS, FORMATS, INT8_FORMATS, NM_GROUPS
 
 FORMAT_NAME = "pysparse-model"
 FORMAT_VERSION = 1
@@ -122,7 +122,7 @@ _NUM = _float()
 _PAIR_K = _ints(1, 1024, 2)
 _PAIR_S = _ints(1, 1024, 2)
 _PAIR_P = _ints(0, 1024, 2)
-_FORMAT = _choice("dense", *FORMATS)  # every registered format's tag (pysparse.formats)
+_FORMAT = _choice("dense", *FORMATS, *INT8_FORMATS)  # every registered format's tag (pysparse.formats)
 _MATRIX_ATTRS: dict[str, tuple[Check, Any]] = {
     "format": (_FORMAT, _REQUIRED),
     "block": (_optional(_block), None),

@@ -1,0 +1,48 @@
+// Which int8 kernels run. The int8 ISA ladder extends the f32 one:
+//   x86-64:  scalar < avx2 < avxvnni < avx512vnni
+//   aarch64: scalar < neon < neondot
+// PYSPARSE_ISA names a level: f32 kernels run the best f32 ISA at or below it
+// (avxvnni and avx512vnni -> avx2, neondot -> neon), int8 kernels the best int8
+// ISA at or below it (PYSPARSE_ISA=avx2 forces the AVX2 int8 path on a VNNI
+// CPU); unset, both run the best the CPU has. At run time _core.set_qisa sets
+// the int8 ISA alone; _core.set_isa with an f32 name sets the f32 ISA alone,
+// with an int8 level both (bindings/qmatrix.cc).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "qformats.h"
+
+namespace pysparse {
+
+enum class QIsa : int { scalar = 0, avx2 = 1, avxvnni = 2, avx512vnni = 3, neon = 4, neondot = 5 };
+
+struct QKernelInfo {
+  const char* name;
+  QIsa isa;
+  QFormat format;
+  int block_r;
+  Batch batch;
+  QKernelFn fn;
+};
+
+const char* qisa_name(QIsa isa);
+// Throws std::invalid_argument for a name that is not an int8 ISA level.
+QIsa qisa_from_name(const std::string& name);
+bool qisa_supported(QIsa isa);        // built and this CPU runs it
+std::vector<QIsa> runnable_qisas();   // best first; scalar last
+// The best runnable int8 ISA at or below the level `name` (an f32 or int8 name).
+QIsa qisa_at_most(const std::string& name);
+QIsa active_qisa();
+void set_active_qisa(QIsa isa);  // throws std::invalid_argument if not runnable
+
+const std::vector<QKernelInfo>& all_qkernels();
+const QKernelInfo* find_qkernel(const std::string& name);
+const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, Batch batch);
+QuantizeFn select_quantize(QIsa isa);
+// Whether the kernels of `isa` read the activations as u8 = q + 128 (VNNI).
+inline bool qisa_flips_input(QIsa isa) { return isa == QIsa::avxvnni || isa == QIsa::avx512vnni; }
+
+}  // namespace pysparse

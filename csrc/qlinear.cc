@@ -1,0 +1,132 @@
+#include "qlinear.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+#include "parallel.h"
+#include "qkernels.h"
+
+namespace pysparse {
+
+namespace {
+
+// int8 multiply-adds below which one more thread does not pay for its wake-up
+// (four times the f32 figure: a vpdpbusd does 32 of them).
+constexpr int64_t kMinQWorkPerThread = 128 * 1024;
+constexpr int64_t kPartsPerThread = 8;
+constexpr int64_t kRowCost = 32;
+
+thread_local std::vector<int8_t> tl_xq;
+thread_local std::vector<float> tl_floats;
+
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+void trim_all() {
+  constexpr size_t kKeep = size_t{16} << 20;
+  if (tl_xq.capacity() > kKeep) std::vector<int8_t>().swap(tl_xq);
+  if (tl_floats.capacity() * sizeof(float) > kKeep) std::vector<float>().swap(tl_floats);
+}
+
+struct Costs {
+  const QView& w;
+  int64_t cost(int64_t b) const { return w.begin(b) * w.block_r * 4 + b * w.block_r * kRowCost; }
+  int64_t boundary(int t, int T) const {
+    const int64_t B = w.block_rows();
+    if (t <= 0) return 0;
+    if (t >= T) return B;
+    const int64_t target = cost(B) * t / T;
+    int64_t lo = 0, hi = B;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (cost(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+};
+
+int threads_for(const QView& w, int64_t batch, int nthreads) {
+  nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
+  const int64_t work = (w.nblocks * w.block_r * 4 + w.rows * kRowCost) * std::max<int64_t>(batch, 1);
+  return static_cast<int>(std::min<int64_t>(
+      {static_cast<int64_t>(nthreads), std::max<int64_t>(1, work / kMinQWorkPerThread),
+       std::max<int64_t>(1, w.block_rows())}));
+}
+
+}  // namespace
+
+void qs8_quantize(const float* x, int64_t ldx, int64_t batch, int64_t cols, int64_t stride, int8_t* xq, float* scale,
+                  QIsa isa, int32_t flip) {
+  const int64_t groups = (cols + 3) / 4;
+  select_quantize(isa)(QuantizeArgs{x, ldx, 0, batch, stride, cols, groups, xq, scale, flip});
+}
+
+void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float* y, const float* bias, bool relu,
+             int nthreads, const QKernelInfo* kernel) {
+  const QView& v = w.view();
+  const int64_t M = v.rows, G = v.groups;
+  if (batch == 0 || M == 0) return;
+  const QIsa isa = kernel != nullptr ? kernel->isa : active_qisa();
+  const Batch kind = batch == 1 ? Batch::n1 : Batch::nx;
+  const QKernelFn fn = kernel != nullptr ? kernel->fn : select_qkernel(isa, v.format, v.block_r, kind).fn;
+  const int T = threads_for(v, batch, nthreads);
+  const int64_t npad = batch == 1 ? 1 : (batch + 7) / 8 * 8;
+  int8_t* xq = grow(tl_xq, static_cast<size_t>(G * npad * 4 + kQValuePad));
+  // x scales (npad), then for batch > 1 Y^T (M x npad).
+  float* xs = grow(tl_floats, static_cast<size_t>(npad + (batch == 1 ? 0 : M * npad)));
+  float* yt = xs + npad;
+  if (npad != batch) {  // the padding columns: zero activations, scale 0
+    std::memset(xq, 0, static_cast<size_t>(G * npad * 4));
+    std::fill(xs + batch, xs + npad, 0.0f);
+  }
+  std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
+  const QuantizeFn quant = select_quantize(isa);
+  const QuantizeArgs qa{x, ldx, 0, batch, npad, v.cols, G, xq, xs, qisa_flips_input(isa) ? 0x80 : 0};
+  const int Tq = static_cast<int>(std::min<int64_t>(T, batch));
+  if (Tq <= 1) {
+    quant(qa);
+  } else {
+    parallel_for(Tq, Tq, [&](int t) {
+      QuantizeArgs a = qa;
+      a.row_begin = batch * t / Tq;
+      a.row_end = batch * (t + 1) / Tq;
+      quant(a);
+    });
+  }
+  const TransposeFn tr = select_transpose(active_isa());
+  auto rows = [&](int64_t b0, int64_t b1) {
+    if (batch == 1) {
+      fn(QArgs{&v, b0, b1, 1, xq, xs, y, 1, 1, bias, relu ? 1 : 0, 0});
+      return;
+    }
+    fn(QArgs{&v, b0, b1, npad, xq, xs, yt, npad, 1, bias, relu ? 1 : 0, 0});
+    const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
+    tr(TransposeArgs{yt, npad, r0, r1, batch, y, M});
+  };
+  const int64_t B = v.block_rows();
+  if (T == 1) {
+    rows(0, B);
+    trim_all();
+    return;
+  }
+  const int parts = static_cast<int>(std::min<int64_t>(B, T * kPartsPerThread));
+  const Costs costs{v};
+  // Whole cache lines of y's rows on each side of a boundary (16 floats).
+  const int64_t align = std::max(1, 16 / v.block_r);
+  auto boundary = [&](int t) {
+    const int64_t b = costs.boundary(t, parts);
+    return b >= B ? B : b / align * align;
+  };
+  parallel_for(parts, T, [&](int t) {
+    const int64_t b0 = boundary(t), b1 = boundary(t + 1);
+    if (b0 < b1) rows(b0, b1);
+  });
+  trim_all();
+}
+
+}  // namespace pysparse
