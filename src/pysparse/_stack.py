@@ -5,8 +5,8 @@ distillation losses map student blocks to teacher blocks by index, and the prune
 default set for a transformer is the Linears inside it. One finder, so they agree:
 
 - ``model`` itself an ``nn.Sequential``: its children;
-- otherwise the ``nn.ModuleList`` (or ``nn.Sequential``) of at least two modules of one
-  type holding the most parameters (``encoder.layer`` of a BertModel, ``h`` of GPT-2,
+- otherwise the ``nn.ModuleList`` (or ``nn.Sequential``) of modules of one type holding
+  the most parameters (one block is still a stack: ``drop_layers`` may leave one) (``encoder.layer`` of a BertModel, ``h`` of GPT-2,
   ``layers`` of most others);
 - ``stack="encoder.layer"`` names it outright.
 
@@ -44,7 +44,7 @@ def find_stack(model: nn.Module, stack: str | None = None) -> tuple[str, nn.Modu
         return "", model
     best: tuple[int, str, nn.Module] | None = None
     for name, m in model.named_modules():
-        if not isinstance(m, (nn.ModuleList, nn.Sequential)) or len(m) < 2:
+        if not isinstance(m, (nn.ModuleList, nn.Sequential)) or len(m) < 1:
             continue
         kinds = {type(c) for c in m.children()}
         if len(kinds) != 1:
@@ -54,8 +54,8 @@ def find_stack(model: nn.Module, stack: str | None = None) -> tuple[str, nn.Modu
             best = (n, name, m)
     if best is None:
         raise ValueError(
-            f"{type(model).__name__} has no stack of blocks (an nn.Sequential, or an nn.ModuleList of at "
-            "least two modules of one type, like a BertModel's encoder.layer); pass stack='name' to pick one"
+            f"{type(model).__name__} has no stack of blocks (an nn.Sequential, or an nn.ModuleList of "
+            "modules of one type, like a BertModel's encoder.layer); pass stack='name' to pick one"
         )
     return best[1], best[2]
 
