@@ -16,6 +16,10 @@ sparse model has fewer layers to run:
   two factors (a 784-32-784 bottleneck or two sparse layers stay as they are)
   unless ``only_if_smaller=False``.
 - ``fold``: both, batch norms first (Linear-BN-Linear then merges too).
+- depth: ``layer_similarity`` measures how much each block of a stack (a BERT
+  encoder's layers, an ``nn.Sequential`` of blocks) changes its input, and
+  ``drop_layers`` removes the most redundant ones, returning the layer map to
+  distil the shorter model from the full one (``_depth.py``).
 
 Removed layers are replaced by ``nn.Identity`` so module names (and the rest
 of the state_dict) keep their meaning. The input model is copied unless
@@ -32,7 +36,10 @@ from collections import Counter
 import torch
 from torch import nn
 
-__all__ = ["fold", "fold_batchnorm", "merge_linear"]
+# Depth folding (measure the blocks of a stack, drop the most redundant) lives in _depth.py.
+from ._depth import LayerSimilarity, drop_layers, layer_similarity
+
+__all__ = ["LayerSimilarity", "drop_layers", "fold", "fold_batchnorm", "layer_similarity", "merge_linear"]
 
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PASSTHROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)

@@ -20,17 +20,12 @@ import pysparse  # noqa: E402
 from pysparse import distill, prune  # noqa: E402
 from pysparse.datasets import load_digits  # noqa: E402
 
+from _one_thread import one_torch_thread  # noqa: E402, F401  (autouse: the models here are tiny)
+
 # A float64 loss against a float64 hand computation.
 F64_RTOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The models here are tiny: one thread is faster than two fighting over a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def np_log_softmax(z: np.ndarray) -> np.ndarray:

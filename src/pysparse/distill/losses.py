@@ -11,6 +11,13 @@ FeatureDistiller is hint training (FitNets): chosen intermediate activations of
 the student are matched to the teacher's (MSE), through a learned projection
 (Linear on the last dim, or a 1x1 Conv2d for (N, C, H, W) features) where the
 widths differ. The projections are parameters to train with the student.
+
+For transformers, pairs may be block indices of the two models' stacks (a BERT
+encoder's layers, see ``pysparse._stack``): ``{0: 1, 1: 3, 2: 5}`` matches a
+3-layer student's layers to a 6-layer teacher's, the layer map
+``fold.drop_layers`` returns. A block returning a tuple is read as its first
+element (the hidden states), and with the batch's ``attention_mask`` the MSE is
+taken over real tokens only (padding does not count).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _stack
+from .._batches import first_tensor
 from .._checks import is_number, number
 
 __all__ = ["KDLoss", "FeatureDistiller"]
@@ -94,8 +103,9 @@ class KDLoss(nn.Module):
 
 
 def _feature_width(module: nn.Module) -> tuple[int, int] | None:
-    """(width, rank) of a module's output when its type says so unambiguously:
-    4 for (N, C, H, W) features (width C), 2 for (..., D) features (width D)."""
+    """(width, rank) of a module's output when its type says so: 4 for (N, C, H, W)
+    features (width C), 2 for (..., D) features (width D); a block without convolutions
+    outputs the width of its last Linear / LayerNorm (a BERT layer: its output LayerNorm)."""
     if isinstance(module, nn.Linear):
         return module.out_features, 2
     if isinstance(module, nn.Embedding):
@@ -104,7 +114,22 @@ def _feature_width(module: nn.Module) -> tuple[int, int] | None:
         return module.out_channels, 4
     if isinstance(module, nn.BatchNorm2d):
         return module.num_features, 4
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1], 2
+    # A block (a transformer layer, an MLP block): the width of its last Linear / LayerNorm.
+    last = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm)) and m is not module]
+    if last and not any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules()):
+        return _feature_width(last[-1])
     return None
+
+
+def masked_mse(p: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """MSE over the (N, L, D) positions where ``mask`` (N, L) is nonzero; plain MSE otherwise."""
+    if mask is None or p.dim() != 3 or tuple(mask.shape) != tuple(p.shape[:2]):
+        return F.mse_loss(p, t)
+    m = (mask != 0).to(p.dtype).unsqueeze(-1)
+    count = m.sum() * p.shape[-1]
+    return ((p - t).square() * m).sum() / count.clamp(min=1.0)
 
 
 def _projection(s_width: int, t_width: int, ndim: int) -> nn.Module:
@@ -115,11 +140,31 @@ def _projection(s_width: int, t_width: int, ndim: int) -> nn.Module:
     return nn.Linear(s_width, t_width, bias=False)
 
 
+def layer_pairs(
+    student: nn.Module, teacher: nn.Module, pairs: Mapping[Any, Any] | Iterable[tuple[Any, Any]]
+) -> list[tuple[str, str]]:
+    """(student module name, teacher module name) pairs from names or block indices of
+    the two models' stacks; ValueError for a name or index that does not exist."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (Mapping, Iterable)):
+        raise TypeError(f"pairs must be a dict or a list of (student, teacher) pairs, got {type(pairs).__name__}")
+    items = list(pairs.items()) if isinstance(pairs, Mapping) else list(pairs)
+    if not items:
+        raise ValueError("pairs is empty: give at least one (student module name, teacher module name)")
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(f"each pair must be (student module name, teacher module name), got {item!r}")
+    s_names = _stack.resolve_blocks(student, [s for s, _ in items], "student")
+    t_names = _stack.resolve_blocks(teacher, [t for _, t in items], "teacher")
+    return list(zip(s_names, t_names))
+
+
 class FeatureDistiller(nn.Module):
     """Hint (feature) distillation: MSE between chosen student and teacher activations.
 
     ``pairs`` maps student module names to teacher module names (as in
-    ``model.named_modules()``), e.g. ``{"2": "4"}`` or ``[("layer1", "layer3")]``.
+    ``model.named_modules()``), e.g. ``{"2": "4"}`` or ``[("layer1", "layer3")]``,
+    or block indices of the two stacks (``{0: 1, 1: 3, 2: 5}``: the layer map of a
+    student with fewer layers; ``fold.drop_layers`` returns one).
     Forward hooks capture each module's output; after both models have run on
     the same batch, :meth:`loss` returns ``weight * mean over pairs of MSE``
     and forgets the captured activations.
@@ -148,19 +193,9 @@ class FeatureDistiller(nn.Module):
         if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
             raise TypeError("student and teacher must be torch.nn.Module instances")
         number(weight, "weight")
-        items = list(pairs.items()) if isinstance(pairs, Mapping) else list(pairs)
-        if not items:
-            raise ValueError("pairs is empty: give at least one (student module name, teacher module name)")
+        items = layer_pairs(student, teacher, pairs)
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
-        for item in items:
-            if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(n, str) for n in item)):
-                raise TypeError(f"each pair must be (student module name, teacher module name), got {item!r}")
-            s_name, t_name = item
-            for name, mods, who in ((s_name, s_mods, "student"), (t_name, t_mods, "teacher")):
-                if name not in mods:
-                    some = ", ".join(repr(n) for n in list(mods)[1:8])
-                    raise ValueError(f"{who} has no module named {name!r}; names look like: {some}")
-        self.pairs = [(s, t) for s, t in items]
+        self.pairs = items
         self.weight = float(weight)
         self._student_feats: dict[str, torch.Tensor] = {}
         self._teacher_feats: dict[str, torch.Tensor] = {}
@@ -209,21 +244,23 @@ class FeatureDistiller(nn.Module):
     @staticmethod
     def _saver(store: dict[str, torch.Tensor], name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
+            t = first_tensor(output)
+            if t is None:
                 raise TypeError(f"module {name!r} returned {type(output).__name__}; feature hints need a tensor output")
-            store[name] = output
+            store[name] = t
 
         return hook
 
     def _probe(self, student: nn.Module, teacher: nn.Module, x: Any) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-        args = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        kwargs = dict(x) if isinstance(x, Mapping) else {}
+        args = () if kwargs else tuple(x) if isinstance(x, (tuple, list)) else (x,)
         modes = student.training, teacher.training
         student.eval()
         teacher.eval()
         try:
             with torch.no_grad():
-                student(*args)
-                teacher(*args)
+                student(*args, **kwargs)
+                teacher(*args, **kwargs)
         finally:
             student.train(modes[0])
             teacher.train(modes[1])
@@ -248,8 +285,11 @@ class FeatureDistiller(nn.Module):
         self._student_feats.clear()
         self._teacher_feats.clear()
 
-    def loss(self) -> torch.Tensor:
-        """weight * mean over pairs of MSE(projection(student feature), teacher feature)."""
+    def loss(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """weight * mean over pairs of MSE(projection(student feature), teacher feature).
+
+        ``mask``: the batch's (N, L) attention mask; (N, L, D) features then count only
+        the positions where it is nonzero."""
         try:
             terms = []
             for (s_name, t_name), proj in zip(self.pairs, self.projections):
@@ -265,13 +305,16 @@ class FeatureDistiller(nn.Module):
                         f"projected student feature {s_name!r} has shape {tuple(p.shape)} but teacher feature "
                         f"{t_name!r} has {tuple(t.shape)}; pair modules with the same spatial size"
                     )
-                terms.append(F.mse_loss(p, t))
+                terms.append(masked_mse(p, t, mask))
             return self.weight * torch.stack(terms).mean()
         finally:
             self.clear()
 
-    def forward(self) -> torch.Tensor:  # the nn.Module spelling of loss()
-        return self.loss()
+    def forward(self, *outputs: Any, batch: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """The nn.Module spelling of loss(); as a ``distill.fit`` loss term it is called
+        ``(student_out, teacher_out, labels, batch=...)`` and reads the batch's attention mask."""
+        mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+        return self.loss(mask if isinstance(mask, torch.Tensor) else None)
 
     def remove(self) -> None:
         """Take the forward hooks off both models."""

@@ -19,6 +19,7 @@ the data (fit warns if it does not, and calls ``set_epoch`` on it every epoch).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -29,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._batches import moved, run, split_batch
 from .._checks import count, number
+from .._table import render
 from .losses import FeatureDistiller, KDLoss
 
-__all__ = ["fit", "measured_sparsity"]
+__all__ = ["History", "fit", "layer_sparsity", "measured_sparsity"]
 
 LossFn = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
@@ -48,24 +51,103 @@ def measured_sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _split_batch(batch: Any) -> tuple[tuple[Any, ...], torch.Tensor]:
-    if isinstance(batch, Mapping):
-        raise TypeError("fit expects batches of (inputs, labels), got a dict; wrap the loader to yield tuples")
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(
-            f"fit expects each batch to be (inputs, labels), got {type(batch).__name__}"
-            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        )
-    inputs, labels = batch
-    return (tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)), labels
+def _wants_batch(fn: Any) -> bool:
+    """Whether a loss takes the batch's keyword inputs (a ``batch`` parameter or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "batch" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def _to(x: Any, device: torch.device) -> Any:
-    return x.to(device) if isinstance(x, torch.Tensor) else x
+def _loss_terms(loss: Any, teacher: nn.Module | None) -> list[tuple[str, Callable[..., torch.Tensor], bool]]:
+    """[(name, loss, takes the batch)] from one loss, a list of them or a {name: loss} dict."""
+    if loss is None:
+        fn = KDLoss() if teacher is not None else (lambda out, _t, labels: _cross_entropy(out, labels))
+        return [("kd" if teacher is not None else "ce", fn, False)]
+    if isinstance(loss, Mapping):
+        items = list(loss.items())
+    elif isinstance(loss, (list, tuple)):
+        items = []
+        for fn in loss:
+            base = fn.__name__ if inspect.isfunction(fn) else type(fn).__name__
+            name, k = base, 2
+            while name in {n for n, _ in items}:
+                name, k = f"{base}{k}", k + 1
+            items.append((name, fn))
+    else:
+        return [("loss", loss, _wants_batch(loss))]
+    if not items:
+        raise ValueError("loss is an empty list: give at least one loss")
+    for name, fn in items:
+        if not callable(fn):
+            raise TypeError(f"loss term {name!r} is not callable as loss(student_out, teacher_out, labels)")
+    return [(str(name), fn, _wants_batch(fn)) for name, fn in items]
 
 
-def _correct(out: torch.Tensor, labels: torch.Tensor) -> int | None:
+def _cross_entropy(out: Any, labels: Any) -> torch.Tensor:
+    if labels is None:
+        raise ValueError("training without a teacher needs labels; give (inputs, labels) batches or a loss=")
+    return F.cross_entropy(out, labels)
+
+
+class History(list):
+    """What ``distill.fit`` returns: the list of per-epoch rows, plus the run's report.
+
+    ``layers_``: [(layer name, measured sparsity)] of the student's Linear / Conv
+    layers at the end; ``str(history)`` is the report: one line per epoch (losses,
+    sparsity, quality figures when ``evaluate=`` gave some), then the per-layer
+    sparsity. It is a list, so code that indexes rows keeps working."""
+
+    layers_: list[tuple[str, float]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers_ = []
+
+    def __str__(self) -> str:
+        keys: list[str] = []
+        extra: list[str] = []
+        for row in self:
+            for k, v in row.items():
+                if k not in ("epoch", "losses", "quality") and (v is None or isinstance(v, (int, float))):
+                    if k not in keys:
+                        keys.append(k)
+            for group in ("losses", "quality"):
+                for k in row.get(group) or {}:
+                    if k not in extra:
+                        extra.append(k)
+
+        def cell(v: Any) -> str:
+            return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        rows = []
+        for row in self:
+            more = {**(row.get("losses") or {}), **(row.get("quality") or {})}
+            rows.append([row["epoch"], *(cell(row.get(k)) for k in keys), *(cell(more.get(k)) for k in extra)])
+        lines = render(["epoch", *keys, *extra], rows)
+        if self.layers_:
+            lines += ["", *render(["layer", "sparsity"], [[n, f"{v:.3f}"] for n, v in self.layers_])]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return list.__repr__(self)
+
+
+def layer_sparsity(model: nn.Module) -> list[tuple[str, float]]:
+    """[(name, fraction of exact zeros)] of every Linear and Conv layer's weight, in model order."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            w = m.weight.detach()
+            out.append((name, float((w == 0).sum()) / max(w.numel(), 1)))
+    return out
+
+
+def _correct(out: Any, labels: Any) -> int | None:
     """Number of argmax hits, or None when the output/labels are not (N, C) / (N,) classes."""
+    if not isinstance(out, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        return None
     if out.dim() != 2 or labels.dim() != 1 or labels.dtype.is_floating_point or out.shape[0] != labels.shape[0]:
         return None
     return int((out.argmax(1) == labels).sum())
@@ -107,8 +189,10 @@ def _check_args(student: Any, teacher: Any, epochs: Any, pruner: Any, optimizer:
         raise TypeError(f"pruner must have a .step() method (e.g. pysparse.prune.Pruner), got {type(pruner).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    if loss is not None and not callable(loss):
-        raise TypeError("loss must be callable as loss(student_out, teacher_out, labels)")
+    if loss is not None and not callable(loss) and not isinstance(loss, (list, tuple, Mapping)):
+        raise TypeError(
+            "loss must be callable as loss(student_out, teacher_out, labels), or a list / {name: loss} dict of them"
+        )
     if teacher is not None:
         if teacher is student:
             raise ValueError("student and teacher are the same module; distil into a copy (copy.deepcopy(teacher))")
@@ -120,7 +204,7 @@ def _check_args(student: Any, teacher: Any, epochs: Any, pruner: Any, optimizer:
             )
 
 
-def _features(features: Any, student: nn.Module, teacher: nn.Module | None, example: tuple) -> FeatureDistiller | None:
+def _features(features: Any, student: nn.Module, teacher: nn.Module | None, example: Any) -> FeatureDistiller | None:
     if features is None:
         return None
     if teacher is None:
@@ -138,13 +222,12 @@ def _evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> float
     try:
         with torch.no_grad():
             for batch in loader:
-                inputs, labels = _split_batch(batch)
-                out = model(*(_to(x, device) for x in inputs))
-                c = _correct(out, _to(labels, device))
+                b = moved(split_batch(batch), device)
+                c = _correct(run(model, b), b.labels)
                 if c is None:
                     return None
                 correct += c
-                count += labels.shape[0]
+                count += b.size()
                 seen = True
     finally:
         model.train(was_training)
@@ -152,6 +235,19 @@ def _evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> float
         raise ValueError("val_loader yielded no batches")
     correct, count = _allsum([correct, count])
     return correct / count if count else None
+
+
+def _quality(evaluate: Callable[[nn.Module], Mapping[str, float]], student: nn.Module) -> dict[str, float]:
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            got = evaluate(student)
+    finally:
+        student.train(was_training)
+    if not isinstance(got, Mapping):
+        raise TypeError(f"evaluate must return a {{name: figure}} dict, got {type(got).__name__}")
+    return {str(k): float(v) for k, v in got.items()}
 
 
 def fit(
@@ -163,22 +259,31 @@ def fit(
     val_loader: Iterable | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
-    loss: LossFn | None = None,
+    loss: LossFn | list[LossFn] | dict[str, LossFn] | None = None,
     features: FeatureDistiller | dict[str, str] | list[tuple[str, str]] | None = None,
     *,
     lr: float = 1e-3,
-) -> list[dict[str, Any]]:
+    max_steps: int | None = None,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+) -> History:
     """Train ``student`` against a frozen ``teacher`` for ``epochs`` passes over ``train_loader``.
 
-    - ``train_loader`` yields ``(inputs, labels)``; inputs is a tensor or a
-      tuple of tensors (passed as ``model(*inputs)``). Batches are moved to the
-      student's device.
+    - ``train_loader`` yields ``(inputs, labels)``, ``(inputs,)`` or dicts:
+      inputs is a tensor or a tuple of tensors (``model(*inputs)``) or a dict
+      (``model(**inputs)``); a dict batch (what a tokenizer returns: input_ids,
+      attention_mask, token_type_ids) is the keyword inputs, its ``"labels"``
+      entry if any the labels. Labels may be None (teacher-only losses).
+      Batches are moved to the student's device.
     - ``teacher`` runs in eval mode, with gradients off, under ``torch.no_grad``;
       its mode and ``requires_grad`` flags are restored afterwards. ``None``
       trains the student alone (cross entropy, or ``loss(out, None, labels)``):
       the no-distillation baseline at equal steps.
     - ``loss(student_out, teacher_out, labels)``: default ``KDLoss()``
-      (T = 4, alpha = 0.9).
+      (T = 4, alpha = 0.9). The outputs are whatever the models return (a
+      transformers output too); a loss with a ``batch`` parameter also gets
+      ``batch=`` the batch's keyword inputs (so ``EmbeddingLoss`` pools over its
+      attention mask). A list or ``{name: loss}`` dict of losses is summed, and
+      each term's mean is reported in the history's ``losses``.
     - ``features``: hint distillation on intermediate activations, a
       :class:`FeatureDistiller` or the pairs to build one with (its loss is
       added; its projections are trained with the student). Pairs build a
@@ -189,13 +294,20 @@ def fit(
     - ``optimizer``: default ``Adam(lr=lr)`` over the student's and the
       projections' parameters. A given optimizer must hold the projections too.
     - ``progress``: tqdm bars (rank 0 only when distributed).
+    - ``max_steps``: stop after this many optimizer steps (the budget; the last
+      epoch ends early).
+    - ``evaluate``: called with the student (in eval mode, no grad) after each
+      epoch; its ``{name: figure}`` goes into the row's ``quality``.
 
     Returns the history, one dict per epoch: ``epoch``, ``loss`` (mean training
     loss), ``train_acc`` (argmax accuracy on the training batches, None when the
     outputs are not class logits), ``val_acc`` (when ``val_loader``),
     ``sparsity`` (measured zeros over Linear/Conv weights), ``steps`` (optimizer
-    steps so far) and ``time`` (seconds for the epoch). The student is trained
-    in place (the same object, in train mode).
+    steps so far) and ``time`` (seconds for the epoch), plus ``losses`` (per
+    term) with several loss terms and ``quality`` with ``evaluate``. It is a
+    :class:`History`: ``str()`` of it is the run's report (with the per-layer
+    sparsity at the end). The student is trained in place (the same object, in
+    train mode).
 
     Under ``torch.distributed`` (e.g. ``torchrun``, gloo backend), see the module
     docstring: the student is wrapped in DistributedDataParallel for the loop.
@@ -203,6 +315,10 @@ def fit(
     from tqdm.auto import tqdm
 
     _check_args(student, teacher, epochs, pruner, optimizer, loss)
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError("evaluate must be a callable (student) -> {name: figure}")
     number(lr, "lr", strict=True)
     for name, data in (("train_loader", train_loader), ("val_loader", val_loader)):
         if data is None and name == "val_loader":
@@ -225,8 +341,7 @@ def fit(
     if not params:
         raise ValueError("student has no parameters to train")
     device = params[0].device
-    if loss is None:
-        loss = KDLoss() if teacher is not None else (lambda out, _t, labels: F.cross_entropy(out, labels))
+    terms = _loss_terms(loss, teacher)
 
     distributed = _dist_ready()
     rank = torch.distributed.get_rank() if distributed else 0
@@ -248,20 +363,26 @@ def fit(
 
     distiller: FeatureDistiller | None = None
     built_distiller = False
-    history: list[dict[str, Any]] = []
+    history = History()
     try:
         if features is not None and not isinstance(features, FeatureDistiller):
             first = next(iter(train_loader), None)
             if first is None:
                 raise ValueError("train_loader is empty: it yields no batches")
-            example = tuple(_to(x, device) for x in _split_batch(first)[0])
+            fb = moved(split_batch(first), device)
+            example = fb.kwargs if fb.kwargs else fb.args
             built_distiller = True
         else:
             example = ()
         distiller = _features(features, student, teacher, example)
         if distiller is not None:
             distiller.to(device)
+            terms.append(("features", distiller, True))
         extra = list(distiller.trainable_parameters()) if distiller is not None else []
+        for _, fn, _ in terms:  # feature distillers passed as loss terms train their projections too
+            if isinstance(fn, FeatureDistiller) and fn is not distiller:
+                fn.to(device)
+                extra += [p for p in fn.trainable_parameters() if all(p is not q for q in extra)]
         if optimizer is None:
             optimizer = torch.optim.Adam(params + extra, lr=lr)
         elif extra:
@@ -281,7 +402,11 @@ def fit(
 
         student.train()
         steps = 0
+        report_terms = len(terms) > 1
         for epoch in range(epochs):
+            if max_steps is not None and steps >= max_steps:
+                break
+            term_sums = [0.0] * len(terms)
             sampler = getattr(train_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
@@ -297,22 +422,27 @@ def fit(
                 leave=False,
             )
             for batch in bar:
-                inputs, labels = _split_batch(batch)
-                inputs = tuple(_to(x, device) for x in inputs)
-                labels = _to(labels, device)
+                b = moved(split_batch(batch), device)
+                labels = b.labels
                 t_out = None
                 if teacher is not None:
                     with torch.no_grad():
-                        t_out = teacher(*inputs)
-                out = model(*inputs)
-                if t_out is not None and isinstance(out, torch.Tensor) and out.shape != t_out.shape:
+                        t_out = run(teacher, b)
+                out = run(model, b)
+                if (isinstance(out, torch.Tensor) and isinstance(t_out, torch.Tensor)
+                        and out.shape != t_out.shape):
                     raise ValueError(
                         f"student output {tuple(out.shape)} and teacher output {tuple(t_out.shape)} differ in shape; "
                         "they must predict the same classes"
                     )
-                value = loss(out, t_out, labels)
-                if distiller is not None:
-                    value = value + distiller.loss()
+                if loss is None and teacher is not None and not isinstance(out, torch.Tensor):
+                    raise ValueError(
+                        f"the models return {type(out).__name__}, not logits, so the default KDLoss does not apply; "
+                        "pass loss=distill.EmbeddingLoss() (sentence embeddings) or your own loss"
+                    )
+                parts = [fn(out, t_out, labels, batch=b.kwargs) if wants else fn(out, t_out, labels)
+                         for _, fn, wants in terms]
+                value = parts[0] if len(parts) == 1 else torch.stack([torch.as_tensor(v).reshape(()) for v in parts]).sum()
                 if not torch.isfinite(value):
                     raise FloatingPointError(
                         f"loss became {float(value)} at epoch {epoch + 1}, step {steps + 1}: lower lr or check the data"
@@ -331,24 +461,34 @@ def fit(
                     changed = pruner.step()
                     if distributed and changed is not False:
                         _sync_from_rank0(student)
-                b = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.dim() > 0 else 1
-                loss_sum += float(value.detach()) * b
-                n_seen += b
+                n = b.size()
+                loss_sum += float(value.detach()) * n
+                for i, v in enumerate(parts):
+                    term_sums[i] += float(torch.as_tensor(v).detach()) * n
+                n_seen += n
                 if correct is not None:
                     c = _correct(out.detach(), labels) if isinstance(out, torch.Tensor) else None
                     correct = None if c is None else correct + c
                 bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", refresh=False)
+                if max_steps is not None and steps >= max_steps:
+                    break
             bar.close()
             if n_seen == 0:
                 raise ValueError(f"train_loader yielded no batches in epoch {epoch + 1}")
-            loss_sum, n_total, c_total = _allsum([loss_sum, n_seen, -1.0 if correct is None else correct])
+            loss_sum, n_total, c_total, *term_sums = _allsum(
+                [loss_sum, n_seen, -1.0 if correct is None else correct, *term_sums]
+            )
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / n_total,
                 "train_acc": None if correct is None else c_total / n_total,
             }
+            if report_terms:
+                row["losses"] = {name: v / n_total for (name, _, _), v in zip(terms, term_sums)}
             if val_loader is not None:
                 row["val_acc"] = _evaluate(student, val_loader, device)
+            if evaluate is not None:
+                row["quality"] = _quality(evaluate, student)
             row["sparsity"] = measured_sparsity(student)
             row["steps"] = steps
             row["time"] = time.perf_counter() - t0
@@ -358,6 +498,7 @@ def fit(
                     f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "time" and math.isfinite(v)
                 )
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown} ({row['time']:.1f} s)")
+        history.layers_ = layer_sparsity(student)
     finally:
         if teacher_state is not None:
             was_training, flags = teacher_state

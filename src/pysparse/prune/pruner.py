@@ -92,10 +92,20 @@ class Pruner:
       schedule: None (all at once: at construction, or at the first step() for
         Taylor / Fisher, which need a backward pass) or a callable
         (step, final) -> target, e.g. prune.gradual(begin=, end=, every=).
-      modules: layers to prune (modules or names); default every Linear and Conv2d.
+      modules: layers to prune (modules or names); default every Linear and Conv2d,
+        and for a Hugging Face transformers model the Linears of its encoder / decoder
+        blocks (BERT: Q, K, V, attention output, both FFN) -- never the embeddings,
+        the pooler or a head unless named here.
       overrides: {module or name: sparsity} for layers pruned to their own target.
       exclude_first / exclude_last: leave the first / last selected layer dense.
       max_layer_sparsity: with scope="global", no layer goes beyond this.
+
+    For a pretrained transformer the strong default is oBERT's lesson: second-order
+    (``criterion="fisher"``), gradual (``schedule=prune.gradual(...)`` over most of the
+    distillation run, so the model recovers between steps), global over the encoder's
+    Linears with a per-layer cap (``max_layer_sparsity``) so no layer is emptied, in a
+    block pattern the kernels run ((8, 1) or (4, 1)); step it inside ``distill.fit``.
+    One-shot magnitude pruning of all-MiniLM-L6-v2 loses the model (bench/bench_minilm.py).
 
     Learned: ``step_`` (step() calls so far), ``target_`` (current scheduled
     sparsity), ``layers_`` ({name: module}), ``masks_`` ({name: bool mask}).
@@ -153,7 +163,8 @@ class Pruner:
         if not named:
             raise ValueError(
                 "the model has no layer to prune: pass a model with nn.Linear or nn.Conv2d layers "
-                "(or name them in modules=...), and check exclude_first / exclude_last"
+                "(or name them in modules=...), and check exclude_first / exclude_last (a transformers "
+                "model is pruned in the nn.Linear layers of its layer stack by default)"
             )
         finals = self._overrides(model, named, overrides)
         self._track = needs_grad(self.criterion_)
