@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 import pysparse as ps  # noqa: E402
 from pysparse.runtime import container  # noqa: E402
 from pysparse.runtime.schema import ModelFileError  # noqa: E402
-from test_convert_int8 import pruned_mlp  # noqa: E402
+from _int8_models import pruned_mlp  # noqa: E402
 
 
 @pytest.fixture(scope="module")

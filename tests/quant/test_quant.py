@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from pysparse import quant  # noqa: E402
 from pysparse.formats import quantize_rows  # noqa: E402
-from test_convert_int8 import pruned_mlp  # noqa: E402
+from _int8_models import pruned_mlp  # noqa: E402
 
 
 def test_minmax_and_percentile_observers(rng):
