@@ -345,13 +345,23 @@ CORPUS = sorted((Path(__file__).parents[1] / "fuzz" / "corpus").glob("*.pspz"))
 def test_loaded_models_take_any_input_layout(path, batch):
     """The runtime's ops see views of the caller's input: every layout gives the same bits."""
     m = ps.load(path)
-    shape = [batch if d is None else d for d in m.input_shapes[0]]
-    x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
-    want = m(x)
-    wide = np.zeros(shape[:-1] + [2 * shape[-1]], np.float32)
-    wide[..., ::2] = x
-    for view in (np.asfortranarray(x), wide[..., ::2], np.ascontiguousarray(x[::-1])[::-1]):
-        assert np.array_equal(m(view), want)
+    rng = np.random.default_rng(batch)
+    xs = []
+    for shape, dtype in zip(m.input_shapes, m.input_dtypes):  # a later free dim is a sequence length: 5
+        full = [(batch if i == 0 else 5) if d is None else d for i, d in enumerate(shape)]
+        xs.append(rng.integers(0, 2, full) if dtype == "int64" else rng.standard_normal(full).astype(np.float32))
+
+    def views(x):
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+        wide[..., ::2] = x
+        return np.asfortranarray(x), wide[..., ::2], np.ascontiguousarray(x[::-1])[::-1]
+
+    want = m(*xs)
+    want = want if isinstance(want, tuple) else (want,)
+    for k in range(3):
+        got = m(*[views(x)[k] for x in xs])
+        got = got if isinstance(got, tuple) else (got,)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want)) and len(got) == len(want)
 
 
 # ---------------------------------------------------------------- regressions (issue 16's findings, fixed)
