@@ -172,6 +172,10 @@ def test_fit_dict_batches_labels_entry_and_tuple_batches_without_labels():
     batches = [{**dict_batch(s), "labels": torch.tensor([0, 1, 2, 0, 1, 2])} for s in range(3)]
     history = distill.fit(student, teacher, batches, 2, progress=False)  # KDLoss alpha 0.9 uses the labels
     assert history[-1]["train_acc"] is not None and history[-1]["steps"] == 6
+    # A KDLoss given explicitly (an nn.Module: its forward takes no batch=), alone and in a list.
+    for loss in (distill.KDLoss(2.0, 0.5), [distill.KDLoss(2.0, 0.5), distill.KDLoss(1.0, 1.0)]):
+        got = distill.fit(student, teacher, batches, 1, loss=loss, progress=False)
+        assert got[-1]["steps"] == 3 and ("losses" in got[-1]) == isinstance(loss, list)
     # (inputs,) and (inputs, None): no labels, a loss on the teacher's outputs only.
     x = torch.randn(8, 4)
     t, s = nn.Linear(4, 2), nn.Linear(4, 2)

@@ -52,9 +52,10 @@ def measured_sparsity(model: nn.Module) -> float:
 
 
 def _wants_batch(fn: Any) -> bool:
-    """Whether a loss takes the batch's keyword inputs (a ``batch`` parameter or ``**kwargs``)."""
+    """Whether a loss takes the batch's keyword inputs (a ``batch`` parameter or ``**kwargs``;
+    for an nn.Module, of its forward: Module.__call__ itself takes **kwargs)."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = inspect.signature(fn.forward if isinstance(fn, nn.Module) else fn).parameters.values()
     except (TypeError, ValueError):
         return False
     return any(p.name == "batch" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
