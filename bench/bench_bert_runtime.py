@@ -30,18 +30,19 @@ from pysparse._timing import interleaved  # noqa: E402
 
 
 def profile(m, xs, reps):
-    """ms per call of each op kind (summed over its nodes), by timing each node's function."""
-    fns = m._fns
+    """ms per call of each op kind (summed over its nodes), by timing each node's function of the
+    run plan (the fused graph: runtime/fuse.py; a fused node's op reads "linear+gelu")."""
+    fns = m._plan_fns
     per = collections.Counter()
     timed = []
-    for n, fn in zip(m._nodes, fns):
+    for n, fn in zip(m._plan_nodes, fns):
         def wrap(*a, _fn=fn, _op=n.op):
             t = time.perf_counter_ns()
             y = _fn(*a)
             per[_op] += time.perf_counter_ns() - t
             return y
         timed.append(wrap)
-    m._fns = timed
+    m._plan_fns = timed
     try:
         m(*xs)
         per.clear()
@@ -50,7 +51,7 @@ def profile(m, xs, reps):
             m(*xs)
         total = (time.perf_counter_ns() - t) / reps / 1e6
     finally:
-        m._fns = fns
+        m._plan_fns = fns
     return total, {op: ns / reps / 1e6 for op, ns in per.most_common()}
 
 

@@ -96,10 +96,16 @@ const KernelInfo& kernel_for(const SparseView& v, int64_t n, const KernelInfo* f
 }  // namespace
 
 void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t y_rs, int64_t y_cs,
-          const float* bias, int nthreads, const KernelInfo* kernel) {
+          const float* bias, int nthreads, const KernelInfo* kernel, const Epilogue& ep) {
   const SparseView& v = w.view();
   if (v.rows == 0 || n == 0) return;
   const SpmmFn fn = kernel_for(v, n, kernel).fn;
+  const EpilogueFn efn = select_epilogue(active_isa());
+  // Block rows [b0, b1) through the kernel, then their rows through the epilogue.
+  auto run = [&](const SpmmArgs& a) {
+    fn(a);
+    apply_epilogue(efn, ep, y, y_rs, y_cs, a.block_begin * v.block_r, std::min(a.block_end * v.block_r, v.rows), n);
+  };
   if (n == 1 && ldx != 1) {
     // The n1 kernels read x as one contiguous column: a strided column (a
     // (K, 1) view of a wider X, ldx floats apart) is gathered first. Dropping
@@ -112,17 +118,25 @@ void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* 
   const int T = threads_for(w, n, nthreads);
   SpmmArgs base{&v, 0, v.block_rows(), n, x, ldx, y, y_rs, y_cs, bias};
   if (T == 1) {
-    fn(base);
+    run(base);
     trim(tl_column);
     return;
   }
   const int parts = parts_for(v, T);
   const Partition part{v, parts};
+  // SELL slices write the rows of their sort window in any order: with an
+  // epilogue, parts hold whole windows so a part's rows are all its own.
+  const int64_t align = v.format == Format::sell && !ep.identity() ? kSellWindow / 8 : 1;
+  const int64_t B = v.block_rows();
+  auto boundary = [&](int t) {
+    const int64_t b = part.boundary(t);
+    return b >= B ? B : b / align * align;
+  };
   parallel_for(parts, T, [&](int t) {
     SpmmArgs a = base;
-    a.block_begin = part.boundary(t);
-    a.block_end = part.boundary(t + 1);
-    if (a.block_begin < a.block_end) fn(a);
+    a.block_begin = boundary(t);
+    a.block_end = boundary(t + 1);
+    if (a.block_begin < a.block_end) run(a);
   });
   trim(tl_column);
 }
@@ -158,11 +172,11 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nth
 }  // namespace
 
 void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t batch, float* y, const float* bias,
-            int nthreads, const KernelInfo* kernel) {
+            int nthreads, const KernelInfo* kernel, const Epilogue& ep) {
   const int64_t K = w.cols(), M = w.rows();
   if (batch == 0 || M == 0) return;
   if (batch == 1) {
-    spmm(w, x, 1, 1, y, 1, 1, bias, nthreads, kernel);
+    spmm(w, x, 1, 1, y, 1, 1, bias, nthreads, kernel, ep);
     return;
   }
   nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
@@ -180,13 +194,20 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
   const SparseView& v = w.view();
   const SpmmFn fn = kernel_for(v, batch, kernel).fn;
   const TransposeFn tr = select_transpose(active_isa());
-  // One parallel region: each thread computes its rows of Y^T and transposes
-  // those same rows into y while they are still in its own cache.
+  const EpilogueFn efn = select_epilogue(active_isa());
+  const Epilogue act_only{ep.act, nullptr};
+  // One parallel region: each thread computes its rows of Y^T, applies the
+  // activation to them and transposes them into y while they are still in its
+  // own cache; the residual (batch, M) is added to those columns of y there.
   auto rows = [&](int64_t b0, int64_t b1) {
     SpmmArgs a{&v, b0, b1, batch, xt, batch, yt, batch, 1, bias};
     fn(a);
     const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
+    apply_epilogue(efn, act_only, yt, batch, 1, r0, r1, batch);
     tr(TransposeArgs{yt, batch, r0, r1, batch, y, M});
+    if (ep.residual != nullptr) {  // rows of y (batch, M), columns [r0, r1)
+      for (int64_t j = 0; j < batch; ++j) efn(EpilogueArgs{y + j * M + r0, ep.residual + j * M + r0, r1 - r0, Activation::none});
+    }
   };
   const int T = threads_for(w, batch, nthreads);
   if (T == 1) {
@@ -270,7 +291,7 @@ void ShiftedConv::check_weight(const SparseMatrix& w) const {
 }
 
 void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g, float* y, const float* bias,
-                    int nthreads) {
+                    int nthreads, const Epilogue& ep) {
   const SparseView& v = w.view();
   if (v.format == Format::sell) throw std::invalid_argument("conv2d_shifted needs CSR or BSR (R, 1), not SELL");
   const int64_t M = v.rows, C = g.channels, H = g.height, W = g.width;
@@ -278,6 +299,7 @@ void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g,
   const int64_t S = g.row(), n = g.wide_n(), plane = Hp * S;
   if (g.images == 0 || M == 0) return;
   const SpmmFn fn = kernel_for(v, n, nullptr).fn;
+  const EpilogueFn efn = select_epilogue(active_isa());
   const int T = threads_for(w, n, nthreads);
   const int parts = parts_for(v, T);
   const Partition part{v, parts};
@@ -310,6 +332,10 @@ void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g,
           for (int64_t i = 0; i < nb; ++i) {
             float* dst = y + ((i0 + i) * M + r) * Ho * Wo;
             for (int64_t oh = 0; oh < Ho; ++oh) std::copy_n(src + oh * S + i * Wp, Wo, dst + oh * Wo);
+            if (!ep.identity()) {  // the cropped plane, while in cache
+              const int64_t off = ((i0 + i) * M + r) * Ho * Wo;
+              efn(EpilogueArgs{dst, ep.residual ? ep.residual + off : nullptr, Ho * Wo, ep.act});
+            }
           }
         }
       }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "dispatch.h"
+#include "epilogue.h"
 #include "matrix.h"
 
 namespace pysparse {
@@ -12,17 +13,20 @@ namespace pysparse {
 // Y = W X (+ bias[:, None]). X[k, j] = x[k * ldx + j] (k < K, j < n);
 // Y[i, j] = y[i * y_rs + j * y_cs]. `kernel` forces one kernel (tests); null
 // selects by the active ISA. nthreads <= 0 means get_num_threads().
+// ep (epilogue.h): activation and residual (laid out like y), applied by each
+// thread to its rows right after the kernel wrote them.
 // ldx may be smaller than n, down to 1: rows of X then overlap, which the
 // kernels allow since X is only read. ldx == 1 with W's indices taken as
 // offsets into x is the direct convolution (bindings/testing.cc, spmm_shifted):
 // Y[i, j] = sum_p w_p x[idx_p + j], x then needs K - 1 + n floats.
 void spmm(const SparseMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t y_rs, int64_t y_cs,
-          const float* bias, int nthreads, const KernelInfo* kernel = nullptr);
+          const float* bias, int nthreads, const KernelInfo* kernel = nullptr, const Epilogue& ep = {});
 
 // y (batch, M) = x (batch, K) W^T (+ bias), both C-contiguous: nn.Linear.
 // x_transposed: x is given as its transpose, (K, batch) C-contiguous.
+// ep.residual, when set, is (batch, M) C-contiguous like y.
 void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t batch, float* y, const float* bias,
-            int nthreads, const KernelInfo* kernel = nullptr);
+            int nthreads, const KernelInfo* kernel = nullptr, const Epilogue& ep = {});
 
 // The direct convolution (stride 1) of x (N, C, H, W), C-contiguous, into y
 // (N, M, Ho, Wo), C-contiguous, Ho = H + 2 pad_h - span_h, Wo likewise. Images
@@ -57,8 +61,9 @@ struct ShiftedConv {
   int64_t wide_n() const { return out_h() * row(); }                     // columns of the wide product
   int64_t buffer() const { return channels * padded_h() * row() + span_w; }  // floats of the padded chunk
 };
+// ep.residual, when set, is (N, M, Ho, Wo) C-contiguous like y.
 void conv2d_shifted(const SparseMatrix& w, const float* x, const ShiftedConv& g, float* y, const float* bias,
-                    int nthreads);
+                    int nthreads, const Epilogue& ep = {});
 
 // How many threads a call of this size uses (work below a threshold runs on
 // one thread: a wake-up costs more than it saves).

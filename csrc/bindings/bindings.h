@@ -18,13 +18,15 @@ namespace py = pybind11;
 // threads: 0 (default) .. kMaxThreads, as a Python int.
 int threads_arg(const py::handle& v);
 
+// activation / residual: the fp32 epilogue (epilogue.h), y = act(W x + b) + residual.
 py::array spmm(const SparseMatrix& w, const py::object& x, const py::object& bias, const py::object& threads,
-               const py::object& kernel);
+               const py::object& kernel, const py::object& activation, const py::object& residual);
 py::array linear(const py::object& x, const SparseMatrix& w, const py::object& bias, const py::object& threads,
-                 const py::object& kernel);
+                 const py::object& kernel, const py::object& activation, const py::object& residual);
 py::array conv2d_shifted(const SparseMatrix& w, const py::object& x, const py::object& kernel_size,
                          const py::object& padding, const py::object& dilation, const py::object& chunk,
-                         const py::object& bias, const py::object& threads);
+                         const py::object& bias, const py::object& threads, const py::object& activation,
+                         const py::object& residual);
 
 void def_sparse_matrix(py::module_& m);  // class SparseMatrix: shared views and to_dense (matrix.cc)
 

@@ -6,11 +6,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #include "dispatch.h"
+#include "epilogue.h"
 #include "parallel.h"
 #include "spmm.h"
 
@@ -41,10 +44,44 @@ void check_kernel_matches(const KernelInfo* k, const SparseMatrix& w, int64_t n)
 
 std::string dims(int64_t m, int64_t k) { return std::to_string(m) + "x" + std::to_string(k); }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+// activation= and residual= (epilogue.h): a name, and None or a float32 array
+// of exactly the output's shape (copied C-contiguous when it is not; `keep`
+// holds the copy alive for the call).
+Epilogue epilogue_arg(const py::object& activation, const py::object& residual, const std::vector<int64_t>& out_shape,
+                      py::object& keep) {
+  Epilogue ep;
+  if (!py::isinstance<py::str>(activation)) {
+    throw py::type_error("activation must be a str ('none', 'relu', 'relu6', 'gelu_erf', 'gelu_tanh'), got " +
+                         type_str(activation));
+  }
+  try {
+    ep.act = activation_from_name(activation.cast<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  if (residual.is_none()) return ep;
+  py::array r = float32_array(residual, "residual");
+  std::vector<int64_t> got(r.shape(), r.shape() + r.ndim());
+  if (got != out_shape) {
+    throw py::value_error("residual must have the output's shape " + shape_str(out_shape) + ", got " +
+                          shape_str(got));
+  }
+  r = contiguous<float>(r);
+  keep = r;
+  ep.residual = static_cast<const float*>(r.data());
+  return ep;
+}
+
 }  // namespace
 
 py::array spmm(const SparseMatrix& w, const py::object& x_obj, const py::object& bias, const py::object& threads_obj,
-               const py::object& kernel_name) {
+               const py::object& kernel_name, const py::object& activation, const py::object& residual) {
   const int threads = threads_arg(threads_obj);
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1 && x.ndim() != 2) {
@@ -69,20 +106,21 @@ py::array spmm(const SparseMatrix& w, const py::object& x_obj, const py::object&
   } else {
     x = contiguous<float>(x);
   }
-  py::object keep;
+  py::object keep, keep_r;
   const float* b = bias_ptr(bias, M, keep);
+  const Epilogue ep = epilogue_arg(activation, residual, x.ndim() == 2 ? std::vector<int64_t>{M, n} : std::vector<int64_t>{M}, keep_r);
   py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({M, n}) : py::array_t<float>({M});
   const float* xp = static_cast<const float*>(x.data());
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pysparse::spmm(w, xp, ldx, n, yp, n, 1, b, threads, k);
+    pysparse::spmm(w, xp, ldx, n, yp, n, 1, b, threads, k, ep);
   }
   return y;
 }
 
 py::array linear(const py::object& x_obj, const SparseMatrix& w, const py::object& bias, const py::object& threads_obj,
-                 const py::object& kernel_name) {
+                 const py::object& kernel_name, const py::object& activation, const py::object& residual) {
   const int threads = threads_arg(threads_obj);
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 1 && x.ndim() != 2) {
@@ -106,14 +144,16 @@ py::array linear(const py::object& x_obj, const SparseMatrix& w, const py::objec
   } else if (!(flags & py::array::c_style)) {
     x = contiguous<float>(x);
   }
-  py::object keep;
+  py::object keep, keep_r;
   const float* b = bias_ptr(bias, M, keep);
+  const Epilogue ep =
+      epilogue_arg(activation, residual, x.ndim() == 2 ? std::vector<int64_t>{batch, M} : std::vector<int64_t>{M}, keep_r);
   py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({batch, M}) : py::array_t<float>({M});
   const float* xp = static_cast<const float*>(x.data());
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pysparse::linear(w, xp, transposed, batch, yp, b, threads, k);
+    pysparse::linear(w, xp, transposed, batch, yp, b, threads, k, ep);
   }
   return y;
 }
@@ -125,7 +165,8 @@ py::array linear(const py::object& x_obj, const SparseMatrix& w, const py::objec
 // inside the padded buffer (ShiftedConv::check_weight).
 py::array conv2d_shifted(const SparseMatrix& w, const py::object& x_obj, const py::object& kernel_size,
                          const py::object& padding, const py::object& dilation, const py::object& chunk,
-                         const py::object& bias, const py::object& threads_obj) {
+                         const py::object& bias, const py::object& threads_obj, const py::object& activation,
+                         const py::object& residual) {
   const int threads = threads_arg(threads_obj);
   ShiftedConv::check_shiftable(w, "conv2d_shifted");
   py::array x = float32_array(x_obj, "x");
@@ -139,14 +180,15 @@ py::array conv2d_shifted(const SparseMatrix& w, const py::object& x_obj, const p
   const ShiftedConv g = ShiftedConv::make(x.shape(0), x.shape(1), x.shape(2), x.shape(3), ks.data(), pad.data(),
                                           dil.data(), int_arg(chunk, "chunk", INT64_MIN, INT64_MAX));
   g.check_weight(w);
-  py::object keep;
+  py::object keep, keep_r;
   const float* b = bias_ptr(bias, w.rows(), keep);
+  const Epilogue ep = epilogue_arg(activation, residual, {g.images, w.rows(), g.out_h(), g.out_w()}, keep_r);
   py::array_t<float> y({g.images, w.rows(), g.out_h(), g.out_w()});
   const float* xp = static_cast<const float*>(x.data());
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pysparse::conv2d_shifted(w, xp, g, yp, b, threads);
+    pysparse::conv2d_shifted(w, xp, g, yp, b, threads, ep);
   }
   return y;
 }

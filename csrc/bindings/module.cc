@@ -22,14 +22,19 @@ PYBIND11_MODULE(_core, m) {
   bind::def_sparse_matrix(m);
 
   m.def("spmm", &bind::spmm, py::arg("w"), py::arg("x"), py::arg("bias") = py::none(), py::arg("threads") = 0,
-        py::arg("kernel") = py::none(), "Y = W @ X (+ bias[:, None]); X (K,) or (K, N) float32.");
+        py::arg("kernel") = py::none(), py::kw_only(), py::arg("activation") = "none", py::arg("residual") = py::none(),
+        "Y = act(W @ X (+ bias[:, None])) (+ residual); X (K,) or (K, N) float32; activation one of 'none', "
+        "'relu', 'relu6', 'gelu_erf', 'gelu_tanh'; residual float32 of Y's shape.");
   m.def("linear", &bind::linear, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("threads") = 0,
-        py::arg("kernel") = py::none(), "y = x @ W.T (+ bias); x (K,) or (batch, K) float32.");
+        py::arg("kernel") = py::none(), py::kw_only(), py::arg("activation") = "none", py::arg("residual") = py::none(),
+        "y = act(x @ W.T (+ bias)) (+ residual); x (K,) or (batch, K) float32; activation one of 'none', 'relu', "
+        "'relu6', 'gelu_erf', 'gelu_tanh'; residual float32 of y's shape.");
   m.def("conv2d_shifted", &bind::conv2d_shifted, py::arg("w"), py::arg("x"), py::arg("kernel_size"),
         py::arg("padding"), py::arg("dilation"), py::arg("chunk"), py::arg("bias") = py::none(),
-        py::arg("threads") = 0,
+        py::arg("threads") = 0, py::kw_only(), py::arg("activation") = "none", py::arg("residual") = py::none(),
         "The direct stride-1 convolution of x (N, C, H, W) float32, `chunk` images side by side per product, "
-        "with W the offset matrix for that geometry (pysparse.ops builds it). Returns y (N, rows, Ho, Wo).");
+        "with W the offset matrix for that geometry (pysparse.ops builds it). Returns y (N, rows, Ho, Wo), "
+        "act(conv + bias) (+ residual of y's shape) with the fp32 epilogue.");
 
   m.def("set_num_threads", [](const py::object& n_obj) {
     const int n = static_cast<int>(bind::int_arg(n_obj, "the number of threads", 1, kMaxThreads));

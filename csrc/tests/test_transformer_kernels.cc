@@ -6,7 +6,8 @@
 //
 // erf is swept over float bit patterns (every 1999th of [0, 8], then its negation)
 // against std::erf in double; GELU likewise over [-30, 30]; layer norm and
-// attention over odd shapes, head dims 1..64, strides, masks and non-finite values.
+// attention over odd shapes, head dims 1..64, strides, masks and non-finite values;
+// the sparse products' epilogue (epilogue.h) against the same ISA's GELU kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "epilogue.h"
 #include "tests/expect.h"
 #include "transformer.h"
 
@@ -288,6 +290,46 @@ void test_attention(const TfKernelInfo& k, std::mt19937& rng) {
   expect(nan_row, std::string(k.name) + " NaN in one query: exactly that row is NaN");
 }
 
+// The sparse products' epilogue (epilogue.h) of one ISA: act(y) (+ r) over n
+// floats against the same ISA's GELU kernel and plain relu / relu6, every
+// length around the vector width (tails), NaN / inf, and nothing written past n.
+void test_epilogue(Isa isa, std::mt19937& rng) {
+  const EpilogueFn fn = select_epilogue(isa);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  const Activation acts[] = {Activation::none, Activation::relu, Activation::relu6, Activation::gelu_erf,
+                             Activation::gelu_tanh};
+  const float specials[] = {kNaN, kInf, -kInf, 0.0f, -0.0f, 6.0f, 1e30f, -1e30f, 1e-40f};
+  for (Activation act : acts) {
+    bool ok = true;
+    for (int64_t n : {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 100}) {
+      for (bool with_r : {false, true}) {
+        std::vector<float> x(n + 4), r(n), y;
+        for (auto& v : x) v = normal(rng);
+        for (auto& v : r) v = normal(rng);
+        for (int64_t i = 0; i < n && i < 9; ++i) x[(i * 5) % n] = specials[i];
+        y = x;
+        fn(EpilogueArgs{y.data(), with_r ? r.data() : nullptr, n, act});
+        std::vector<float> a(x.begin(), x.begin() + n);
+        if (act == Activation::gelu_erf || act == Activation::gelu_tanh) {
+          const TfKernelInfo& g = select_tf_kernel(isa, act == Activation::gelu_erf ? TfOp::gelu_erf : TfOp::gelu_tanh);
+          tf_kernel<TfOp::gelu_erf>(g)(ElementwiseArgs{x.data(), a.data(), n});
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          double want = a[i];
+          if (act == Activation::relu) want = std::isnan(x[i]) ? x[i] : std::max(0.0f, x[i]);
+          if (act == Activation::relu6) want = std::isnan(x[i]) ? x[i] : std::min(6.0f, std::max(0.0f, x[i]));
+          const double bound = with_r ? 1.2e-7 * (std::fabs(want) + std::fabs(r[i])) : 0.0;
+          if (with_r) want = static_cast<float>(want) + static_cast<double>(r[i]);
+          const double got = y[i];
+          if (!(same(got, want) || (std::isfinite(want) && std::fabs(got - want) <= bound))) ok = false;
+        }
+        for (int64_t i = n; i < n + 4; ++i) ok = ok && same(y[i], x[i]);  // nothing past n
+      }
+    }
+    expect(ok, std::string("f32_epilogue__") + isa_name(isa) + " " + activation_name(act));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -309,6 +351,10 @@ int main() {
     ++tested;
   }
   expect(tested >= 5, "every op has a kernel that runs here");
+  for (Isa isa : runnable_isas()) {
+    test_epilogue(isa, rng);
+    std::printf("tested f32_epilogue__%s\n", isa_name(isa));
+  }
   std::printf("%d kernels: %d passed, %d failed\n", tested, passed, failed);
   return failed == 0 ? 0 : 1;
 }

@@ -1,6 +1,6 @@
 """Type stubs for the compiled core (csrc/bindings/). Keep in the same change."""
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,9 @@ def spmm(
     bias: npt.NDArray[np.float32] | None = None,
     threads: int = 0,
     kernel: str | None = None,
+    *,
+    activation: Literal["none", "relu", "relu6", "gelu_erf", "gelu_tanh"] = "none",
+    residual: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def conv2d_shifted(
     w: SparseMatrix,
@@ -74,6 +77,9 @@ def conv2d_shifted(
     chunk: int,
     bias: npt.NDArray[np.float32] | None = None,
     threads: int = 0,
+    *,
+    activation: Literal["none", "relu", "relu6", "gelu_erf", "gelu_tanh"] = "none",
+    residual: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def linear(
     x: npt.NDArray[np.float32],
@@ -81,6 +87,9 @@ def linear(
     bias: npt.NDArray[np.float32] | None = None,
     threads: int = 0,
     kernel: str | None = None,
+    *,
+    activation: Literal["none", "relu", "relu6", "gelu_erf", "gelu_tanh"] = "none",
+    residual: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

@@ -16,6 +16,7 @@ import numpy as np
 
 from .report import LayerInfo, dense_twin, layer_infos, summary_table
 from .container import check_tokenizer_json
+from .fuse import fuse
 from .graph import check_graph
 from .ops import OPS, SPARSE_OPS
 from .ops.base import _GROW_LIMIT, Fn
@@ -59,21 +60,29 @@ class Model:
             except _LOAD_ERRORS as e:  # the C++ format constructors' verdict
                 raise ModelFileError(f"node {n.name!r} ({n.op}): {e}") from None
             self._params.append(p)
-        # The last node that reads each value, so intermediates are freed early.
+        self._release = self._releases(self._nodes)
+        if dry_run:
+            self._dry_run()
+        # The run plan: the file's graph with node pairs fused (runtime/fuse.py); the dry run
+        # above checked the file's own nodes, each within its bounds.
+        self._plan_nodes, self._plan_fns = fuse(self._nodes, self._fns, self._outputs)
+        self._plan_release = self._releases(self._plan_nodes)
+
+    def _releases(self, nodes: list[Any]) -> list[list[str]]:
+        """Per node, the values to free after it: those it reads last, so intermediates go early."""
         last: dict[str, int] = {}
-        for i, n in enumerate(self._nodes):
+        for i, n in enumerate(nodes):
             for r in n.inputs:
                 if isinstance(r, str):
                     last[r] = i
-        self._release: list[list[str]] = [[] for _ in self._nodes]
+        release: list[list[str]] = [[] for _ in nodes]
         for name, i in last.items():
             if name not in self._outputs:
-                self._release[i].append(name)
-        for i, n in enumerate(self._nodes):  # a value nothing reads goes at once
+                release[i].append(name)
+        for i, n in enumerate(nodes):  # a value nothing reads goes at once
             if n.name not in last and n.name not in self._outputs:
-                self._release[i].append(n.name)
-        if dry_run:
-            self._dry_run()
+                release[i].append(n.name)
+        return release
 
     def _dry_run(self) -> None:
         """Run zeros of the declared input shapes (free dims 1) once, within MAX_DRY_RUN_BYTES of
@@ -157,16 +166,19 @@ class Model:
         if budget is not None:
             for x in xs:
                 budget.hold(x)
+        if budget is None:  # the run plan (fused)
+            for n, fn, free in zip(self._plan_nodes, self._plan_fns, self._plan_release):
+                env[n.name] = fn(*[env[r] if isinstance(r, str) else r for r in n.inputs])
+                for r in free:
+                    del env[r]
+            return tuple(env[o] for o in self._outputs)
         for i, (n, fn, free) in enumerate(zip(self._nodes, self._fns, self._release)):
             args = [env[r] if isinstance(r, str) else r for r in n.inputs]
-            if budget is not None:
-                budget.before(i, n, args)
+            budget.before(i, n, args)
             y = env[n.name] = fn(*args)
-            if budget is not None:
-                budget.after(n, y)
+            budget.after(n, y)
             for r in free:
-                if budget is not None:
-                    budget.drop(env[r])
+                budget.drop(env[r])
                 del env[r]
         return tuple(env[o] for o in self._outputs)
 

@@ -67,6 +67,7 @@ def _build_linear(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
             y = plan(np.ascontiguousarray(x.reshape(-1, k)))
             return y.reshape(*x.shape[:-1], -1)
 
+        run.plan = plan  # type: ignore[attr-defined]  # for the load-time fusion (runtime/fuse.py)
         return run
     wt = np.ascontiguousarray(w.T)
 

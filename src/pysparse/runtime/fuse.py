@@ -1,0 +1,138 @@
+"""Load-time fusion: node patterns of the file's graph run as one fused node (the file format
+does not change; ``Model`` fuses when it builds its run plan, after the dry run of the file's
+graph).
+
+``FUSIONS`` maps (producer op, consumer op) to a builder. A pair fuses only where the producer's
+output is read by that one consumer, once, and is not a graph output; the fused node keeps the
+consumer's (the last node's) name, so errors and profiles name it, and its op reads
+``"producer+consumer"``. A builder returns the fused function, or None when the pair cannot fuse
+here (e.g. a dense or int8 weight); every fused function computes exactly what the two nodes
+compute (tests/runtime/test_fuse.py runs both graphs).
+
+The linear entries put the activation and the residual add into the fp32 sparse product's
+epilogue (``_core.linear(..., activation=, residual=)``, csrc/epilogue.h): one pass over the
+output while it is in cache instead of two more nodes over memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import _core
+from .graph import _Node
+from .ops.base import Fn, _tensor
+
+
+# builder(producer node, consumer node, producer fn, consumer fn) -> fused fn(*fused inputs) or None.
+# The fused node's inputs: the producer's, then the consumer's other inputs in their order.
+Builder = Callable[[Any, Any, Fn, Fn], "Fn | None"]
+
+
+def _sparse_linear(fn: Fn) -> Any:
+    """The fp32 sparse LinearPlan behind a runtime linear node's fn, or None (dense, int8)."""
+    plan = getattr(fn, "plan", None)
+    return None if plan is None or plan._quantized else plan
+
+
+def _linear_run(name: str, plan: Any, activation: str) -> Callable[[Any, Any], np.ndarray]:
+    """The linear node's computation with the epilogue: y = act(x W^T + b) (+ residual)."""
+    k = plan.weight.shape[1]
+    m, bias, threads = plan._m, plan._bias, plan._threads
+
+    def run(x: Any, residual: Any = None) -> np.ndarray:
+        x = _tensor(x, name)
+        if x.ndim == 0 or x.shape[-1] != k:
+            raise ValueError(f"node {name!r}: input last dimension must be {k}, got shape {x.shape}")
+        y = _core.linear(np.ascontiguousarray(x.reshape(-1, k)), m, bias, threads, activation=activation,
+                         residual=residual)
+        return y.reshape(*x.shape[:-1], -1)
+
+    return run
+
+
+def _linear_act(activation: Callable[[Any], str | None]) -> Builder:
+    """linear followed by an activation node; activation(consumer node) names the epilogue's, or None."""
+
+    def build(prod: Any, cons: Any, prod_fn: Fn, cons_fn: Fn) -> Fn | None:
+        plan, act = _sparse_linear(prod_fn), activation(cons)
+        if plan is None or act is None:
+            return None
+        return _linear_run(cons.name, plan, act)
+
+    return build
+
+
+def _linear_add(prod: Any, cons: Any, prod_fn: Fn, cons_fn: Fn) -> Fn | None:
+    """linear followed by add(linear, r) or add(r, linear), r a tensor: the residual in the epilogue
+    when r is float32 of exactly the output's shape; otherwise the two nodes as they are."""
+    plan = _sparse_linear(prod_fn)
+    if plan is None:
+        return None
+    run = _linear_run(cons.name, plan, "none")
+    out = plan.weight.shape[0]
+
+    def fused(x: Any, r: Any) -> Any:
+        if (isinstance(x, np.ndarray) and isinstance(r, np.ndarray) and r.dtype == np.float32 and x.ndim > 0
+                and r.shape == (*x.shape[:-1], out)):
+            return run(x, r.reshape(-1, out))
+        return cons_fn(prod_fn(x), r)  # broadcasting, other dtypes: the add node's own rules
+
+    return fused
+
+
+FUSIONS: dict[tuple[str, str], Builder] = {
+    # issue 13 (tf): Linear + activation / residual add in the fp32 epilogue.
+    ("linear", "gelu"): _linear_act(lambda n: "gelu_tanh" if n.attrs.get("approximate") == "tanh" else "gelu_erf"),
+    ("linear", "relu"): _linear_act(lambda n: "relu"),
+    ("linear", "relu6"): _linear_act(lambda n: "relu6"),
+    ("linear", "add"): _linear_add,
+    # (conv entries go in their own block below.)
+}
+
+
+def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
+    """The run plan: nodes and fns with every fusable (producer, consumer) pair replaced by one
+    node at the consumer's place (op "producer+consumer", the consumer's name). A producer is fused into at most one consumer."""
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for r in n.inputs:
+            if isinstance(r, str):
+                readers.setdefault(r, []).append(i)
+    index = {n.name: i for i, n in enumerate(nodes)}
+    fused_into: dict[int, tuple[_Node, Fn]] = {}  # consumer index -> fused node
+    dropped: set[int] = set()
+    for j, cons in enumerate(nodes):
+        for r in cons.inputs:
+            if not isinstance(r, str) or r not in index:
+                continue
+            i = index[r]
+            prod = nodes[i]
+            build = FUSIONS.get((prod.op, cons.op))
+            if build is None or i in dropped or i in fused_into or j in fused_into or r in outputs:
+                continue
+            if readers.get(r) != [j]:  # another node (or this one twice) reads the intermediate
+                continue
+            others = [v for v in cons.inputs if v != r]
+            if any(not isinstance(v, str) for v in others):  # literals: leave the pair alone
+                continue
+            fn = build(prod, cons, fns[i], fns[j])
+            if fn is None:
+                continue
+            # Its raw entry holds the file's two nodes it came from.
+            node = _Node(cons.name, f"{prod.op}+{cons.op}", (*prod.inputs, *others), cons.attrs, prod.params,
+                         {"fused_from": [prod.raw, cons.raw]})
+            fused_into[j] = (node, fn)
+            dropped.add(i)
+            break
+    out_nodes: list[Any] = []
+    out_fns: list[Fn] = []
+    for j, (n, f) in enumerate(zip(nodes, fns)):
+        if j in dropped:
+            continue
+        if j in fused_into:
+            n, f = fused_into[j]
+        out_nodes.append(n)
+        out_fns.append(f)
+    return out_nodes, out_fns

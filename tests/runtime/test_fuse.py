@@ -1,0 +1,159 @@
+"""Load-time fusion (runtime/fuse.py): the fused run plan computes what the file's graph does.
+
+Each model is loaded twice, with the fusion table and with it emptied, and both run the same
+inputs: tiny random BERT encoders (converted sparse: their FFN Linear + GELU fuse) and MLPs
+(Linear + GELU / ReLU / ReLU6, Linear + residual add). Fusion must not apply where the
+intermediate has another reader or is a graph output, nor to dense weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import pysparse as ps  # noqa: E402
+from pysparse.runtime import fuse as fuse_mod  # noqa: E402
+
+from _bert import batch, tiny_bert  # noqa: E402
+
+
+def prune_(model, frac=0.7):
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear):
+                w = mod.weight
+                w[w.abs() < w.abs().flatten().kthvalue(int(frac * w.numel())).values] = 0
+
+
+def load_both(path, monkeypatch):
+    fused = ps.load(path)
+    with monkeypatch.context() as mp:
+        mp.setattr(fuse_mod, "FUSIONS", {})
+        plain = ps.load(path)
+    assert [n.op for n in plain._plan_nodes] == [n.op for n in plain._nodes]  # nothing fused
+    return fused, plain
+
+
+def plan_ops(m):
+    return [n.op for n in m._plan_nodes]
+
+
+@pytest.mark.parametrize("formats", [("csr",), ("sell",)])
+def test_tiny_bert_fused_equals_unfused(tmp_path, rng, monkeypatch, formats):
+    model = tiny_bert(seed=3)
+    prune_(model)
+    ids, mask, tt = batch(rng, 2, 9)
+    ex = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+          "token_type_ids": torch.from_numpy(tt)}
+    sm = ps.convert(model, example_inputs=ex, formats=formats, threads=1, progress=False)
+    ps.save(sm, tmp_path / "m.pspz", ex, outputs=("last_hidden_state", "sentence_embedding"))
+    fused, plain = load_both(tmp_path / "m.pspz", monkeypatch)
+    ops = plan_ops(fused)
+    assert ops.count("linear+gelu") == 2 and "gelu" not in ops  # each layer's FFN intermediate
+    names = [n.name for n in fused._plan_nodes]
+    gelu_names = [n.name for n in plain._nodes if n.op == "gelu"]
+    assert all(g in names for g in gelu_names)  # the fused node keeps the consumer's name
+    for b, s in [(1, 1), (1, 16), (2, 9), (3, 40)]:
+        xs = batch(rng, b, s)
+        for a, c in zip(fused(*xs), plain(*xs)):
+            np.testing.assert_array_equal(a, c)
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, act, residual, share=False):
+        super().__init__()
+        self.l1, self.l2, self.l3 = torch.nn.Linear(24, 40), torch.nn.Linear(40, 40), torch.nn.Linear(40, 40)
+        self.act, self.residual, self.share = act, residual, share
+
+    def forward(self, x):
+        h = self.l1(x)
+        a = self.act(h)
+        if self.share:  # h has a second reader: no fusion of l1 + act
+            a = a + h
+        y = self.l2(a)
+        if self.residual:
+            y = y + a  # l2 + residual add
+        return self.act(self.l3(y))
+
+
+ACTS = {"gelu": torch.nn.GELU(), "gelu_tanh": torch.nn.GELU(approximate="tanh"), "relu": torch.nn.ReLU(),
+        "relu6": torch.nn.ReLU6()}
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("share", [False, True])
+def test_mlp_fused_equals_unfused(tmp_path, rng, monkeypatch, act, residual, share):
+    torch.manual_seed(0)
+    model = MLP(ACTS[act], residual, share).eval()
+    prune_(model)
+    ex = torch.randn(3, 24)
+    sm = ps.convert(model, example_inputs=ex, formats=("csr",), threads=1, progress=False)
+    ps.save(sm, tmp_path / "m.pspz", ex)
+    fused, plain = load_both(tmp_path / "m.pspz", monkeypatch)
+    ops = plan_ops(fused)
+    op = "gelu" if act.startswith("gelu") else act
+    assert ops.count(f"linear+{op}") == (1 if share else 2)
+    assert ops.count("linear+add") == (1 if residual else 0)
+    assert ops.count("linear") == (1 if share else 0) + (0 if residual else 1)
+    for shape in [(1, 24), (5, 24), (130, 24)]:
+        x = rng.standard_normal(shape).astype(np.float32) * 2
+        x.flat[0] = np.nan
+        np.testing.assert_array_equal(fused(x), plain(x))
+        with torch.no_grad():
+            want = sm(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(fused(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_no_fusion_into_a_graph_output_or_a_dense_weight(tmp_path, rng, monkeypatch):
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.l1(x)
+            return h, torch.relu(h)  # h is an output
+
+    torch.manual_seed(1)
+    model = Two().eval()
+    prune_(model)
+    ex = torch.randn(2, 8)
+    sm = ps.convert(model, example_inputs=ex, formats=("csr",), threads=1, progress=False)
+    ps.save(sm, tmp_path / "m.pspz", ex)
+    m = ps.load(tmp_path / "m.pspz")
+    assert "linear+relu" not in plan_ops(m)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    h, r = m(x)
+    np.testing.assert_array_equal(r, np.maximum(h, 0))
+    # A dense model: the linear stays a linear (no sparse epilogue to fuse into).
+    dense = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()).eval()
+    ps.save(dense, tmp_path / "d.pspz", ex)
+    assert plan_ops(ps.load(tmp_path / "d.pspz")) == ["linear", "gelu"]
+
+
+def test_add_with_broadcast_residual_falls_back(tmp_path, rng, monkeypatch):
+    class Bcast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = torch.nn.Linear(8, 6)
+
+        def forward(self, x, r):
+            return self.l1(x) + r  # r (6,): broadcast, not the output's shape
+
+    torch.manual_seed(2)
+    model = Bcast().eval()
+    prune_(model)
+    ex = (torch.randn(3, 8), torch.randn(6))
+    sm = ps.convert(model, example_inputs=ex, formats=("csr",), threads=1, progress=False)
+    ps.save(sm, tmp_path / "m.pspz", ex)
+    fused, plain = load_both(tmp_path / "m.pspz", monkeypatch)
+    x, r = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    assert "linear+add" in plan_ops(fused)
+    np.testing.assert_array_equal(fused(x, r), plain(x, r))
+    # The fused node's own errors name it (the add node's name) like the linear's did.
+    node, fn = next((n, f) for n, f in zip(fused._plan_nodes, fused._plan_fns) if n.op == "linear+add")
+    with pytest.raises(ValueError, match=f"node '{node.name}': input last dimension must be 8"):
+        fn(rng.standard_normal((3, 7)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32))
