@@ -48,4 +48,7 @@ void def_transformer(py::module_& m);  // layer_norm, gelu, attention, transform
 void def_qmatrix(py::module_& m);
 void set_isa_level(const std::string& name);  // f32 and int8 ISA from one PYSPARSE_ISA-style name
 
+// Depthwise convolution (dwconv.cc): dwconv2d, dwconv_kernels.
+void def_dwconv(py::module_& m);
+
 }  // namespace pysparse::bind

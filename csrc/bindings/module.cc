@@ -60,4 +60,7 @@ PYBIND11_MODULE(_core, m) {
   // int8 formats and kernels (bindings/qmatrix.cc); resolve PYSPARSE_ISA's int8 level now.
   bind::def_qmatrix(m);
   (void)active_qisa();
+
+  // Depthwise convolution (bindings/dwconv.cc).
+  bind::def_dwconv(m);
 }

@@ -1,7 +1,7 @@
 """2-D convolution with a pysparse (or dense numpy) weight: ``conv2d`` and its prepared ``Conv2dPlan``.
 
 A plan validates the weight and the attributes and picks the path once
-(1x1 | shifted | im2col); a call then checks only x. ``conv2d`` is the checked
+(1x1 | shifted | depthwise | im2col); a call then checks only x. ``conv2d`` is the checked
 one-shot function: it builds a plan and runs it. Keep a plan (``SparseConv2d`` and
 the runtime do) to convolve many inputs: it also keeps the direct path's offset
 matrices, one per input geometry.
@@ -58,6 +58,14 @@ MAX_OFFSETS = (1 << 32) - 1
 # blocks, 292, ran 0.86x; 128->128 5x5 on 2x2 in (8, 1) blocks, 146, 1.9x).
 SHIFTED_MAX_WASTE = 200.0
 
+# The C++ depthwise kernel (_core.dwconv2d: groups == channels, dense weight,
+# dilation 1) takes kernel sizes, strides and paddings up to these; past them
+# the numpy path runs.
+DWCONV_MAX_KERNEL, DWCONV_MAX_STRIDE, DWCONV_MAX_PADDING = 16, 16, 64
+# What a plan may fuse after the convolution (the depthwise kernel does it in
+# its epilogue; the other paths in numpy, in place).
+ACTIVATIONS = ("none", "relu", "relu6")
+
 _WEIGHT_TYPES = "a pysparse CSRMatrix/BSRMatrix/NMMatrix/SELLMatrix or a 2-D float32 numpy array"
 
 
@@ -91,7 +99,11 @@ class Conv2dPlan:
         dilation: Any = 1,
         groups: int = 1,
         threads: int | None = None,
+        activation: str = "none",
     ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r:.40}")
+        self.activation = activation
         self.threads = _checks.threads(threads)
         self.kernel_size = k = _checks.pair(kernel_size, "kernel_size", 1)
         self.stride = s = _checks.pair(stride, "stride", 1)
@@ -131,6 +143,12 @@ class Conv2dPlan:
         self.shifted = (
             self.sparse and s == (1, 1) and not self.direct and w.shifted_conv and w.block[1] == 1
         )
+        # groups == Cin == Cout with a dense weight, dilation 1: the C++ depthwise kernel.
+        self.depthwise = (
+            not self.sparse and groups == self.in_channels == cout and self.dilation == (1, 1)
+            and max(k) <= DWCONV_MAX_KERNEL and max(s) <= DWCONV_MAX_STRIDE and max(p) <= DWCONV_MAX_PADDING
+        )
+        self._dw_weight = np.ascontiguousarray(w.reshape(cout, k[0], k[1])) if self.depthwise else None
         self._waste_per_col = w.nnz / kdim if self.shifted and kdim else 0.0
         self._offsets: dict[tuple[int, int, int], Any] = {}
         self._lock = threading.Lock()  # a plan may run on several Python threads at once
@@ -143,6 +161,8 @@ class Conv2dPlan:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # plans pickled before the depthwise path and the fused activation
+        state = {"activation": "none", "depthwise": False, "_dw_weight": None, **state}
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -163,7 +183,10 @@ class Conv2dPlan:
     @property
     def path(self) -> str:
         """The path the plan picked from its attributes: '1x1', 'shifted' (stride-1 CSR / SELL /
-        BSR (R, 1): direct on the padded image when the shape does not waste too much) or 'im2col'."""
+        BSR (R, 1): direct on the padded image when the shape does not waste too much), 'depthwise'
+        (dense, groups == channels, dilation 1: the C++ kernel) or 'im2col'."""
+        if self.depthwise:
+            return "depthwise"
         return "1x1" if self.direct else "shifted" if self.shifted else "im2col"
 
     def __call__(self, x: Any, bias: Any = None) -> Any:
@@ -171,7 +194,19 @@ class Conv2dPlan:
         return as_output(self.run(xa, self.bias if bias is None else self.check_bias(bias)), torch_in)
 
     def run(self, xa: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        """The convolution of a checked 4-D float32 numpy x (see check_x), with a checked bias."""
+        """The convolution of a checked 4-D float32 numpy x (see check_x), with a checked bias,
+        then the plan's activation."""
+        if self.depthwise and xa.shape[1:2] == (self.in_channels,):
+            # the kernel checks the geometry (ValueError: input too small) and fuses bias + activation
+            return _core.dwconv2d(xa, self._dw_weight, bias, self.stride, self.padding, self.activation, self.threads)
+        y = self._run(xa, bias)
+        if self.activation != "none":  # in place; NaN stays NaN as in torch
+            np.maximum(y, 0.0, out=y)
+            if self.activation == "relu6":
+                np.minimum(y, 6.0, out=y)
+        return y
+
+    def _run(self, xa: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         n, c, h, wd = xa.shape
         k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
         if c != self.in_channels:

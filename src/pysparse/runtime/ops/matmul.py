@@ -8,6 +8,7 @@ SELL) weights are stored with the bucket codec of ``csr_pack``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -107,9 +108,14 @@ def _conv_params(a: dict[str, Any], where: str) -> dict[str, _Param]:
 def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     w = _build_matrix(a, p, a["out_channels"], _conv_cols(a, node))
     bias = p.get("bias")
-    cin = a["in_channels"]
     kwargs = {k: a[k] for k in ("kernel_size", "stride", "padding", "dilation", "groups")}
     plan = _ops.Conv2dPlan(w, bias, **kwargs)  # attributes checked and the path chosen once, here
+    return _conv_run(node, plan)
+
+
+def _conv_run(node: str, plan: Any) -> Fn:
+    """The conv2d node's function over its plan (kept as ``run.conv_plan`` for load-time fusion)."""
+    cin = plan.in_channels
 
     def run(x: Any) -> np.ndarray:
         x = _tensor(x, node)
@@ -117,7 +123,34 @@ def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
             raise ValueError(f"node {node!r}: conv2d needs input (N, {cin}, H, W), got shape {x.shape}")
         return plan(x)
 
+    run.conv_plan = plan  # type: ignore[attr-defined]
     return run
+
+
+# The activation nodes a conv2d can take into its plan: op -> the plan's activation for that node's
+# attributes (None: not fusable, e.g. a hardtanh that is not (0, 6)).
+CONV_ACTIVATIONS: dict[str, Any] = {
+    "relu": lambda a: "relu",
+    "relu6": lambda a: "relu6",
+    "hardtanh": lambda a: "relu6" if (a.get("min_val"), a.get("max_val")) == (0.0, 6.0) else None,
+    "clamp": lambda a: "relu6" if (a.get("min"), a.get("max")) == (0.0, 6.0)
+    else "relu" if (a.get("min"), a.get("max")) == (0.0, None) else None,
+}
+
+
+def conv_with_activation(name: str, conv_fn: Fn, act_op: str, act_attrs: dict[str, Any]) -> Fn | None:
+    """conv2d followed by an activation node as one function (named ``name``, the activation's):
+    the depthwise kernel applies it in its epilogue, the other paths in place on the fresh output.
+    Computes exactly what the two nodes do (NaN stays NaN); None when the pair does not fuse.
+    The runtime's fusion table (runtime/fuse.py) calls this for its conv2d entries."""
+    plan = getattr(conv_fn, "conv_plan", None)
+    pick = CONV_ACTIVATIONS.get(act_op)
+    act = pick(act_attrs) if pick is not None else None
+    if plan is None or act is None or plan.activation != "none":
+        return None
+    fused = copy.copy(plan)  # a new lock and offset cache (Conv2dPlan.__getstate__), the same arrays
+    fused.activation = act
+    return _conv_run(name, fused)
 
 
 def _stored(p: dict[str, np.ndarray]) -> float:

@@ -1,0 +1,186 @@
+"""The C++ depthwise convolution (_core.dwconv2d, ops.Conv2dPlan's 'depthwise' path) against
+numpy float64 and torch: random odd shapes, 3x3 / 5x5 and other sizes, strides 1-3, paddings,
+every activation, every ISA, every thread count, non-finite values, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pysparse as ps
+from pysparse import _core
+from pysparse.ops.conv import Conv2dPlan
+
+# float32 vs float64, per unit of sum |w x| + |b| of the output (the C++ tests' kDwAtol)
+DW_ATOL = 1e-5
+
+
+def reference(x, w, b, stride, padding, act):
+    """float64 depthwise conv (w (C, kh, kw)) and the scale sum |w x| + |b| per output."""
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[1:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - kw) // stride[1] + 1
+    bb = np.zeros(c) if b is None else b.astype(np.float64)
+    y = np.broadcast_to(bb[None, :, None, None], (n, c, ho, wo)).copy()
+    scale = np.abs(y)
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i:i + stride[0] * (ho - 1) + 1:stride[0], j:j + stride[1] * (wo - 1) + 1:stride[1]]
+            t = win * w[None, :, i, j, None, None].astype(np.float64)
+            y += t
+            scale += np.abs(t)
+    if act != "none":
+        y = np.where(np.isnan(y), y, np.maximum(y, 0.0))
+    if act == "relu6":
+        y = np.where(np.isnan(y), y, np.minimum(y, 6.0))
+    return y, scale
+
+
+def random_case(rng, nonfinite=False):
+    k = int(rng.choice([3, 3, 5, 5, 1, 2, 4, 7]))
+    s = int(rng.integers(1, 4))
+    p = int(rng.integers(0, 4))
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 19))
+    h = int(rng.integers(max(1, k - 2 * p), 26))
+    wd = int(rng.integers(max(1, k - 2 * p), 31))
+    x = (rng.standard_normal((n, c, h, wd)) * 3).astype(np.float32)
+    if nonfinite:
+        flat = x.reshape(-1)
+        flat[rng.integers(0, flat.size, 3)] = rng.choice([np.nan, np.inf, -np.inf], 3)
+    w = rng.standard_normal((c, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if rng.random() < 0.8 else None
+    act = str(rng.choice(["none", "relu", "relu6"]))
+    return x, w, b, (s, s), (p, p), act
+
+
+def check(y, ref, scale, nonfinite):
+    assert y.shape == ref.shape and y.dtype == np.float32
+    fin = np.isfinite(ref)
+    np.testing.assert_array_less(np.abs(y[fin] - ref[fin]), DW_ATOL * scale[fin] + 1e-30)
+    if nonfinite:
+        # inf - inf may sum in another order: non-finite either way, NaN where the reference is NaN
+        # unless an inf of both signs meets
+        assert not np.isfinite(y[~fin]).any()
+    else:
+        assert fin.all()
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_dwconv_matches_float64(isa, rng, trial):
+    nonfinite = trial % 4 == 3
+    x, w, b, s, p, act = random_case(rng, nonfinite)
+    ref, scale = reference(x, w, b, s, p, act)
+    for threads in (1, 2, 3):
+        check(_core.dwconv2d(x, w, b, s, p, act, threads), ref, scale, nonfinite)
+
+
+def test_dwconv_nan_stays_nan_through_relu(isa):
+    x = np.zeros((1, 2, 5, 9), np.float32)
+    x[0, 1, 2, 4] = np.nan
+    w = np.ones((2, 3, 3), np.float32)
+    for act in ("none", "relu", "relu6"):
+        y = _core.dwconv2d(x, w, None, (1, 1), (1, 1), act)
+        assert np.isnan(y[0, 1, 1:4, 3:6]).all() and np.isnan(y).sum() == 9, act  # as torch: relu(nan) is nan
+
+
+@pytest.mark.parametrize("k, s", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_dwconv_matches_torch(isa, rng, k, s):
+    # MobileNet-like planes, wide batch, odd sizes
+    for n, c, h in ((1, 32, 17), (5, 24, 14), (2, 7, 9)):
+        x = rng.standard_normal((n, c, h, h + 3)).astype(np.float32)
+        w = rng.standard_normal((c, k, k)).astype(np.float32)
+        b = rng.standard_normal(c).astype(np.float32)
+        want = F.hardtanh(F.conv2d(torch.from_numpy(x), torch.from_numpy(w[:, None]), torch.from_numpy(b), s, k // 2,
+                                   1, c), 0.0, 6.0).numpy()
+        got = _core.dwconv2d(x, w, b, (s, s), (k // 2, k // 2), "relu6")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dwconv_bitwise_across_threads_and_strided_input(rng):
+    x = rng.standard_normal((3, 40, 29, 31)).astype(np.float32)
+    w = rng.standard_normal((40, 3, 3)).astype(np.float32)
+    base = _core.dwconv2d(x, w, None, (2, 2), (1, 1), "relu", 1)
+    for threads in range(2, 5):
+        np.testing.assert_array_equal(_core.dwconv2d(x, w, None, (2, 2), (1, 1), "relu", threads), base)
+    xs = np.zeros((3, 80, 29, 62), np.float32)[:, ::2, :, ::2]  # non-contiguous: copied, same answer
+    xs[...] = x
+    np.testing.assert_array_equal(_core.dwconv2d(xs, w, None, (2, 2), (1, 1), "relu", 2), base)
+
+
+def test_dwconv_isas_agree_and_kernel_forcing(rng):
+    x = rng.standard_normal((2, 9, 13, 21)).astype(np.float32)
+    w = rng.standard_normal((9, 5, 5)).astype(np.float32)
+    kernels = [k for k in _core.dwconv_kernels() if k["runnable"]]
+    assert {k["isa"] for k in kernels} == set(_core.runnable_isas())
+    ref, scale = reference(x, w, None, (1, 2), (2, 1), "none")
+    for k in kernels:
+        check(_core.dwconv2d(x, w, None, (1, 2), (2, 1), kernel=k["name"]), ref, scale, False)
+
+
+def test_dwconv_empty_batch():
+    y = _core.dwconv2d(np.zeros((0, 4, 6, 6), np.float32), np.ones((4, 3, 3), np.float32), None, (2, 2), (1, 1))
+    assert y.shape == (0, 4, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        (dict(x=np.zeros((1, 4, 6), np.float32)), ValueError, "4-D"),
+        (dict(x=np.zeros((1, 4, 6, 6), np.float64)), TypeError, "float32"),
+        (dict(weight=np.ones((3, 3, 3), np.float32)), ValueError, "channel mismatch"),
+        (dict(weight=np.ones((4, 9), np.float32)), ValueError, "3-D"),
+        (dict(weight=np.ones((4, 17, 3), np.float32)), ValueError, "kernel size"),
+        (dict(bias=np.ones(5, np.float32)), ValueError, "bias"),
+        (dict(stride=(0, 1)), ValueError, "stride"),
+        (dict(stride=(1,)), TypeError, "pair"),
+        (dict(padding=(-1, 0)), ValueError, "padding"),
+        (dict(padding=(65, 0)), ValueError, "padding"),
+        (dict(x=np.zeros((1, 4, 1, 6), np.float32)), ValueError, "too small"),
+        (dict(activation="gelu"), ValueError, "activation"),
+        (dict(activation=None), TypeError, "activation"),
+        (dict(threads=-1), ValueError, "threads"),
+        (dict(kernel="f32_dwconv__nope"), ValueError, "unknown kernel"),
+    ],
+)
+def test_dwconv_bad_input(kw, err, match):
+    args = dict(x=np.zeros((1, 4, 6, 6), np.float32), weight=np.ones((4, 3, 3), np.float32), bias=None,
+                stride=(1, 1), padding=(0, 0), activation="none", threads=0, kernel=None)
+    args.update(kw)
+    with pytest.raises(err, match=match):
+        _core.dwconv2d(**args)
+
+
+def test_plan_takes_the_depthwise_path(rng):
+    c = 12
+    w = rng.standard_normal((c, 9)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    x = rng.standard_normal((2, c, 15, 11)).astype(np.float32)
+    for act in ("none", "relu", "relu6"):
+        plan = Conv2dPlan(w, b, kernel_size=3, stride=2, padding=1, groups=c, activation=act)
+        assert plan.path == "depthwise"
+        numpy_plan = Conv2dPlan(w, b, kernel_size=3, stride=2, padding=1, groups=c, activation=act)
+        numpy_plan.depthwise = False  # the numpy path, the same activation applied after it
+        np.testing.assert_allclose(plan(x), numpy_plan(x), rtol=1e-5, atol=1e-5)
+        assert isinstance(plan(torch.from_numpy(x)), torch.Tensor)
+    # dilation 2 and channel multipliers stay on numpy
+    assert Conv2dPlan(w, kernel_size=3, dilation=2, groups=c).path == "im2col"
+    assert Conv2dPlan(np.ones((2 * c, 9), np.float32), kernel_size=3, groups=c).path == "im2col"
+    with pytest.raises(ValueError, match="activation"):
+        Conv2dPlan(w, kernel_size=3, groups=c, activation="silu")
+    with pytest.raises(ValueError, match="channel mismatch"):
+        plan(x[:, :5])
+
+
+def test_sparse_conv2d_module_runs_depthwise_in_pysparse(rng):
+    conv = torch.nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16).eval()
+    m = ps.nn.SparseConv2d.from_module(conv, "dense")
+    assert m._plan is not None and m._plan.path == "depthwise"
+    x = torch.randn(2, 16, 13, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), conv(x), rtol=1e-5, atol=1e-5)
+        traced = torch.fx.symbolic_trace(m)  # the torch.library op
+        torch.testing.assert_close(traced(x), conv(x), rtol=1e-5, atol=1e-5)
