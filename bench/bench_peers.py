@@ -8,7 +8,10 @@ torch dense eager (the baseline), pysparse (``ps.convert``'s torch modules) and 
 torch-free pysparse runtime (``ps.save``/``ps.load``), DeepSparse 1.8.0, onnxruntime fp32 and
 dynamic int8, OpenVINO fp32 and int8 (NNCF static PTQ). The sparse contenders run the SAME
 one-shot pruned weights (90% in (4,1) blocks, 90% unstructured); the dense engines run the
-dense model (they do not exploit sparsity on this CPU).
+dense model (they do not exploit sparsity on this CPU). MiniLM also runs pysparse int8
+(``ps.convert(dtype="int8")``, int8 Linears everywhere, the torch modules and the runtime) on
+the dense model and on a 90% (8,4)-block variant (the (R, 4) blocks the int8 kernels run),
+against onnxruntime int8 and OpenVINO int8 on the dense model.
 
 Timing rules for a shared 2-core machine: one worker process per (venv, thread count); the
 parent interleaves rounds (every round every cell once, order shuffled), each sample is
@@ -98,7 +101,7 @@ def torch_model(variant):
 
 def build(c, variant, size):
     x = inputs(size)
-    if c in ("torch", "pysparse", "pysparse_runtime"):
+    if c in ("torch", "pysparse", "pysparse_runtime", "pysparse_int8", "pysparse_runtime_int8"):
         import torch
         m, call = torch_model(variant)
         t = {k: torch.from_numpy(v) for k, v in x.items()}
@@ -110,14 +113,16 @@ def build(c, variant, size):
         import pysparse as ps
         ps.set_num_threads(THREADS)
         args = tuple(t[k] for k in NAMES)
-        sm = ps.convert(m, example_inputs=t if MODEL == "minilm" else args, batch=1)
-        if c == "pysparse":
+        # int8: every Linear int8 (float32 offered only dense; any int8 format beats min_speedup ~0)
+        q8 = dict(dtype="int8", formats=("dense",), min_speedup=1e-9) if c.endswith("_int8") else {}
+        sm = ps.convert(m, example_inputs=t if MODEL == "minilm" else args, batch=1, **q8)
+        if c in ("pysparse", "pysparse_int8"):
             fwd = (lambda: sm(**t).last_hidden_state) if MODEL == "minilm" else (lambda: sm(*args))
             def run():
                 with torch.no_grad():
                     return fwd()
             return run, lambda y: y.numpy()
-        path = os.path.join(WORK, f"rt_{variant}_{size}_{THREADS}.pspz")
+        path = os.path.join(WORK, f"rt_{c}_{variant}_{size}_{THREADS}.pspz")
         ps.save(sm, path, example_inputs=args)
         rm = ps.load(path)
         feed = [x[k] for k in NAMES]
@@ -267,7 +272,8 @@ def prepare_minilm(work: Path, sparsity: float, seqs: list[int]) -> tuple[list[s
     tok = AutoTokenizer.from_pretrained(path)
     dense = BertModel.from_pretrained(path, add_pooling_layer=False).eval()
     dense.config.to_json_file(str(work / "config.json"))
-    variants = {"dense": None, f"{int(sparsity * 100)}pct_4x1": (4, 1), f"{int(sparsity * 100)}pct_unstr": "unstructured"}
+    variants = {"dense": None, f"{int(sparsity * 100)}pct_4x1": (4, 1), f"{int(sparsity * 100)}pct_unstr": "unstructured",
+                f"{int(sparsity * 100)}pct_8x4": (8, 4)}
     info: dict[str, Any] = {}
     for name, pattern in variants.items():
         m = BertModel.from_pretrained(path, add_pooling_layer=False).eval()
@@ -332,6 +338,9 @@ def main() -> None:
     sparse = variants[1:]
     plan: list[tuple[str, str, str]] = [("main", "torch", "dense"), ("main", "torch", "dense")]  # the A/A pair
     plan += [("main", c, v) for v in sparse for c in ("pysparse", "pysparse_runtime")]
+    if args.model == "minilm":  # int8: the (8,4) variant and the dense model the int8 peers run
+        plan += [("main", c, v) for v in ("dense", *(v for v in sparse if v.endswith("_8x4")))
+                 for c in ("pysparse_int8", "pysparse_runtime_int8")]
     if args.deepsparse:
         plan += [("ds", "deepsparse", v) for v in sparse]
     if ov_py:

@@ -137,6 +137,23 @@ inline std::array<int64_t, 2> pair_arg(const py::object& seq_obj, const char* wh
   return out;
 }
 
+// x of linear / qlinear: float32, 1-D (K,) or 2-D (batch, K) with K = W's columns;
+// returns it and sets batch. The one place these checks and their messages live.
+inline py::array linear_input(const py::object& x_obj, int64_t M, int64_t K, int64_t& batch) {
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 1 && x.ndim() != 2) {
+    throw py::value_error("x must be 1-D (K,) or 2-D (batch, K), got " + std::to_string(x.ndim()) + "-D");
+  }
+  const int64_t kx = x.shape(x.ndim() - 1);
+  if (kx != K) {
+    throw py::value_error("shape mismatch: W is " + std::to_string(M) + "x" + std::to_string(K) +
+                          " (out x in) but x has " + std::to_string(kx) + " features; x must be (batch, " +
+                          std::to_string(K) + ")");
+  }
+  batch = x.ndim() == 2 ? x.shape(0) : 1;
+  return x;
+}
+
 // bias: None or float32 (M,); `keep` holds the (possibly copied) array alive.
 inline const float* bias_ptr(const py::object& bias, int64_t M, py::object& keep) {
   if (bias.is_none()) return nullptr;

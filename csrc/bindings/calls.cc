@@ -122,17 +122,9 @@ py::array spmm(const SparseMatrix& w, const py::object& x_obj, const py::object&
 py::array linear(const py::object& x_obj, const SparseMatrix& w, const py::object& bias, const py::object& threads_obj,
                  const py::object& kernel_name, const py::object& activation, const py::object& residual) {
   const int threads = threads_arg(threads_obj);
-  py::array x = float32_array(x_obj, "x");
-  if (x.ndim() != 1 && x.ndim() != 2) {
-    throw py::value_error("x must be 1-D (K,) or 2-D (batch, K), got " + std::to_string(x.ndim()) + "-D");
-  }
   const int64_t K = w.cols(), M = w.rows();
-  const int64_t kx = x.shape(x.ndim() - 1);
-  if (kx != K) {
-    throw py::value_error("shape mismatch: W is " + dims(M, K) + " (out x in) but x has " + std::to_string(kx) +
-                          " features; x must be (batch, " + std::to_string(K) + ")");
-  }
-  const int64_t batch = x.ndim() == 2 ? x.shape(0) : 1;
+  int64_t batch = 0;
+  py::array x = linear_input(x_obj, M, K, batch);
   const KernelInfo* k = kernel_by_name(kernel_name);
   check_kernel_matches(k, w, batch);
   bool transposed = false;

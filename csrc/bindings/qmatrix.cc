@@ -74,18 +74,9 @@ const QKernelInfo* qkernel_by_name(const py::object& name) {
 py::array qlinear_call(const py::object& x_obj, const QMatrix& w, const py::object& bias, bool relu,
                        const py::object& threads_obj, const py::object& kernel_name) {
   const int threads = threads_arg(threads_obj);
-  py::array x = float32_array(x_obj, "x");
-  if (x.ndim() != 1 && x.ndim() != 2) {
-    throw py::value_error("x must be 1-D (K,) or 2-D (batch, K), got " + std::to_string(x.ndim()) + "-D");
-  }
   const int64_t K = w.cols(), M = w.rows();
-  const int64_t kx = x.shape(x.ndim() - 1);
-  if (kx != K) {
-    throw py::value_error("shape mismatch: W is " + std::to_string(M) + "x" + std::to_string(K) +
-                          " (out x in) but x has " + std::to_string(kx) + " features; x must be (batch, " +
-                          std::to_string(K) + ")");
-  }
-  const int64_t batch = x.ndim() == 2 ? x.shape(0) : 1;
+  int64_t batch = 0;
+  py::array x = linear_input(x_obj, M, K, batch);
   const QKernelInfo* k = qkernel_by_name(kernel_name);
   if (k != nullptr && (k->format != w.format() || k->block_r != w.block_r() || (k->batch == Batch::n1) != (batch == 1))) {
     throw py::value_error(std::string("kernel ") + k->name + " does not fit this matrix / batch");

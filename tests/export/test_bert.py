@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import pysparse as ps  # noqa: E402
-from pysparse import text  # noqa: E402
+from pysparse import prune, text  # noqa: E402
 from pysparse.cli import main  # noqa: E402
 from pysparse.io import ModelFileError  # noqa: E402
 
@@ -487,3 +487,49 @@ def test_cli_bench_and_run_take_token_inputs(dense_file, tmp_path, capsys):
     assert main(args + ["-o", str(tmp_path / "h.npy"), "-o", str(tmp_path / "e.npy")]) == 0
     h, _ = ps.load(path)(ids, mask, tt)
     np.testing.assert_array_equal(np.load(tmp_path / "h.npy"), h)
+
+
+# --- int8 Linears (issue 14): ps.convert(dtype="int8") -> save -> load runs the int8 kernels ---
+# int8 Linears run the same kernels in torch and in the runtime; the other ops (layer norm,
+# GELU, attention) differ by float32 ulps, which the int8 rounding of the next layer's input can
+# turn into one quantization step now and then.
+INT8_STATE_ATOL = 2e-3
+
+
+def encoder_linears(model):
+    return [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("pattern", [None, (8, 4)])
+def test_int8_bert_round_trip(tmp_path, rng, pattern):
+    model = tiny_bert(seed=7)
+    if pattern is not None:
+        prune.Pruner(model, sparsity=0.75, pattern=pattern, criterion="l2", scope="layer",
+                     modules=encoder_linears(model)).squash()
+    ids, mask, tt = batch(rng, 2, 8)
+    example = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+               "token_type_ids": torch.from_numpy(tt)}
+    # formats=("dense",) and min_speedup ~0: every Linear takes its fastest int8 format whatever
+    # the timings say, so the test does not depend on the machine's load
+    sm = ps.convert(model, example_inputs=example, dtype="int8", formats=("dense",), min_speedup=1e-9,
+                    threads=1, progress=False)
+    assert {layer.dtype for layer in sm.pysparse_report_.layers} == {"int8"}
+    ps.save(sm, tmp_path / "q.pspz", example, outputs=BOTH)
+    m = ps.load(tmp_path / "q.pspz")
+    formats = {li.name: li.format for li in m.layers if li.op == "linear"}
+    assert len(formats) == 12 and set(formats.values()) <= {"bsr_int8", "dense_int8"}
+    if pattern is not None:
+        assert "bsr_int8" in set(formats.values())
+    for b, s in [(1, 1), (2, 7), (3, 16)]:
+        ids, mask, tt = batch(rng, b, s)
+        h, e = m(ids, mask, tt)
+        want_h, want_e = torch_reference(sm, ids, mask, tt)  # the quantized torch model
+        np.testing.assert_allclose(h, want_h, rtol=0, atol=INT8_STATE_ATOL, err_msg=f"batch {b} seq {s}")
+        # and close to the float32 model it was quantized from
+        _, f32_e = torch_reference(model, ids, mask, tt)
+        assert float(np.min(np.sum(e * f32_e, axis=1))) > 0.99
+        assert float(np.min(np.sum(e * want_e, axis=1))) > 0.9999
+    # int8 weights: the file is well under the float32 one
+    f32 = ps.convert(model, example_inputs=example, formats=("dense",), threads=1, progress=False)
+    ps.save(f32, tmp_path / "f.pspz", example)
+    assert (tmp_path / "q.pspz").stat().st_size < (tmp_path / "f.pspz").stat().st_size

@@ -266,6 +266,7 @@ def fit(
     lr: float = 1e-3,
     max_steps: int | None = None,
     evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    qat: Any = None,
 ) -> History:
     """Train ``student`` against a frozen ``teacher`` for ``epochs`` passes over ``train_loader``.
 
@@ -292,6 +293,9 @@ def fit(
       FeatureDistiller to keep its trained projections.
     - ``pruner``: any object with ``.step()``, called after every optimizer
       step (``pysparse.prune.Pruner``).
+    - ``qat``: quantization-aware training (``pysparse.quant.prepare_qat(student)``): its
+      ``.step()`` is called after the pruner's, every optimizer step; prune + quantize +
+      distill in one loop.
     - ``optimizer``: default ``Adam(lr=lr)`` over the student's and the
       projections' parameters. A given optimizer must hold the projections too.
     - ``progress``: tqdm bars (rank 0 only when distributed).
@@ -318,6 +322,8 @@ def fit(
     _check_args(student, teacher, epochs, pruner, optimizer, loss)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+    if qat is not None and not callable(getattr(qat, "step", None)):
+        raise TypeError(f"qat must have a .step() method (pysparse.quant.prepare_qat), got {type(qat).__name__}")
     if evaluate is not None and not callable(evaluate):
         raise TypeError("evaluate must be a callable (student) -> {name: figure}")
     number(lr, "lr", strict=True)
@@ -462,6 +468,8 @@ def fit(
                     changed = pruner.step()
                     if distributed and changed is not False:
                         _sync_from_rank0(student)
+                if qat is not None:
+                    qat.step()
                 n = b.size()
                 loss_sum += float(value.detach()) * n
                 for i, v in enumerate(parts):
