@@ -162,9 +162,12 @@ def test_half_the_flops_go(name):
     report = pruner.report()
     assert report.flops_kept <= 0.5 * report.flops
     small = prune.remove_channels(copy.deepcopy(pruner.squash()))
-    assert counted_flops(small, x) <= 0.5 * counted_flops(MODELS[name](), x)
+    dense = MODELS[name]()
+    assert counted_flops(small, x) <= 0.5 * counted_flops(dense, x)
+    before, after = report.measure_latency(dense.eval(), small.eval(), x, rounds=2, target_s=0.005)
+    assert before > 0 and after > 0 and torch.get_num_threads() >= 1
     text = str(report)
-    assert "FLOPs" in text and report.rows[0].name in text
+    assert "FLOPs" in text and report.rows[0].name in text and "latency (torch, 1 thread)" in text
 
 
 def test_removed_model_converts_saves_and_loads(tmp_path):

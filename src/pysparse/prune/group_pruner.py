@@ -12,7 +12,6 @@ changing the model's output. ``GroupReport`` counts what that leaves.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._timing import interleaved
 from .groups import ChannelGraph, ChannelGroup, keep_lists
 from .importance import ACCUMULATORS, Criterion
 from .masks import _Mask, mask_of, zero_masked
@@ -229,6 +229,22 @@ class GroupReport:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def measure_latency(self, before: nn.Module, after: nn.Module, example_inputs: Any, *,
+                        rounds: int = 5, target_s: float = 0.05) -> tuple[float, float]:
+        """Median seconds per forward of ``before`` (e.g. a copy of the dense model) and ``after``
+        (what ``remove_channels`` made) in torch on 1 thread, interleaved rounds
+        (``pysparse._timing``); stored in ``.latency`` and shown by ``str()``."""
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                t = interleaved({"before": lambda: before(*args), "after": lambda: after(*args)}, rounds, target_s)
+        finally:
+            torch.set_num_threads(threads)
+        self.latency = (float(np.median(t["before"])), float(np.median(t["after"])))
+        return self.latency
 
     @property
     def params(self) -> int:

@@ -304,7 +304,7 @@ class ChannelGraph:
 
     def _function(self, target: Any, op: str, args: tuple, kwargs: dict) -> _Val | None:
         method = op == "call_method"
-        key = target if method else target
+        key = target
         if method and target in _SHAPE_METHODS or (not method and target is getattr):
             return None
         x = args[0] if args else None

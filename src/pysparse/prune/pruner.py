@@ -33,6 +33,7 @@ fraction of each group's channels removed; ``protect`` (default: the first layer
 last) keeps layers' output channels; ``report()`` gives per group the channels kept and
 params / FLOPs before and after; ``prune.remove_channels`` cuts the pruned channels out
 of any traceable model (residual, depthwise, concat) with the output unchanged.
+(Taylor / Fisher statistics are not yet averaged over torch.distributed ranks in this mode.)
 
 Under ``torch.distributed`` (e.g. ``distill.fit`` run by ``torchrun``), Taylor /
 Fisher statistics are averaged over all ranks before each mask update, so the
