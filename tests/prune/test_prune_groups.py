@@ -64,7 +64,7 @@ class Branches(nn.Module):
     def forward(self, x):
         x = torch.relu(self.stem(x))
         y = torch.cat([self.a(x), self.b(x)], dim=1)
-        z = torch.relu(self.mix(y)) * 0.5
+        z = torch.relu(self.mix(y)) / 2  # a scale keeps zero channels zero
         return self.fc(torch.flatten(self.pool(z), 1))
 
 

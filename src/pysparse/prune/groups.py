@@ -319,16 +319,16 @@ class ChannelGraph:
         if not method and target is torch.cat:
             return self._cat(args, kwargs)
         tie = (method and target in _TIE_METHODS) or (not method and target in _TIE)
-        if tie and len(args) == 2 and not kwargs:
+        scale = (method and key in _SCALE_METHODS) or (not method and key in _SCALE)
+        if (tie or scale) and len(args) == 2 and not kwargs:
             a, b = args
-            if isinstance(a, _Val) and isinstance(b, _Val):
+            if isinstance(a, _Val) and isinstance(b, _Val) and tie:
                 if a.layout == b.layout and len(a.elems) == len(b.elems) and a.rep == b.rep:
                     for ea, eb in zip(a.elems, b.elems):
                         self._union(ea, eb)
                     return a
             elif isinstance(a, _Val) or isinstance(b, _Val):
                 v, other = (a, b) if isinstance(a, _Val) else (b, a)
-                scale = (method and key in _SCALE_METHODS) or (not method and key in _SCALE)
                 if scale and isinstance(other, (int, float)) and (isinstance(a, _Val) or key in _PRODUCT):
                     return v  # x * s, x / s: a zero channel stays zero
                 if key in _PRODUCT and other is None:
