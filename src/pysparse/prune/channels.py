@@ -4,7 +4,12 @@
     ...                                   # train
     model = prune.remove_channels(pruner.squash())
 
-Works on ``nn.Sequential`` stacks (nested ones are flattened) of Linear /
+Any model torch.fx can trace goes through the channel graph (``groups.py``):
+residual adds, concats, depthwise convs and flatten-into-Linear keep their coupled
+channels together, and a channel goes when every layer producing it is zeroed (a
+``Pruner(..., pattern="channel", graph=True)`` leaves exactly that).
+
+An ``nn.Sequential`` keeps the original stack walk (``graph=False``, its default): it works on ``nn.Sequential`` stacks (nested ones are flattened) of Linear /
 Conv2d layers, with BatchNorm, element-wise activations that map 0 to 0
 (ReLU, GELU, Tanh, ...), pooling, dropout and Flatten between them. An output
 channel goes when its weights, its bias and the affine parameters of the
@@ -15,9 +20,13 @@ leaves the model's output unchanged. The last layer keeps all its outputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from .groups import ChannelGraph, remove_dead
 
 __all__ = ["remove_channels"]
 
@@ -149,15 +158,19 @@ def kept_inputs(model: nn.Module) -> dict[int, torch.Tensor]:
     return out
 
 
-def remove_channels(model: nn.Module) -> nn.Module:
-    """Cut zeroed output channels (and the next layer's matching inputs) out of a
-    Sequential stack, in place; returns the model. See the module docstring."""
+def remove_channels(model: nn.Module, graph: bool | None = None, protect: Any = ()) -> nn.Module:
+    """Cut zeroed output channels (and every input they fed) out of the model, in place;
+    returns the model. ``graph``: None (default) walks an nn.Sequential as a stack and
+    traces any other model; True always traces. ``protect``: layers whose outputs stay.
+    See the module docstring."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ValueError(
             "the model still has pruning masks; call pruner.squash() first, then remove_channels"
         )
+    if graph or (graph is None and not isinstance(model, nn.Sequential)):
+        return remove_dead(ChannelGraph(model, protect=protect))
     for prev, nxt, between in _links(model):
         keep = _keep_rows(prev, between)
         if keep.all():

@@ -13,6 +13,13 @@ group (a block, a channel), so a criterion never needs to know the pattern.
 - ``"fisher"``: w^2 * sum of (dL/dw)^2 over those backward passes: the
   diagonal empirical Fisher, i.e. an OBD/OBS-style second-order saliency.
 
+- ``"bn_scale"``: |gamma| of the BatchNorms in a channel group (network slimming);
+  only for graph channel pruning (``Pruner(..., pattern="channel", graph=True)``).
+
+With graph channel pruning a group's score is the criterion summed over every
+member of the group (output rows, input columns, depthwise rows), Torch-Pruning's
+group importance.
+
 Taylor and Fisher need gradients: the pruner hands their ``accumulate`` to each
 weight's mask (``masks.py``), which records the statistic with a hook while the
 model trains, so call ``loss.backward()`` at least once before the step that
@@ -28,7 +35,7 @@ from torch import nn
 
 from .masks import mask_of
 
-__all__ = ["Criterion", "Magnitude", "L2", "Taylor", "Fisher", "CRITERIA", "get_criterion"]
+__all__ = ["Criterion", "Magnitude", "L2", "Taylor", "Fisher", "BNScale", "CRITERIA", "get_criterion"]
 
 Criterion = Callable[[nn.Module, str], torch.Tensor]
 
@@ -108,7 +115,21 @@ class Fisher:
         return "Fisher()"
 
 
-CRITERIA: dict[str, type] = {"magnitude": Magnitude, "l2": L2, "taylor": Taylor, "fisher": Fisher}
+class BNScale:
+    """|gamma| of a channel group's BatchNorms (Liu et al.'s network slimming); graph channel pruning only."""
+
+    needs_grad = False
+    members = "bn"  # the group scorer sums this criterion over BatchNorm members only
+
+    def __call__(self, module: nn.Module, name: str) -> torch.Tensor:
+        return getattr(module, name).detach().abs()
+
+    def __repr__(self) -> str:
+        return "BNScale()"
+
+
+CRITERIA: dict[str, type] = {"magnitude": Magnitude, "l2": L2, "taylor": Taylor, "fisher": Fisher,
+                             "bn_scale": BNScale}
 
 # How each recorded statistic folds one backward pass in (used by the mask's hook).
 ACCUMULATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

@@ -15,7 +15,7 @@ hand the mask their accumulate function, so ``importance -> masks`` and
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -72,3 +72,17 @@ def mask_of(module: nn.Module, name: str = "weight") -> _Mask | None:
 def original(module: nn.Module, name: str) -> torch.Tensor:
     """The unmasked parameter under ``module.name``'s parametrization."""
     return module.parametrizations[name].original
+
+
+def zero_masked(params: Iterable[tuple[nn.Module, str]]) -> None:
+    """Zero the masked-out entries of each (module, name)'s underlying parameter and its grad
+    (parameters without a pysparse mask are skipped)."""
+    with torch.no_grad():
+        for m, pname in params:
+            mask = mask_of(m, pname)
+            if mask is None:
+                continue
+            orig = original(m, pname)
+            orig.mul_(mask.mask)
+            if orig.grad is not None:
+                orig.grad.mul_(mask.mask)

@@ -25,6 +25,16 @@ target. With ``pattern="channel"`` the layer's bias and a BatchNorm right
 after it (in module order) are masked too, so a pruned channel outputs exactly
 zero and ``prune.remove_channels`` can cut it out without changing the output.
 
+``graph=True`` (with ``pattern="channel"``) traces the model with torch.fx and prunes
+groups of coupled channels instead of layers (``groups.py``, ``group_pruner.py``): a
+conv's outputs with its BatchNorm, the depthwise conv after it and every input they
+feed, both operands of a residual add, each slice of a concat. ``sparsity`` is then the
+fraction of each group's channels removed; ``protect`` (default: the first layer and the
+last) keeps layers' output channels; ``report()`` gives per group the channels kept and
+params / FLOPs before and after; ``prune.remove_channels`` cuts the pruned channels out
+of any traceable model (residual, depthwise, concat) with the output unchanged.
+(Taylor / Fisher statistics are not yet averaged over torch.distributed ranks in this mode.)
+
 Under ``torch.distributed`` (e.g. ``distill.fit`` run by ``torchrun``), Taylor /
 Fisher statistics are averaged over all ranks before each mask update, so the
 masks reflect every process's data and come out the same on every rank.
@@ -42,9 +52,11 @@ from torch.nn.utils import parametrize
 
 from .._checks import fraction, is_number
 from .channels import kept_inputs
+from .group_pruner import GroupMasks, GroupReport
+from .groups import ChannelGraph
 from .importance import ACCUMULATORS, Criterion, get_criterion, needs_grad
 from .layers import named_prunable, next_batchnorms
-from .masks import _Mask, mask_of, original
+from .masks import _Mask, mask_of, original, zero_masked
 from .patterns import Pattern, parse_pattern
 from .ranking import _Ranking, allocate_global, rank_groups
 from .report import PruneReport, layer_row, record_positions
@@ -125,6 +137,8 @@ class Pruner:
         exclude_first: bool = False,
         exclude_last: bool = False,
         max_layer_sparsity: float = 0.99,
+        graph: bool = False,
+        protect: Iterable[Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -139,6 +153,8 @@ class Pruner:
         self.exclude_first = exclude_first
         self.exclude_last = exclude_last
         self.max_layer_sparsity = max_layer_sparsity
+        self.graph = graph
+        self.protect = protect
 
         self.pattern_: Pattern = parse_pattern(pattern)
         self.criterion_: Criterion = get_criterion(criterion)
@@ -155,6 +171,15 @@ class Pruner:
         if not is_number(max_layer_sparsity) or not 0.0 < max_layer_sparsity <= 1.0:
             raise ValueError(f"max_layer_sparsity must be in (0, 1], got {max_layer_sparsity!r}")
 
+        self._graph_masks: GroupMasks | None = None
+        if graph:
+            self._init_graph(model, named_prunable(model, modules))
+            return
+        if protect is not None:
+            raise ValueError("protect= applies to graph channel pruning; pass pattern='channel', graph=True")
+        if getattr(self.criterion_, "members", None) == "bn":
+            raise ValueError("criterion 'bn_scale' scores channel groups by their BatchNorm scales; "
+                             "use it with pattern='channel', graph=True")
         named = named_prunable(model, modules)
         if exclude_first:
             named = named[1:]
@@ -194,6 +219,10 @@ class Pruner:
                 parametrize.register_parametrization(m, pname, mask, unsafe=True)
             self._hooks.append(module.register_forward_hook(record_positions))
             self._layers.append(layer)
+        self._start()
+
+    def _start(self) -> None:
+        """Step 0: prune now unless the criterion needs gradients first."""
         self._squashed = False
         self.step_ = 0
         self.target_ = 0.0
@@ -208,12 +237,17 @@ class Pruner:
 
     @property
     def layers_(self) -> dict[str, nn.Module]:
+        if self._graph_masks is not None:
+            mods = self._graph_masks.graph.modules
+            return {n: mods[n] for g in self._graph_masks.graph.groups for n in g.modules}
         return {layer.name: layer.module for layer in self._layers}
 
     @property
     def masks_(self) -> dict[str, torch.Tensor]:
         """{layer name: bool mask shaped like its weight} (True = kept)."""
         self._check_live()
+        if self._graph_masks is not None:
+            return {n: mask_of(m).mask for n, m in self.layers_.items()}  # type: ignore[union-attr]
         return {layer.name: mask_of(layer.module).mask for layer in self._layers}  # type: ignore[union-attr]
 
     def step(self) -> bool:
@@ -228,8 +262,11 @@ class Pruner:
             self._zero_pruned()
         return changed
 
-    def report(self) -> PruneReport:
-        """Per layer: target and measured sparsity, params, nonzero params, FLOPs."""
+    def report(self) -> PruneReport | GroupReport:
+        """Per layer: target and measured sparsity, params, nonzero params, FLOPs; with
+        graph=True per channel group: channels kept, params and FLOPs before / after."""
+        if self._graph_masks is not None:
+            return self._graph_masks.report()
         # Channel pruning: the inputs a pruned channel fed go too (in a Sequential stack).
         cut = kept_inputs(self.model) if self.pattern_.name == "channel" else {}
         return PruneReport([layer_row(layer.name, layer.module, layer.target, cut.get(id(layer.module)))
@@ -253,8 +290,66 @@ class Pruner:
 
     # ------------------------------------------------------------------ internals
 
+    def _init_graph(self, model: nn.Module, named: list[tuple[str, nn.Module]]) -> None:
+        """graph=True: masks over the coupled channel groups of the traced model."""
+        if self.pattern_.name != "channel":
+            raise ValueError(f"graph=True prunes coupled channel groups; use pattern='channel', not {self.pattern!r}")
+        names = [n for n, _ in named]
+        if not names:
+            raise ValueError("the model has no Linear or Conv2d layer whose channels could be pruned")
+        protect = list(self.protect) if self.protect is not None else [names[0], names[-1]]
+        if self.exclude_first:
+            protect.append(names[0])
+        if self.exclude_last:
+            protect.append(names[-1])
+        for name, m in named:
+            if mask_of(m, "weight") is not None:
+                raise ValueError(f"layer {name!r} already has a pysparse mask; squash() the other Pruner first")
+        graph = ChannelGraph(model, protect=protect, prunable=names)
+        if not graph.groups:
+            raise ValueError(
+                "no channel group of the model can be pruned: every layer's outputs are protected, or feed "
+                f"something the graph cannot see through (protected: {protect})"
+            )
+        self._group_targets = self._group_overrides(graph, protect)
+        self._track = needs_grad(self.criterion_)
+        self._graph_masks = GroupMasks(graph, self.criterion_, self._track)
+        self._layers, self._hooks = [], []
+        self._start()
+
+    def _group_overrides(self, graph: ChannelGraph, protect: list[Any]) -> dict[int, float]:
+        """{group index: its own ratio} from overrides={layer: ratio}; ValueError for a protected
+        layer or one whose output channels are fixed."""
+        if self.overrides is None:
+            return {}
+        if not isinstance(self.overrides, dict):
+            raise TypeError(f"overrides must be a dict {{module or name: ratio}}, got {type(self.overrides).__name__}")
+        names = {id(m): n for n, m in graph.modules.items()}
+        protected = {p if isinstance(p, str) else names.get(id(p)) for p in protect}
+        out: dict[int, float] = {}
+        for key, value in self.overrides.items():
+            name = key if isinstance(key, str) else names.get(id(key), repr(key))
+            if name in protected:
+                raise ValueError(
+                    f"overrides gives a ratio to layer {name!r}, but {name!r} is protected (its output channels "
+                    "all stay); leave it out of protect= (the default protects the first and last layer)"
+                )
+            group = graph.group_of(name)
+            if group is None:
+                raise ValueError(
+                    f"overrides names layer {name!r}, whose output channels cannot be pruned (not a pruned "
+                    f"Conv2d / Linear, or its outputs reach the model output or an op the graph cannot see "
+                    f"through); prunable groups are led by {[g.name for g in graph.groups][:8]}"
+                )
+            out[graph.groups.index(group)] = _check_sparsity(value, f"overrides[{name!r}]")
+        return out
+
     def _unwrap(self, keep_masks: bool) -> None:
         """Remove parametrizations (baking the masks in, or not) and hooks."""
+        if self._graph_masks is not None:
+            self._graph_masks.unwrap(keep_masks)
+            self._squashed = True
+            return
         for layer in self._layers:
             for m, pname in [(layer.module, "weight"), *layer.followers]:
                 if parametrize.is_parametrized(m, pname):
@@ -291,6 +386,19 @@ class Pruner:
         return out
 
     def _maybe_update(self) -> bool:
+        if self._graph_masks is not None:
+            t = float(self.schedule_(self.step_, self.sparsity))
+            if not 0.0 <= t < 1.0:
+                raise ValueError(f"the schedule returned sparsity {t} at step {self.step_}; it must be in [0, 1)")
+            if abs(t - self.target_) < 1e-12 and self.step_ > 0:
+                return False
+            n = len(self._graph_masks.graph.groups)
+            own = self._group_targets
+            pooled = [self.scope == "global" and i not in own for i in range(n)]
+            targets = [float(self.schedule_(self.step_, own[i])) if i in own else t for i in range(n)]
+            self._graph_masks.apply(self._graph_masks.choose(targets, pooled, self.max_layer_sparsity))
+            self.target_ = t
+            return True
         targets = [float(self.schedule_(self.step_, layer.final)) for layer in self._layers]
         for t in targets:
             if not 0.0 <= t < 1.0:
@@ -398,13 +506,7 @@ class Pruner:
 
     def _zero_pruned(self) -> None:
         """Zero pruned entries of the underlying parameters and their grads."""
-        with torch.no_grad():
-            for layer in self._layers:
-                for m, pname in [(layer.module, "weight"), *layer.followers]:
-                    mask = mask_of(m, pname)
-                    if mask is None:
-                        continue
-                    orig = original(m, pname)
-                    orig.mul_(mask.mask)
-                    if orig.grad is not None:
-                        orig.grad.mul_(mask.mask)
+        if self._graph_masks is not None:
+            self._graph_masks.zero()
+            return
+        zero_masked((m, pname) for layer in self._layers for m, pname in [(layer.module, "weight"), *layer.followers])
