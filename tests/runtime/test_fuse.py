@@ -157,3 +157,26 @@ def test_add_with_broadcast_residual_falls_back(tmp_path, rng, monkeypatch):
     node, fn = next((n, f) for n, f in zip(fused._plan_nodes, fused._plan_fns) if n.op == "linear+add")
     with pytest.raises(ValueError, match=f"node '{node.name}': input last dimension must be 8"):
         fn(rng.standard_normal((3, 7)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32))
+
+
+def test_conv_relu_family_fuses_and_matches(tmp_path, rng, monkeypatch):
+    """conv2d + relu6 / relu / hardtanh(0, 6) fuse (the depthwise kernel's epilogue, in place on
+    the other conv paths); hardtanh(-1, 1) does not; fused == unfused, NaN included."""
+    torch.manual_seed(5)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU6(),               # stem: strided k x k
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),                # depthwise
+        nn.Conv2d(8, 16, 1), nn.Hardtanh(0.0, 6.0),                        # pointwise
+        nn.Conv2d(16, 16, 5, stride=2, padding=2, groups=16), nn.Hardtanh(-1.0, 1.0),
+    ).eval()
+    x = torch.from_numpy(rng.standard_normal((2, 3, 17, 15)).astype(np.float32))
+    ps.save(model, tmp_path / "c.pspz", (x,))
+    fused, plain = load_both(tmp_path / "c.pspz", monkeypatch)
+    ops = plan_ops(fused)
+    assert ops.count("conv2d+relu6") == 1 and ops.count("conv2d+relu") == 1 and ops.count("conv2d+hardtanh") == 1
+    assert "hardtanh" in ops  # the (-1, 1) clamp stays its own node
+    xa = x.numpy().copy()
+    xa[0, 1, 3, 4] = np.nan
+    for xs in (x.numpy(), xa, xa[:1]):
+        np.testing.assert_array_equal(fused(xs), plain(xs))

@@ -23,6 +23,7 @@ import numpy as np
 from .. import _core
 from .graph import _Node
 from .ops.base import Fn, _tensor
+from .ops.matmul import conv_with_activation
 
 
 # builder(producer node, consumer node, producer fn, consumer fn) -> fused fn(*fused inputs) or None.
@@ -88,8 +89,14 @@ FUSIONS: dict[tuple[str, str], Builder] = {
     ("linear", "relu"): _linear_act(lambda n: "relu"),
     ("linear", "relu6"): _linear_act(lambda n: "relu6"),
     ("linear", "add"): _linear_add,
-    # (conv entries go in their own block below.)
 }
+
+# issue 15 (conv): conv2d + a following ReLU-family activation, in the depthwise kernel's epilogue
+# or in place on the conv's fresh output (ops/matmul.py's conv_with_activation decides, or says no).
+FUSIONS.update({
+    ("conv2d", act): (lambda prod, cons, prod_fn, cons_fn: conv_with_activation(cons.name, prod_fn, cons.op, cons.attrs))
+    for act in ("relu", "relu6", "hardtanh", "clamp")
+})
 
 
 def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
