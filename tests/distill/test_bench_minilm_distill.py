@@ -65,7 +65,7 @@ def test_a_rung_on_a_tiny_bert(tokenizer, tmp_path, rung):
     text = [" ".join(rng.choice(WORDS, size=rng.integers(4, 9))) + " ." for _ in range(300)]
     data = {"train": text[:256], "retrieval": text[256:296], "lee": text[296:300],
             "human": rng.random(6)}
-    args = argparse.Namespace(steps=4, batch=8, lr=1e-3)
+    args = argparse.Namespace(steps=4, batch=8, lr=1e-3, hidden_weight=bench.HIDDEN_WEIGHT, prune_end=0.7)
     spec = bench.RUNGS[rung]
     student, info = bench.run_rung(rung, spec, teacher, tokenizer, data, args)
     assert info["layers"] == 4 - spec.get("drop", 0) and info["steps"] == 4

@@ -9,13 +9,15 @@ import copy
 
 import numpy as np
 import pytest
-import torch
-from models.mobilenet_v2 import MobileNetV2, checkpoint_path
-from models.resnet import Bottleneck, ResNet, resnet18
-from torch import nn
 
-import pysparse as ps
-from pysparse import distill, prune
+torch = pytest.importorskip("torch")
+
+from models.mobilenet_v2 import MobileNetV2, checkpoint_path  # noqa: E402
+from models.resnet import Bottleneck, ResNet, resnet18  # noqa: E402
+from torch import nn  # noqa: E402
+
+import pysparse as ps  # noqa: E402
+from pysparse import distill, prune  # noqa: E402
 
 ATOL = 1e-5  # masked vs removed: the same sums over fewer (zero) terms, float32
 
