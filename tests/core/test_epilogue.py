@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ import pysparse as ps
 from pysparse import _core
 from pysparse import ops
 
-from pstest import random_nm, random_sparse
+from pstest import python_command, random_nm, random_sparse
 
 ACTS = ["none", "relu", "relu6", "gelu_erf", "gelu_tanh"]
 FORMATS = ["csr", (4, 1), (8, 1), (2, 1), (1, 4), "sell", "nm"]
@@ -186,7 +185,7 @@ def test_pysparse_isa_env_selects_the_epilogue(tmp_path, rng):
     try:
         for name in _core.runnable_isas():
             env = dict(os.environ, PYSPARSE_ISA=name)
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env, timeout=300)
+            subprocess.run([*python_command(), "-c", code], check=True, cwd=tmp_path, env=env, timeout=300)
             _core.set_isa(name)
             want = _core.linear(x, ps.CSRMatrix.from_dense(w)._m, b, activation="gelu_tanh", residual=r)
             np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+
 import numpy as np
 
 # Named tolerances (relative to the largest |reference| entry of a result).
@@ -74,3 +78,10 @@ def numpy_conv(x, w4, bias, stride, padding, dilation, groups):
     if bias is not None:
         y += bias[:, None, None]
     return y
+
+
+def python_command() -> list[str]:
+    """The interpreter for tests that run code in a child process: PYSPARSE_TEST_PYTHON when set
+    (the aarch64 job: the arm64 interpreter under qemu; the host's sys.executable is x86-64 there),
+    else this one."""
+    return shlex.split(os.environ.get("PYSPARSE_TEST_PYTHON", "")) or [sys.executable]
