@@ -295,10 +295,15 @@ def run_rung(name: str, spec: dict[str, Any], teacher: torch.nn.Module, tokenize
         batches = [tokenize(tokenizer, [data["train"][i] for i in order[s : s + args.batch]], TRAIN_TOKENS)
                    for s in range(0, need, args.batch)]
         hints = distill.FeatureDistiller(student, teacher, layer_map, weight=args.hidden_weight)
+        losses: dict[str, Any] = {"embedding": distill.EmbeddingLoss(cosine=1.0), "hidden": hints}
+        if args.attention_weight > 0:  # MiniLM's attention transfer on the mapped layers
+            losses["attention"] = distill.AttentionLoss(student, teacher, layer_map, weight=args.attention_weight)
         torch.manual_seed(0)
         history = distill.fit(student, teacher, batches, 1, pruner=pruner, lr=args.lr, max_steps=steps,
-                              loss={"embedding": distill.EmbeddingLoss(cosine=1.0), "hidden": hints})
-        hints.remove()
+                              loss=losses, lr_schedule=args.lr_schedule, warmup=args.warmup)
+        for term in (hints, losses.get("attention")):
+            if term is not None:
+                term.remove()
         if pruner is not None:
             pruner.squash()
         info["steps"] = steps
@@ -353,6 +358,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--hidden-weight", type=float, default=HIDDEN_WEIGHT,
                     help="weight of the hidden-state MSE beside the embedding loss")
+    ap.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "cosine"],
+                    help="learning-rate schedule over the steps (distill.fit's lr_schedule)")
+    ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    ap.add_argument("--attention-weight", type=float, default=0.0,
+                    help="weight of MiniLM's attention-distribution KL on the mapped layers (0: off)")
     ap.add_argument("--tag", help="appended to the rung names in the results (runs of one rung with other settings)")
     ap.add_argument("--prune-end", type=float, default=0.7,
                     help="fraction of the steps over which the gradual schedule reaches the target sparsity")
@@ -381,7 +391,8 @@ def main() -> None:
                  f"({len(data['retrieval'])} in the cosine / retrieval set) from {data['documents']} documents; "
                  f"lee.cor 50 documents x 1225 human-rated pairs; read from {Path(data['source']).name}"),
         "budget": (f"{args.steps} steps x batch {args.batch}, Adam lr {args.lr}, {TRAIN_TOKENS} tokens, "
-                   f"hidden weight {args.hidden_weight}, pruned by step {args.prune_end:.0%}"),
+                   f"hidden weight {args.hidden_weight}, pruned by step {args.prune_end:.0%}, lr schedule "
+                   f"{args.lr_schedule} (warm-up {args.warmup}), attention weight {args.attention_weight}"),
     }
     print(meta, flush=True)
     out = Path(args.out)

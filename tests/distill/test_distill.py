@@ -389,3 +389,63 @@ def test_fit_takes_a_list_of_batches(digits, teacher):
     history = distill.fit(mlp(64, 16, 10), teacher, batches, 3, lr=1e-2, progress=False)
     assert history[-1]["steps"] == 3 * len(batches)
     assert history[-1]["loss"] < 0.95 * history[0]["loss"]
+
+
+def recorded_rates(student, teacher, batches, epochs, **kw):
+    """The learning rate each optimizer step used, as the optimizer saw it."""
+    opt = torch.optim.SGD(student.parameters(), lr=kw.pop("lr", 0.1))
+    seen = []
+    opt.register_step_pre_hook(lambda o, *_: seen.append(o.param_groups[0]["lr"]))
+    distill.fit(student, teacher, batches, epochs, optimizer=opt, progress=False, **kw)
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedules_follow_their_formula(digits, teacher, schedule):
+    x, y = digits[0].tensors
+    batches = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 500, 50)]  # 10 per epoch
+    rates = recorded_rates(mlp(64, 16, 10), teacher, batches, 3, lr=0.2, lr_schedule=schedule, warmup=4,
+                           max_steps=24)
+    assert len(rates) == 24
+    assert rates[:4] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # warm-up: (step + 1) / warmup
+    t = np.arange(20) / 20  # the remaining 20 steps decay from the full rate towards 0
+    want = 0.2 * (1 - t) if schedule == "linear" else 0.2 * 0.5 * (1 + np.cos(np.pi * t))
+    assert rates[4:] == pytest.approx(want.tolist())
+
+
+def test_lr_schedule_from_a_callable_and_the_default(digits, teacher):
+    x, y = digits[0].tensors
+    batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 500, 100)]
+    calls = []
+
+    def halve_at_half(step, total):
+        calls.append(total)
+        return 1.0 if step < total // 2 else 0.5
+
+    rates = recorded_rates(mlp(64, 16, 10), teacher, batches, 2, lr_schedule=halve_at_half)
+    assert rates == pytest.approx([0.1] * 5 + [0.05] * 5) and set(calls) == {10}
+    assert recorded_rates(mlp(64, 16, 10), teacher, batches, 2) == pytest.approx([0.1] * 10)  # constant
+
+
+def test_lr_schedule_bad_arguments(digits, teacher):
+    x, y = digits[0].tensors
+    batches = [(x[:100], y[:100])]
+    student = mlp(64, 16, 10)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        distill.fit(student, teacher, batches, 1, lr_schedule="step", progress=False)
+    with pytest.raises(TypeError, match="lr_schedule must be one of"):
+        distill.fit(student, teacher, batches, 1, lr_schedule=0.5, progress=False)
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        distill.fit(student, teacher, batches, 1, warmup=-1, progress=False)
+    with pytest.raises(ValueError, match="shorter than the run"):
+        distill.fit(student, teacher, batches, 3, lr_schedule="cosine", warmup=3, progress=False)
+    with pytest.raises(ValueError, match="finite factor"):
+        distill.fit(student, teacher, batches, 2, lr_schedule=lambda s, t: -1.0, progress=False)
+
+    class Endless(torch.utils.data.IterableDataset):  # no len(): the run's length is unknown
+        def __iter__(self):
+            return iter(batches)
+
+    with pytest.raises(ValueError, match="run's length"):
+        distill.fit(student, teacher, torch.utils.data.DataLoader(Endless(), batch_size=None), 1,
+                    lr_schedule="linear", progress=False)

@@ -180,6 +180,52 @@ def _sync_from_rank0(module: nn.Module) -> None:
             torch.distributed.broadcast(t.data, src=0)
 
 
+def _total_steps(epochs: int, n_batches: int | None, max_steps: int | None) -> int | None:
+    """The optimizer steps the run will take, when they are known before it starts."""
+    total = None if n_batches is None else epochs * n_batches
+    if max_steps is not None:
+        total = max_steps if total is None else min(total, max_steps)
+    return total
+
+
+def _lr_factor(schedule: Any, warmup: int, total: int | None) -> Callable[[int], float] | None:
+    """The LambdaLR factor for ``fit``'s ``lr_schedule``/``warmup``; None when the rate stays constant."""
+    names = ("constant", "linear", "cosine")
+    if isinstance(schedule, str):
+        if schedule not in names:
+            raise ValueError(f"lr_schedule must be one of {names} or a callable (step, total_steps) -> factor, "
+                             f"got {schedule!r}")
+        if schedule == "constant" and warmup == 0:
+            return None
+    elif not callable(schedule):
+        raise TypeError(f"lr_schedule must be one of {names} or a callable (step, total_steps) -> factor, "
+                        f"got {type(schedule).__name__}")
+    if total is None and (warmup or schedule != "constant"):
+        raise ValueError(
+            "lr_schedule/warmup need the run's length: pass max_steps, or a train_loader with len()")
+    if total is not None and warmup >= total and schedule != "constant":
+        raise ValueError(f"warmup ({warmup} steps) must be shorter than the run ({total} steps) for a decaying "
+                         "lr_schedule")
+    span = None if total is None else max(1, total - warmup)
+
+    def factor(step: int) -> float:  # step: optimizer steps taken so far (LambdaLR's epoch counter)
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        t = step - warmup
+        if schedule == "linear":
+            return max(0.0, 1.0 - t / span)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(t, span) / span))
+        f = schedule(t, span)
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f < 0:
+            raise ValueError(f"lr_schedule({t}, {span}) returned {f!r}; it must return a finite factor >= 0")
+        return float(f)
+
+    return factor
+
+
 def _check_args(student: Any, teacher: Any, epochs: Any, pruner: Any, optimizer: Any, loss: Any) -> None:
     if not isinstance(student, nn.Module):
         raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
@@ -267,6 +313,8 @@ def fit(
     max_steps: int | None = None,
     evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
     qat: Any = None,
+    lr_schedule: str | Callable[[int, int], float] = "constant",
+    warmup: int = 0,
 ) -> History:
     """Train ``student`` against a frozen ``teacher`` for ``epochs`` passes over ``train_loader``.
 
@@ -298,6 +346,14 @@ def fit(
       distill in one loop.
     - ``optimizer``: default ``Adam(lr=lr)`` over the student's and the
       projections' parameters. A given optimizer must hold the projections too.
+    - ``lr_schedule``: the learning rate over the run, as a factor of each param
+      group's initial rate: ``"constant"`` (the default), ``"linear"`` (down to 0
+      at the last step) or ``"cosine"`` (half a cosine down to 0), or a callable
+      ``(step, total_steps) -> factor``. ``warmup``: that many first steps ramp
+      linearly from 1/warmup of the rate up to it (then the schedule runs over the
+      remaining steps). A decaying schedule needs the run's length: ``max_steps``
+      or a ``train_loader`` with ``len()``. Recovery after gradual pruning is
+      where a decay pays: the last masks are fixed while the rate falls.
     - ``progress``: tqdm bars (rank 0 only when distributed).
     - ``max_steps``: stop after this many optimizer steps (the budget; the last
       epoch ends early).
@@ -327,6 +383,7 @@ def fit(
     if evaluate is not None and not callable(evaluate):
         raise TypeError("evaluate must be a callable (student) -> {name: figure}")
     number(lr, "lr", strict=True)
+    count(warmup, "warmup")
     for name, data in (("train_loader", train_loader), ("val_loader", val_loader)):
         if data is None and name == "val_loader":
             continue
@@ -343,6 +400,8 @@ def fit(
         n_batches = None
     if n_batches == 0:
         raise ValueError("train_loader is empty: it yields no batches (check the data set and batch_size/drop_last)")
+    total_steps = _total_steps(epochs, n_batches, max_steps)
+    factor = _lr_factor(lr_schedule, warmup, total_steps)
 
     params = list(student.parameters())
     if not params:
@@ -399,6 +458,10 @@ def fit(
                     "the optimizer does not hold the feature projections' parameters: build it over "
                     "list(student.parameters()) + list(distiller.parameters())"
                 )
+
+        schedule = None
+        if factor is not None:
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
         model: nn.Module = student
         if distributed and not isinstance(student, nn.parallel.DistributedDataParallel):
@@ -464,6 +527,8 @@ def fit(
                             p.grad /= world
                 optimizer.step()
                 steps += 1
+                if schedule is not None:
+                    schedule.step()
                 if pruner is not None:
                     changed = pruner.step()
                     if distributed and changed is not False:
