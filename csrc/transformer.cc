@@ -2,11 +2,11 @@
 // choice by the active ISA (the same PYSPARSE_ISA / set_isa as the SpMM
 // kernels: dispatch.cc), and the split of each call across the pool.
 //
-// Every split is fixed by the problem, never by the thread count: layer norm
-// rows and GELU elements are independent, and attention runs one task per
-// (batch item, head, block of query rows), each row summing in its own fixed
-// order whatever block it is in. So the result is bitwise the same on 1, 2 or 256
-// threads. The thread count is only capped for calls too small to pay for a
+// No result depends on the split: layer norm rows and GELU elements are
+// independent, and attention runs one task per (batch item, head, block of
+// query rows), each row summing in its own fixed order whatever block it is
+// in (the blocks follow the thread count). So the result is bitwise the same
+// on 1, 2 or 256 threads. The thread count is only capped for calls too small to pay for a
 // wake-up (parallel.cc: a few microseconds).
 #include "transformer.h"
 
@@ -146,19 +146,21 @@ void elementwise(TfOp op, const ElementwiseArgs& a, int nthreads, const TfKernel
 void attention(const AttentionProblem& p, int nthreads, const TfKernelInfo* kernel) {
   if (p.batch <= 0 || p.queries <= 0 || p.heads <= 0) return;
   const AttentionFn fn = tf_kernel<TfOp::attention>(kernel ? *kernel : select_tf_kernel(active_isa(), TfOp::attention));
-  // Query rows per task: a whole head when there are heads enough to go round
-  // (each task copies its head's K and V once), else blocks of at least
-  // kAttentionRowBlock rows until there are about kAttentionTasks tasks.
-  constexpr int64_t kAttentionTasks = 16;
-  const int64_t bh = p.batch * p.heads;
-  const int64_t want = bh >= kAttentionTasks ? 1 : (kAttentionTasks + bh - 1) / bh;
-  const int64_t rows_per_task = std::max(kAttentionRowBlock, (p.queries + want - 1) / want);
-  const int64_t blocks = (p.queries + rows_per_task - 1) / rows_per_task;
-  const int64_t tasks = p.batch * p.heads * blocks;
   // work in FMAs: 2 products of queries x keys x dim per head, capped against overflow
   const double fmas = 2.0 * static_cast<double>(p.batch * p.heads) * static_cast<double>(p.queries) *
                       static_cast<double>(p.keys) * static_cast<double>(p.dim);
   const int threads = threads_for_work(nthreads, static_cast<int64_t>(std::min(fmas, 1e18)));
+  // Query rows per task: a whole head when there are heads enough for a few
+  // tasks per thread (each task transposes its head's K once: MiniLM's 12
+  // heads on 1 or 2 threads run 12 tasks, not 24 with K copied twice), else
+  // blocks of at least kAttentionRowBlock rows until there are about 4 tasks
+  // per thread. The split depends on the thread count; no row's result does.
+  const int64_t heads_total = p.batch * p.heads;
+  const int64_t want_tasks = int64_t{4} * threads;
+  const int64_t want = heads_total >= want_tasks ? 1 : (want_tasks + heads_total - 1) / heads_total;
+  const int64_t rows_per_task = std::max(kAttentionRowBlock, (p.queries + want - 1) / want);
+  const int64_t blocks = (p.queries + rows_per_task - 1) / rows_per_task;
+  const int64_t tasks = p.batch * p.heads * blocks;
   const int64_t scratch = attention_scratch_floats(p.keys, p.dim);
   std::atomic<bool> out_of_memory{false};
   parallel_for64(tasks, threads, [&](int64_t t) {

@@ -63,7 +63,7 @@ struct AttentionArgs {
 // V padded to whole vectors of dim, and a block of score rows.
 int64_t attention_scratch_floats(int64_t keys, int64_t dim);
 // The fewest query rows an attention task gets (transformer.cc picks the split
-// from the shape alone; a row's result does not depend on it, nor on threads).
+// from the shape and the thread count; a row's result depends on neither).
 inline constexpr int64_t kAttentionRowBlock = 32;
 // Width every kernel pads to (the widest vector of any ISA).
 inline constexpr int64_t kAttentionPad = 8;

@@ -8,7 +8,8 @@
 //                  `width` keys and q's elements are broadcast: dim FMAs per
 //                  vector of scores, no horizontal sums. Keys past T are 0.
 //   vp  [T][Dp]    V with rows padded to whole vectors (zeros), so context
-//                  rows are whole vectors for any head dim (17, 3, 1 ...).
+//                  rows are whole vectors for any head dim (17, 3, 1 ...);
+//                  unused (V read in place) when dim is a multiple of 8.
 //   mp  [Tp]       the mask, padded with 0.
 //   sc  [4][Tp]    the score / probability rows of 4 query rows.
 // Copying K (through the ISA's 8x8 register transpose) and V costs dim * T per
@@ -19,8 +20,8 @@
 // Scores: 4 query rows x 2 vectors of keys per step (8 independent FMA chains,
 // each K^T vector loaded once for 4 rows). Softmax: row max (keys past T are
 // -inf), exp(s - max) (vmath.inl), sum; the context is accumulated with the
-// unnormalised weights and multiplied by 1 / sum at the end. Context: 2 rows x
-// 4 vectors of the head dim per pass over the keys.
+// unnormalised weights and multiplied by 1 / sum at the end. Context: 4 rows x
+// 2 vectors of the head dim per pass over the keys (attention_context_rows).
 //
 // Masks and non-finite values, as torch: a finite large negative mask (Hugging
 // Face's finfo.min) on every key leaves equal scores, so the row is uniform; a
@@ -122,18 +123,21 @@ float attention_softmax(float* s, int64_t T, int64_t Tp) {
 }
 
 // out rows r < NR (at out + r * ldo) = inv[r] * sum_j p[r][j] vp[j], columns
-// [c0, c0 + NC * W) of Dp; only the first dim columns are written.
+// [c0, c0 + NC * W) of Dp; only the first dim columns are written. V row j at
+// vp + j * ldv (the padded copy, or V itself when dim is a whole number of
+// kAttentionPad vectors).
 template <class M, int NR, int NC>
-void attention_context(const AttentionArgs& a, const float* vp, int64_t Dp, const float* p, int64_t Tp,
+void attention_context(const AttentionArgs& a, const float* vp, int64_t ldv, const float* p, int64_t Tp,
                        const float* inv, int64_t c0, float* out) {
   using V = typename M::V;
   constexpr int64_t W = M::kWidth;
   V acc[NR][NC];
   for (int r = 0; r < NR; ++r)
     for (int c = 0; c < NC; ++c) acc[r][c] = M::zero();
-  for (int64_t j = 0; j < a.keys; ++j) {
+  const int64_t T = a.keys;
+  for (int64_t j = 0; j < T; ++j) {
     V vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = M::load(vp + j * Dp + c0 + c * W);
+    for (int c = 0; c < NC; ++c) vv[c] = M::load(vp + j * ldv + c0 + c * W);
     for (int r = 0; r < NR; ++r) {
       const V pj = M::broadcast(p + r * Tp + j);
       for (int c = 0; c < NC; ++c) acc[r][c] = M::fma(pj, vv[c], acc[r][c]);
@@ -155,13 +159,21 @@ void attention_context(const AttentionArgs& a, const float* vp, int64_t Dp, cons
   }
 }
 
+// The context of NR rows over all Dp columns. 4 rows x 2 vectors per pass over
+// the keys (8 accumulators; per key 2 loads of V and 4 broadcasts of p for 8
+// FMAs) rather than 2 rows x 4 vectors (4 loads of V, which the compiler
+// folds into the FMAs and so issues twice, and 2 broadcasts): load ports, not
+// FMA ports, were the limit (perf on Zen 4: the context loop was 28% of a
+// MiniLM seq-128 attention call). Every output element sums its keys in the
+// same order whatever the blocking, so the result is the same bits.
 template <class M, int NR>
-void attention_context_rows(const AttentionArgs& a, const float* vp, int64_t Dp, const float* p, int64_t Tp,
-                            const float* inv, float* out) {
+void attention_context_rows(const AttentionArgs& a, const float* vp, int64_t ldv, int64_t Dp, const float* p,
+                            int64_t Tp, const float* inv, float* out) {
   constexpr int64_t W = M::kWidth;
+  constexpr int NC = NR >= 4 ? 2 : 4;
   int64_t c0 = 0;
-  for (; c0 + 4 * W <= Dp; c0 += 4 * W) attention_context<M, NR, 4>(a, vp, Dp, p, Tp, inv, c0, out);
-  for (; c0 < Dp; c0 += W) attention_context<M, NR, 1>(a, vp, Dp, p, Tp, inv, c0, out);
+  for (; c0 + NC * W <= Dp; c0 += NC * W) attention_context<M, NR, NC>(a, vp, ldv, p, Tp, inv, c0, out);
+  for (; c0 < Dp; c0 += W) attention_context<M, NR, 1>(a, vp, ldv, p, Tp, inv, c0, out);
 }
 
 // transpose: the ISA's x32_transpose (kernels.h), which writes K^T.
@@ -175,9 +187,16 @@ void attention(const AttentionArgs& a, TransposeFn transpose) {
   float* sc = mp + Tp;
   transpose(TransposeArgs{a.k, a.ldk, 0, T, D, kt, Tp});
   for (int64_t d = 0; d < D; ++d) std::fill(kt + d * Tp + T, kt + (d + 1) * Tp, 0.0f);
-  for (int64_t j = 0; j < T; ++j) {
-    std::memcpy(vp + j * Dp, a.v + j * a.ldv, static_cast<size_t>(D) * sizeof(float));
-    std::fill(vp + j * Dp + D, vp + (j + 1) * Dp, 0.0f);
+  // V is read in place when its rows are whole vectors of every ISA (dim a
+  // multiple of kAttentionPad: MiniLM's 32, BERT's 64); padded copy otherwise.
+  const bool v_in_place = D == Dp;
+  const float* vrows = v_in_place ? a.v : vp;
+  const int64_t ldv = v_in_place ? a.ldv : Dp;
+  if (!v_in_place) {
+    for (int64_t j = 0; j < T; ++j) {
+      std::memcpy(vp + j * Dp, a.v + j * a.ldv, static_cast<size_t>(D) * sizeof(float));
+      std::fill(vp + j * Dp + D, vp + (j + 1) * Dp, 0.0f);
+    }
   }
   if (a.mask != nullptr) {
     std::memcpy(mp, a.mask, static_cast<size_t>(T) * sizeof(float));
@@ -197,10 +216,12 @@ void attention(const AttentionArgs& a, TransposeFn transpose) {
     float inv[4];
     for (int r = 0; r < nr; ++r) inv[r] = attention_softmax<M>(sc + r * Tp, T, Tp);
     float* out = a.out + i * a.ldo;
-    int r = 0;
-    for (; r + 2 <= nr; r += 2)
-      attention_context_rows<M, 2>(a, vp, Dp, sc + r * Tp, Tp, inv + r, out + r * a.ldo);
-    if (r < nr) attention_context_rows<M, 1>(a, vp, Dp, sc + r * Tp, Tp, inv + r, out + r * a.ldo);
+    switch (nr) {
+      case 4: attention_context_rows<M, 4>(a, vrows, ldv, Dp, sc, Tp, inv, out); break;
+      case 3: attention_context_rows<M, 3>(a, vrows, ldv, Dp, sc, Tp, inv, out); break;
+      case 2: attention_context_rows<M, 2>(a, vrows, ldv, Dp, sc, Tp, inv, out); break;
+      default: attention_context_rows<M, 1>(a, vrows, ldv, Dp, sc, Tp, inv, out); break;
+    }
   }
 }
 

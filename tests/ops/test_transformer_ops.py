@@ -218,6 +218,24 @@ def test_every_thread_count_gives_the_same_bits(rng, threads):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("d", [32, 17, 8])  # 32, 8: V read in place (whole vectors); 17: the padded copy
+@pytest.mark.parametrize("s", [130, 61, 5])
+def test_attention_query_blocks_follow_threads_not_bits(isa, rng, threads, d, s):
+    """Few heads: the query rows split into blocks by the thread count (1 thread: 2 blocks of a
+    head of 130 rows, 2 threads: 4, 3 threads: 5); every row is the same bits whatever its block,
+    and matches float64 with a padding mask and 4 / 3 / 2 / 1 rows left at a block's end."""
+    heads = 2
+    qkv, q, k, v = fused_qkv(rng, 1, s, heads * d)
+    mask = padding_mask(rng, 1, s, False)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        outs.append(T.attention(q, k, v, heads, mask))
+    assert relerr(outs[0], T.reference_attention(q, k, v, heads, mask), np.abs(v).max()) <= ATTN_RTOL
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
+
+
 def test_isas_agree(rng):
     qkv, q, k, v = fused_qkv(rng, 2, 33, 4 * 32)
     x = rng.standard_normal((2, 33, 384)).astype(np.float32)
