@@ -31,6 +31,7 @@ def load_both(path, monkeypatch):
     fused = ps.load(path)
     with monkeypatch.context() as mp:
         mp.setattr(fuse_mod, "FUSIONS", {})
+        mp.setattr(fuse_mod, "FUSE_QKV", False)
         plain = ps.load(path)
     assert [n.op for n in plain._plan_nodes] == [n.op for n in plain._nodes]  # nothing fused
     return fused, plain
@@ -59,6 +60,40 @@ def test_tiny_bert_fused_equals_unfused(tmp_path, rng, monkeypatch, formats):
         xs = batch(rng, b, s)
         for a, c in zip(fused(*xs), plain(*xs)):
             np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("formats", [("csr",), ("bsr",), ("sell",)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_tiny_bert_qkv_stacked_equals_unfused(tmp_path, rng, monkeypatch, formats, threads):
+    """Each attention's Q/K/V Linears run as one stacked product (CSR, BSR with one block shape):
+    the same bits as the three Linears and the attention node, with padding, on 1..3 threads.
+    SELL is left alone (its sort windows would change across the stacked rows)."""
+    model = tiny_bert(seed=5)
+    prune_(model)
+    ids, mask, tt = batch(rng, 2, 9)
+    ex = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+          "token_type_ids": torch.from_numpy(tt)}
+    block = (2, 1) if formats == ("bsr",) else None  # one block shape for every layer: they stack
+    sm = ps.convert(model, example_inputs=ex, formats=formats, block=block, threads=1, progress=False)
+    ps.save(sm, tmp_path / "m.pspz", ex)
+    fused, plain = load_both(tmp_path / "m.pspz", monkeypatch)
+    stacked = [n for n in fused._plan_nodes if n.op == "linear+attention"]
+    formats_of = {}
+    for n in fused._nodes:
+        if n.op == "linear" and n.name.endswith(("query", "key", "value")):
+            formats_of.setdefault(n.name.rsplit(".", 1)[0], set()).add((n.attrs["format"], str(n.attrs.get("block"))))
+    want = sorted(a for a, f in formats_of.items() if len(f) == 1 and next(iter(f))[0] in ("csr", "bsr"))
+    assert sorted(n.name for n in stacked) == want
+    if formats != ("sell",):
+        assert len(stacked) == 2  # both layers
+    previous = ps.get_num_threads()
+    ps.set_num_threads(threads)
+    try:
+        for b, s in [(1, 1), (1, 16), (2, 9), (3, 40)]:
+            xs = batch(rng, b, s)
+            np.testing.assert_array_equal(fused(*xs), plain(*xs))
+    finally:
+        ps.set_num_threads(previous)
 
 
 class MLP(torch.nn.Module):

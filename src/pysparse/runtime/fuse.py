@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _core
+from ..ops import LinearPlan
 from .graph import _Node
 from .ops.base import Fn, _tensor
 from .ops.matmul import conv_with_activation
@@ -99,14 +100,104 @@ FUSIONS.update({
 })
 
 
-def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
-    """The run plan: nodes and fns with every fusable (producer, consumer) pair replaced by one
-    node at the consumer's place (op "producer+consumer", the consumer's name). A producer is fused into at most one consumer."""
+# issue 13 (tfpar): the query, key and value Linears of one attention as one sparse product.
+# Stacked only for formats whose rows keep their stored values and summation order when the three
+# weights are packed as one (CSR, BSR (R, C) with R dividing each part's rows), so the fused node
+# gives the same bits as the four nodes. One pass over x instead of three (one transpose of x,
+# one pool job, one Python call instead of three); attention reads q, k, v as views of the output.
+QKV_FORMATS = ("csr", "bsr")
+FUSE_QKV = True  # tests load a model with it off to compare
+QKV_MAX_DENSE = 1 << 24  # elements of the dense stack (64 MiB; BERT-large's Q/K/V: 3.1M)
+
+
+def _stacked_qkv(plans: list[Any]) -> Any:
+    """One LinearPlan of the three plans' weights stacked by rows (and biases), or None."""
+    ws = [p.weight for p in plans]
+    cls = type(ws[0])
+    tag = ws[0].file_attrs()
+    if any(type(w) is not cls or w.file_attrs() != tag for w in ws) or cls.tag not in QKV_FORMATS:
+        return None
+    if len({w.shape[1] for w in ws}) != 1 or any(w.shape[0] % w.block[0] for w in ws):
+        return None
+    if sum(w.shape[0] for w in ws) * ws[0].shape[1] > QKV_MAX_DENSE:
+        return None  # stacked through a dense copy: not for a file that declares a huge matrix
+    biases = [p._bias for p in plans]
+    if any(b is None for b in biases) and any(b is not None for b in biases):
+        return None  # adding a zero bias is not a no-op on -0.0
+    stacked = cls.pack(np.vstack([w.to_dense() for w in ws]), **({"block": tuple(tag["block"])} if "block" in tag else {}))
+    if np.asarray(stacked.data).size != sum(np.asarray(w.data).size for w in ws):
+        return None  # a stored zero block would be dropped: not the same products
+    plan = LinearPlan(stacked, None if biases[0] is None else np.concatenate(biases))
+    plan._threads = plans[0]._threads
+    return plan
+
+
+def _fuse_qkv(nodes: list[Any], fns: list[Fn], outputs: list[str], readers: dict[str, list[int]]
+              ) -> tuple[list[Any], list[Fn]]:
+    """Every attention node whose q, k, v are three fp32 sparse linear nodes of one input, read by
+    it alone, becomes one "linear+attention" node (the attention's name) over the stacked weight."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    dropped: set[int] = set()
+    replaced: dict[int, tuple[Any, Fn]] = {}
+    for j, att in enumerate(nodes):
+        if att.op != "attention" or len(att.inputs) < 3 or not all(isinstance(r, str) for r in att.inputs):
+            continue
+        qkv = att.inputs[:3]
+        if len(set(qkv)) != 3 or any(r not in index or r in outputs or readers.get(r) != [j] for r in qkv):
+            continue
+        ids = [index[r] for r in qkv]
+        prods = [nodes[i] for i in ids]
+        plans = [_sparse_linear(fns[i]) for i in ids]
+        if any(n.op != "linear" for n in prods) or any(p is None for p in plans):
+            continue
+        if len({n.inputs for n in prods}) != 1 or len(prods[0].inputs) != 1:
+            continue
+        plan = _stacked_qkv(plans)
+        if plan is None:
+            continue
+        fn = _qkv_attention_run(att.name, plan, [p.weight.shape[0] for p in plans], fns[j])
+        node = _Node(att.name, "linear+attention", (*prods[0].inputs, *att.inputs[3:]), att.attrs, prods[0].params,
+                     {"fused_from": [n.raw for n in prods] + [att.raw]})
+        replaced[j] = (node, fn)
+        dropped.update(ids)
+    out_nodes, out_fns = [], []
+    for j, (n, f) in enumerate(zip(nodes, fns)):
+        if j in dropped:
+            continue
+        n, f = replaced.get(j, (n, f))
+        out_nodes.append(n)
+        out_fns.append(f)
+    return out_nodes, out_fns
+
+
+def _qkv_attention_run(name: str, plan: Any, rows: list[int], attention_fn: Fn) -> Fn:
+    """x -> q, k, v as column views of one stacked product -> the attention node's own function."""
+    linear = _linear_run(name, plan, "none")
+    a, b = rows[0], rows[0] + rows[1]
+
+    def run(x: Any, *mask: Any) -> np.ndarray:
+        y = linear(x)
+        return attention_fn(y[..., :a], y[..., a:b], y[..., b:], *mask)
+
+    return run
+
+
+def _readers(nodes: list[Any]) -> dict[str, list[int]]:
     readers: dict[str, list[int]] = {}
     for i, n in enumerate(nodes):
         for r in n.inputs:
             if isinstance(r, str):
                 readers.setdefault(r, []).append(i)
+    return readers
+
+
+def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
+    """The run plan: nodes and fns with every fusable (producer, consumer) pair replaced by one
+    node at the consumer's place (op "producer+consumer", the consumer's name). A producer is fused into at most one consumer.
+    First, each attention's Q/K/V Linears stack into one product (``_fuse_qkv``), if FUSE_QKV."""
+    if FUSE_QKV:
+        nodes, fns = _fuse_qkv(nodes, fns, outputs, _readers(nodes))
+    readers = _readers(nodes)
     index = {n.name: i for i, n in enumerate(nodes)}
     fused_into: dict[int, tuple[_Node, Fn]] = {}  # consumer index -> fused node
     dropped: set[int] = set()
