@@ -183,16 +183,25 @@ QS8_VNNI_TARGET void nt512(const QArgs& a) {
         __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[u]), ws), xsv, bias);
         if (a.relu) y = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), y);
         y = _mm512_permutexvar_ps(gather, y);  // token-major: P runs of R rows
+        const int t0 = u * P;
+        if (whole && t0 + P <= nh) {  // straight from the register (a reload of a zmm store's upper half stalls)
+          if constexpr (R == 8) {
+            _mm256_storeu_ps(yb + t0 * a.y_cs, _mm512_castps512_ps256(y));
+            _mm256_storeu_ps(yb + (t0 + 1) * a.y_cs, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+          } else {
+            _mm_storeu_ps(yb + t0 * a.y_cs, _mm512_castps512_ps128(y));
+            _mm_storeu_ps(yb + (t0 + 1) * a.y_cs, _mm512_extractf32x4_ps(y, 1));
+            _mm_storeu_ps(yb + (t0 + 2) * a.y_cs, _mm512_extractf32x4_ps(y, 2));
+            _mm_storeu_ps(yb + (t0 + 3) * a.y_cs, _mm512_extractf32x4_ps(y, 3));
+          }
+          continue;
+        }
         alignas(64) float o[16];
         _mm512_store_ps(o, y);
         for (int tp = 0; tp < P; ++tp) {
-          const int t = u * P + tp;
+          const int t = t0 + tp;
           if (t >= nh) break;
-          if (whole) {
-            std::memcpy(yb + t * a.y_cs, o + tp * R, R * sizeof(float));
-          } else {
-            for (int r = 0; r < rl; ++r) yb[t * a.y_cs + r * a.y_rs] = o[tp * R + r];
-          }
+          for (int r = 0; r < rl; ++r) yb[t * a.y_cs + r * a.y_rs] = o[tp * R + r];
         }
       }
     }
