@@ -28,6 +28,13 @@ def weight(rng, m, k, density=0.1, r=8):
     return (rng.standard_normal((m, k)).astype(np.float32) * mask).astype(np.float32)
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=15)
@@ -43,7 +50,7 @@ def main() -> None:
 
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     out(f"# python bench/bench_int8.py --rounds {args.rounds} --target {args.target} --batch "
-        f"{' '.join(map(str, args.batch))}; {platform.processor() or platform.machine()}; {load}")
+        f"{' '.join(map(str, args.batch))}; {cpu_name()}; {load}")
     torch.set_num_threads(1)
     ps.set_num_threads(1)
     rng = np.random.default_rng(14)
