@@ -129,8 +129,9 @@ def test_every_isa_gives_the_same_bits(rng):
 
 @pytest.mark.parametrize("batch", [1, 5, 33, 64])
 def test_qlinear_epilogue_is_the_fp32_epilogue_on_the_plain_output(qisa, batch, rng):
-    """activation= / residual= (qlinear.h): what _core.gelu and an add give on the plain output,
-    bit for bit, for every int8 ISA, format and thread count."""
+    """activation= / residual= (qlinear.h): what _core.gelu (to an ulp or two: another kernel; the
+    ctest compares with the epilogue kernel bit for bit) and an add give on the plain output, for
+    every int8 ISA, format and thread count."""
     a = block_sparse(rng, 45, 203, 8, 0.4)
     x = rng.standard_normal((batch, 203)).astype(np.float32)
     bias = rng.standard_normal(45).astype(np.float32)
@@ -144,7 +145,10 @@ def test_qlinear_epilogue_is_the_fp32_epilogue_on_the_plain_output(qisa, batch, 
             want = y + res
             for threads in (1, 2, 3):
                 got = _core.qlinear(x, w._m, bias, False, threads, activation=act, residual=res)
-                np.testing.assert_array_equal(got, want)
+                if act == "relu6":
+                    np.testing.assert_array_equal(got, want)
+                else:  # the epilogue's GELU and _core.gelu's are separate kernels: within an ulp or two
+                    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, residual=res), plain + res)
     with pytest.raises(ValueError, match="residual must have the output's shape"):
         _core.qlinear(x, w._m, bias, residual=res[:, :3])
