@@ -12,7 +12,12 @@ A short interleaved timing of the runtimes (1 thread) gives int8 / float32 ratio
 except as ratios within the run; the load is printed.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src python bench/bench_minilm_int8.py [--seq 16 128] [--rounds 5]
-        [--out bench/results/minilm_int8]
+        [--out bench/results/minilm_int8] [--cpu-time] [--keep DIR]
+
+``--cpu-time``: convert times its candidates by thread CPU time (1 thread) instead of wall time,
+and the runtime timing is thread CPU time too: on a loaded shared machine wall-time choices are
+noise (90%-sparse Linears went dense_int8). ``--keep DIR`` keeps the .pspz files (for
+bench/profile_runtime.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import pysparse as ps  # noqa: E402
 from bench_minilm import SENTENCES, embed, load_line, load_minilm, pruned_copy, quality  # noqa: E402
 from harness import measure, threads  # noqa: E402
 
+from pysparse import conversion  # noqa: E402
+
 OUTPUTS = ("last_hidden_state", "sentence_embedding")
 INT8_ALL = {"dtype": "int8", "formats": ("dense",), "min_speedup": 1e-9}
 
@@ -47,6 +54,32 @@ def windows(tokenizer: Any, seq: int, n: int = 8) -> dict[str, torch.Tensor]:
     return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+def cpu_time_candidates(fns: dict[str, Any], rounds: int = 5, target_s: float = 0.01) -> dict[str, np.ndarray]:
+    """conversion.time_candidates by thread CPU time: interleaved rounds, seconds per call."""
+    import time
+
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(rounds):
+        for k in list(fns)[r % len(fns):] + list(fns)[: r % len(fns)]:
+            f = fns[k]
+            f()
+            t, n = time.thread_time(), 0
+            while n < 200:
+                f()
+                n += 1
+                if time.thread_time() - t > target_s:
+                    break
+            out[k].append((time.thread_time() - t) / n)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def cpu_measure(fns: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """harness.measure's fields (median_us, speedup vs 'torch_dense') from thread CPU time samples."""
+    s = cpu_time_candidates(fns, rounds, 0.1)
+    base = s["torch_dense"]
+    return {k: {"median_us": float(np.median(v)) * 1e6, "speedup": float(np.median(base / v))} for k, v in s.items()}
+
+
 def runtime_embed(m: Any, batch: dict[str, torch.Tensor]) -> np.ndarray:
     _, e = m(*(batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")))
     return np.asarray(e, dtype=np.float64)
@@ -58,16 +91,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (0: no timing)")
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--out", type=Path, help="write <out>.txt and <out>.json")
+    ap.add_argument("--cpu-time", action="store_true", help="convert and time by thread CPU time (loaded machine)")
+    ap.add_argument("--keep", type=Path, help="keep the .pspz files in this directory")
     args = ap.parse_args()
+    if args.cpu_time:
+        conversion.time_candidates = cpu_time_candidates
     dense, tok = load_minilm()
     variants = {"dense": dense, f"{args.sparsity:.0%} (8,4)": pruned_copy(dense, args.sparsity, (8, 4), "l2")}
     sentences = tok(SENTENCES, padding=True, return_tensors="pt")
     sentences = {k: sentences[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     lines = [f"# bench/bench_minilm_int8.py; {load_line()}",
-             f"# {ps.cpu_info()['isa']} kernels, int8 {ps._core.get_qisa()}; torch {torch.__version__}; 1 thread",
+             f"# {ps.cpu_info()['isa']} kernels, int8 {ps._core.get_qisa()}; torch {torch.__version__}; 1 thread; "
+             f"{'thread CPU time (convert and timing)' if args.cpu_time else 'wall time'}",
              f"{'variant':14} {'seq':>4} {'dtype':8} {'cos min':>8} {'cos mean':>8} {'sent min':>8} "
              f"{'file MB':>8} {'rt ms':>8} {'fp32/int8':>9}  formats"]
     rows = []
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with threads(1), tempfile.TemporaryDirectory() as tmp:
         for seq in args.seq:
             win = windows(tok, seq)
@@ -79,7 +119,7 @@ def main() -> None:
                 for dtype, kw in (("float32", {}), ("int8", INT8_ALL)):
                     with torch.no_grad():
                         sm = ps.convert(model, example_inputs=example, progress=False, **kw)
-                    path = Path(tmp) / f"m_{seq}_{dtype}.pspz"
+                    path = (args.keep or Path(tmp)) / f"m_{vname.split()[0].replace('%', 'pct')}_{seq}_{dtype}.pspz"
                     ps.save(sm, path, example, outputs=OUTPUTS)
                     rt = ps.load(path)
                     qw, qs = quality(ref_win, runtime_embed(rt, win)), quality(ref_sent, runtime_embed(rt, sentences))
@@ -91,7 +131,8 @@ def main() -> None:
                                     "file_bytes": path.stat().st_size, "formats": fmts}
                 if args.rounds:
                     with torch.no_grad():
-                        res = measure({"torch_dense": runs["float32"], **runs}, args.rounds, 0.05)
+                        timer = cpu_measure if args.cpu_time else (lambda f, r: measure(f, r, 0.05))
+                        res = timer({"torch_dense": runs["float32"], **runs}, args.rounds)
                     for dtype, c in cells.items():
                         c["runtime_ms"] = res[dtype]["median_us"] / 1e3
                         c["float32_over_int8"] = res[dtype]["speedup"]  # base: the float32 runtime

@@ -137,7 +137,7 @@ void set_active_qisa(QIsa isa) {
 const std::vector<QKernelInfo>& all_qkernels() {
   static const std::vector<QKernelInfo> table = {
 #define PYSPARSE_QKERNEL(name, isa, format, block_r, batch) \
-  QKernelInfo{#name, QIsa::isa, QFormat::format, block_r, Batch::batch, &name},
+  QKernelInfo{#name, QIsa::isa, QFormat::format, block_r, QBatch::batch, &name},
 #include "kernels-qs8.inc"
 #undef PYSPARSE_QKERNEL
   };
@@ -150,7 +150,13 @@ const QKernelInfo* find_qkernel(const std::string& name) {
   return nullptr;
 }
 
-const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, Batch batch) {
+const QKernelInfo* find_nt_qkernel(QIsa isa, QFormat format, int block_r) {
+  for (const QKernelInfo& k : all_qkernels())
+    if (k.isa == isa && k.format == format && k.block_r == block_r && k.batch == QBatch::nt) return &k;
+  return nullptr;
+}
+
+const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, QBatch batch) {
   const QKernelInfo* fallback = nullptr;
   for (const QKernelInfo& k : all_qkernels()) {
     if (k.format != format || k.block_r != block_r || k.batch != batch) continue;
@@ -164,7 +170,8 @@ const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, Batch b
 QuantizeFn select_quantize(QIsa isa) {
   switch (isa) {
 #if PYSPARSE_HAVE_AVX2
-    case QIsa::avx2: case QIsa::avxvnni: case QIsa::avx512vnni: return &qs8_quantize__avx2;
+    case QIsa::avx2: case QIsa::avxvnni: return &qs8_quantize__avx2;
+    case QIsa::avx512vnni: return &qs8_quantize__avx512;
 #endif
 #if PYSPARSE_HAVE_NEON
     case QIsa::neon: case QIsa::neondot: return &qs8_quantize__neon;

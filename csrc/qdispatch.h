@@ -19,12 +19,18 @@ namespace pysparse {
 
 enum class QIsa : int { scalar = 0, avx2 = 1, avxvnni = 2, avx512vnni = 3, neon = 4, neondot = 5 };
 
+// The int8 kernels' batch kinds (kernels-qs8.inc): n1 one activation row; nx
+// n a multiple of 8, column-interleaved activations, Y^T written (the driver
+// transposes); nt token tiles of kQTile, any n, Y written token-major in place.
+enum class QBatch : int { n1 = 0, nx = 1, nt = 2 };
+inline const char* qbatch_name(QBatch b) { return b == QBatch::n1 ? "n1" : b == QBatch::nx ? "nx" : "nt"; }
+
 struct QKernelInfo {
   const char* name;
   QIsa isa;
   QFormat format;
   int block_r;
-  Batch batch;
+  QBatch batch;
   QKernelFn fn;
 };
 
@@ -40,7 +46,9 @@ void set_active_qisa(QIsa isa);  // throws std::invalid_argument if not runnable
 
 const std::vector<QKernelInfo>& all_qkernels();
 const QKernelInfo* find_qkernel(const std::string& name);
-const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, Batch batch);
+const QKernelInfo& select_qkernel(QIsa isa, QFormat format, int block_r, QBatch batch);
+// The nt kernel of exactly this ISA, or null (that ISA runs wide batches as nx).
+const QKernelInfo* find_nt_qkernel(QIsa isa, QFormat format, int block_r);
 QuantizeFn select_quantize(QIsa isa);
 // Whether the kernels of `isa` read the activations as u8 = q + 128 (VNNI).
 inline bool qisa_flips_input(QIsa isa) { return isa == QIsa::avxvnni || isa == QIsa::avx512vnni; }

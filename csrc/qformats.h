@@ -45,6 +45,7 @@ inline constexpr int64_t kMaxQCols = 65536;
 inline constexpr int64_t kQValuePad = 64;
 inline constexpr int64_t kQIndexPad = 16;
 inline constexpr int64_t kQRowPad = 16;
+inline constexpr int64_t kQTile = 16;  // tokens per activation tile of the nt kernels
 inline constexpr float kQTinyRow = 7.888609052210118e-31f;  // 2**-100
 
 struct QView {
@@ -76,9 +77,16 @@ static_assert(sizeof(QView) == 80, "QView is a plain 80-byte struct");
 // where act is identity or ReLU (y < 0 ? 0 : y; NaN and -0 pass through), bias
 // null means +0. Quantized activations:
 //   n == 1: xq holds 4G bytes (+ kQValuePad readable): q_x[0, k] = xq[k].
-//   n > 1:  n is a multiple of 8 (the driver pads the batch with zero
-//           columns and drops their outputs); xq is column-interleaved:
+//   n > 1 (nx kernels): n is a multiple of 8 (the driver pads the batch with
+//           zero columns and drops their outputs); xq is column-interleaved:
 //           q_x[j, 4g + c] = xq[(g * n + j) * 4 + c], plus kQValuePad bytes.
+//   nt kernels (token tiles, any n >= 1): xq is interleaved within tiles of
+//           kQTile = 16 tokens, tile after tile:
+//           q_x[j, 4g + c] = xq[(j / 16) * G * 64 + (g * 16 + j % 16) * 4 + c];
+//           the tokens past n in the last tile are zero activations (the
+//           prologue writes them), and only j < n is written to y. A tile is
+//           G * 64 bytes, so one 16-token tile of any K <= 1536 sits in L1 while
+//           a kernel sweeps every block row over it.
 // The VNNI kernels (qisa_flips_input) read every byte of xq as u8 = q + 128
 // (q ^ 0x80, written so by the prologue with flip = 0x80): vpdpbusd's unsigned
 // operand, with no per-block xor.
@@ -108,8 +116,11 @@ using QKernelFn = void (*)(const QArgs&);
 // amax is below kQTinyRow = 2**-100 counts as zero (scale 0, q all 0): its
 // 127 / amax would overflow float, and its exact output differs from the bias by
 // less than 2**-100 * sum |w|.
-// Writes q as the kernels read it (QArgs: n == 1 or column-interleaved with
-// n = `rows`), the 4G - K padding inputs as 0, every byte xor-ed with flip
+// Writes q as the kernels read it (QArgs): row j at tile j / rows, position
+// j % rows of that tile, i.e. q_x[j, 4g + c] = xq[(j / rows) * G * rows * 4 +
+// (g * rows + j % rows) * 4 + c]; rows = 1 for n == 1, rows = the padded batch
+// for the nx kernels (one tile), rows = kQTile for the nt kernels. The 4G - K
+// padding inputs are written as 0, every byte xor-ed with flip
 // (0, or 0x80 for the VNNI kernels). Every ISA's version gives the same bytes
 // and scales as the scalar one.
 struct QuantizeArgs {
@@ -117,7 +128,7 @@ struct QuantizeArgs {
   int64_t ldx;
   int64_t row_begin;
   int64_t row_end;
-  int64_t rows;      // all rows (the interleave stride)
+  int64_t rows;      // rows per interleaved tile (see above)
   int64_t cols;      // K
   int64_t groups;    // G
   int8_t* xq;

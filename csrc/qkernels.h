@@ -1,5 +1,5 @@
 // Declarations of every kernel in kernels-qs8.inc and of the activation
-// prologues (one per ISA family: the VNNI levels use AVX2's).
+// prologues (one per ISA family: AVX-VNNI uses AVX2's, AVX-512 VNNI its own).
 #pragma once
 
 #include "kernels.h"  // PYSPARSE_HAVE_AVX2 / PYSPARSE_HAVE_NEON defaults
@@ -14,6 +14,7 @@ namespace pysparse {
 void qs8_quantize__scalar(const QuantizeArgs& args);
 #if PYSPARSE_HAVE_AVX2
 void qs8_quantize__avx2(const QuantizeArgs& args);
+void qs8_quantize__avx512(const QuantizeArgs& args);  // the AVX-512 VNNI level's
 #endif
 #if PYSPARSE_HAVE_NEON
 void qs8_quantize__neon(const QuantizeArgs& args);

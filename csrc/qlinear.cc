@@ -67,26 +67,34 @@ void qs8_quantize(const float* x, int64_t ldx, int64_t batch, int64_t cols, int6
 }
 
 void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float* y, const float* bias, bool relu,
-             int nthreads, const QKernelInfo* kernel) {
+             int nthreads, const QKernelInfo* kernel, const Epilogue& ep) {
   const QView& v = w.view();
   const int64_t M = v.rows, G = v.groups;
   if (batch == 0 || M == 0) return;
   const QIsa isa = kernel != nullptr ? kernel->isa : active_qisa();
-  const Batch kind = batch == 1 ? Batch::n1 : Batch::nx;
-  const QKernelFn fn = kernel != nullptr ? kernel->fn : select_qkernel(isa, v.format, v.block_r, kind).fn;
+  // Wide batches: the ISA's nt kernel (token tiles, Y written in place) when it has one.
+  const QKernelInfo* nt = nullptr;
+  if (batch > 1) nt = kernel != nullptr ? (kernel->batch == QBatch::nt ? kernel : nullptr)
+                                        : find_nt_qkernel(isa, v.format, v.block_r);
+  const QBatch kind = batch == 1 ? QBatch::n1 : QBatch::nx;
+  const QKernelFn fn = nt != nullptr ? nt->fn
+                       : kernel != nullptr ? kernel->fn : select_qkernel(isa, v.format, v.block_r, kind).fn;
   const int T = threads_for(v, batch, nthreads);
-  const int64_t npad = batch == 1 ? 1 : (batch + 7) / 8 * 8;
+  const int32_t flip = qisa_flips_input(isa) ? 0x80 : 0;
+  // Activation rows per interleaved tile and the padded batch.
+  const int64_t tile = batch == 1 ? 1 : nt != nullptr ? kQTile : (batch + 7) / 8 * 8;
+  const int64_t npad = (batch + tile - 1) / tile * tile;
   int8_t* xq = grow(tl_xq, static_cast<size_t>(G * npad * 4 + kQValuePad));
-  // x scales (npad), then for batch > 1 Y^T (M x npad).
-  float* xs = grow(tl_floats, static_cast<size_t>(npad + (batch == 1 ? 0 : M * npad)));
+  // x scales (npad), then for the nx path Y^T (M x npad).
+  float* xs = grow(tl_floats, static_cast<size_t>(npad + (batch == 1 || nt != nullptr ? 0 : M * npad)));
   float* yt = xs + npad;
-  if (npad != batch) {  // the padding columns: zero activations, scale 0
-    std::memset(xq, 0, static_cast<size_t>(G * npad * 4));
+  if (npad != batch) {  // the padding rows of the last tile: zero activations, scale 0
+    std::memset(xq + (npad - tile) * G * 4, nt != nullptr ? flip : 0, static_cast<size_t>(G * tile * 4));
     std::fill(xs + batch, xs + npad, 0.0f);
   }
   std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
   const QuantizeFn quant = select_quantize(isa);
-  const QuantizeArgs qa{x, ldx, 0, batch, npad, v.cols, G, xq, xs, qisa_flips_input(isa) ? 0x80 : 0};
+  const QuantizeArgs qa{x, ldx, 0, batch, tile, v.cols, G, xq, xs, flip};
   const int Tq = static_cast<int>(std::min<int64_t>(T, batch));
   if (Tq <= 1) {
     quant(qa);
@@ -99,14 +107,32 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
     });
   }
   const TransposeFn tr = select_transpose(active_isa());
+  const EpilogueFn efn = ep.identity() ? nullptr : select_epilogue(active_isa());
+  // The epilogue on tokens [t0, t1) x output features [r0, r1) of y (batch x M).
+  auto finish = [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
+    if (efn == nullptr) return;
+    Epilogue e = ep;
+    if (e.residual != nullptr) e.residual += r0;
+    apply_epilogue(efn, e, y + r0, M, 1, t0, t1, r1 - r0);
+  };
+  // Token chunks of the nt path: the outputs of one chunk are still in cache for the epilogue.
+  constexpr int64_t kChunk = 2 * kQTile;
   auto rows = [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
     if (batch == 1) {
       fn(QArgs{&v, b0, b1, 1, xq, xs, y, 1, 1, bias, relu ? 1 : 0, 0});
-      return;
+      finish(0, 1, r0, r1);
+    } else if (nt != nullptr) {
+      for (int64_t j0 = 0; j0 < batch; j0 += kChunk) {
+        const int64_t n = std::min(kChunk, batch - j0);
+        fn(QArgs{&v, b0, b1, n, xq + j0 * G * 4, xs + j0, y + j0 * M, 1, M, bias, relu ? 1 : 0, 0});
+        finish(j0, j0 + n, r0, r1);
+      }
+    } else {
+      fn(QArgs{&v, b0, b1, npad, xq, xs, yt, npad, 1, bias, relu ? 1 : 0, 0});
+      tr(TransposeArgs{yt, npad, r0, r1, batch, y, M});
+      finish(0, batch, r0, r1);
     }
-    fn(QArgs{&v, b0, b1, npad, xq, xs, yt, npad, 1, bias, relu ? 1 : 0, 0});
-    const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
-    tr(TransposeArgs{yt, npad, r0, r1, batch, y, M});
   };
   const int64_t B = v.block_rows();
   if (T == 1) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "epilogue.h"
 #include "qdispatch.h"
 #include "qmatrix.h"
 
@@ -13,8 +14,13 @@ namespace pysparse {
 // y C-contiguous; act = ReLU if relu. The contract is qformats.h's (dynamic
 // per-row activation scales, exact int32 sums, one rounding sequence on every
 // ISA). `kernel` forces one kernel (tests); nthreads <= 0: get_num_threads().
+// ep (epilogue.h): an activation and/or a residual (laid out like y) applied
+// to each thread's outputs right after its kernel wrote them (per token tile
+// on the nt path), while they are in cache: int8 Linear + GELU + residual add
+// in one pass. Wide batches run the ISA's nt kernels when it has them (no
+// transpose), else its nx kernels and a transpose of Y^T.
 void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float* y, const float* bias, bool relu,
-             int nthreads, const QKernelInfo* kernel = nullptr);
+             int nthreads, const QKernelInfo* kernel = nullptr, const Epilogue& ep = Epilogue{});
 
 // The prologue alone (tests): q (batch rows interleaved as the kernels read
 // them, `stride` columns, stride a multiple of 8 or 1 for batch 1) and scales.

@@ -8,7 +8,9 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
+#include "epilogue.h"
 #include "matrix.h"
 
 namespace pysparse::bind {
@@ -27,6 +29,11 @@ py::array conv2d_shifted(const SparseMatrix& w, const py::object& x, const py::o
                          const py::object& padding, const py::object& dilation, const py::object& chunk,
                          const py::object& bias, const py::object& threads, const py::object& activation,
                          const py::object& residual);
+
+// activation= and residual= as an Epilogue (calls.cc; qlinear takes them too):
+// residual None or float32 of exactly out_shape (`keep` holds a copy alive).
+Epilogue epilogue_arg(const py::object& activation, const py::object& residual, const std::vector<int64_t>& out_shape,
+                      py::object& keep);
 
 void def_sparse_matrix(py::module_& m);  // class SparseMatrix: shared views and to_dense (matrix.cc)
 

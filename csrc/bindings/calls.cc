@@ -50,6 +50,8 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
+}  // namespace
+
 // activation= and residual= (epilogue.h): a name, and None or a float32 array
 // of exactly the output's shape (copied C-contiguous when it is not; `keep`
 // holds the copy alive for the call).
@@ -77,8 +79,6 @@ Epilogue epilogue_arg(const py::object& activation, const py::object& residual, 
   ep.residual = static_cast<const float*>(r.data());
   return ep;
 }
-
-}  // namespace
 
 py::array spmm(const SparseMatrix& w, const py::object& x_obj, const py::object& bias, const py::object& threads_obj,
                const py::object& kernel_name, const py::object& activation, const py::object& residual) {

@@ -72,13 +72,14 @@ const QKernelInfo* qkernel_by_name(const py::object& name) {
 }
 
 py::array qlinear_call(const py::object& x_obj, const QMatrix& w, const py::object& bias, bool relu,
-                       const py::object& threads_obj, const py::object& kernel_name) {
+                       const py::object& threads_obj, const py::object& kernel_name, const py::object& activation,
+                       const py::object& residual) {
   const int threads = threads_arg(threads_obj);
   const int64_t K = w.cols(), M = w.rows();
   int64_t batch = 0;
   py::array x = linear_input(x_obj, M, K, batch);
   const QKernelInfo* k = qkernel_by_name(kernel_name);
-  if (k != nullptr && (k->format != w.format() || k->block_r != w.block_r() || (k->batch == Batch::n1) != (batch == 1))) {
+  if (k != nullptr && (k->format != w.format() || k->block_r != w.block_r() || (k->batch == QBatch::n1) != (batch == 1))) {
     throw py::value_error(std::string("kernel ") + k->name + " does not fit this matrix / batch");
   }
   // In place when each row is contiguous and aligned; any row stride.
@@ -93,12 +94,15 @@ py::array qlinear_call(const py::object& x_obj, const QMatrix& w, const py::obje
   }
   py::object keep;
   const float* b = bias_ptr(bias, M, keep);
+  py::object keep_r;
+  const Epilogue ep =
+      epilogue_arg(activation, residual, x.ndim() == 2 ? std::vector<int64_t>{batch, M} : std::vector<int64_t>{M}, keep_r);
   py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({batch, M}) : py::array_t<float>({M});
   const float* xp = static_cast<const float*>(x.data());
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    qlinear(w, xp, ldx, batch, yp, b, relu, threads, k);
+    qlinear(w, xp, ldx, batch, yp, b, relu, threads, k, ep);
   }
   return y;
 }
@@ -175,9 +179,11 @@ void def_qmatrix(py::module_& m) {
       });
 
   m.def("qlinear", &qlinear_call, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("relu") = false,
-        py::arg("threads") = 0, py::arg("kernel") = py::none(),
-        "y = act(x @ dequant(W).T + bias) with int8 W and activations quantized per row in the kernel; "
-        "x (K,) or (batch, K) float32.");
+        py::arg("threads") = 0, py::arg("kernel") = py::none(), py::kw_only(), py::arg("activation") = "none",
+        py::arg("residual") = py::none(),
+        "y = act(x @ dequant(W).T + bias) (+ residual) with int8 W and activations quantized per row in the "
+        "kernel; x (K,) or (batch, K) float32; relu in the kernel, activation ('none', 'relu', 'relu6', "
+        "'gelu_erf', 'gelu_tanh') and residual (the output's shape) in the fused epilogue.");
   m.def("qs8_quantize", &quantize_call, py::arg("x"), py::arg("isa"),
         "The activation prologue alone: (q int8 (batch, K), scales float32 (batch,)).");
   m.def("get_qisa", [] { return std::string(qisa_name(active_qisa())); });
@@ -195,7 +201,7 @@ void def_qmatrix(py::module_& m) {
       d["isa"] = qisa_name(k.isa);
       d["format"] = qformat_name(k.format);
       d["block_r"] = k.block_r;
-      d["batch"] = k.batch == Batch::n1 ? "n1" : "nx";
+      d["batch"] = qbatch_name(k.batch);
       d["runnable"] = qisa_supported(k.isa);
       out.append(d);
     }

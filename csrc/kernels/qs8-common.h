@@ -68,7 +68,12 @@ inline void write_tail(int8_t* q0, int64_t step, int64_t k, int64_t cols, int64_
     q0[(k >> 2) * step + (k & 3)] = static_cast<int8_t>((k < cols ? quantize_one(x[k], inv) : 0) ^ flip);
 }
 
-// Where the prologue writes input k of row j (qformats.h, QArgs).
-inline int64_t xq_offset(int64_t j, int64_t k, int64_t rows) { return ((k >> 2) * rows + j) * 4 + (k & 3); }
+// Where the prologue writes input k of row j (qformats.h, QArgs): tiles of
+// `rows` rows, each `groups` * rows * 4 bytes (one tile when j < rows).
+inline int64_t xq_offset(int64_t j, int64_t k, int64_t rows, int64_t groups = 0) {
+  return (j / rows) * groups * rows * 4 + ((k >> 2) * rows + j % rows) * 4 + (k & 3);
+}
+// Group 0 of row j: the first byte the prologue writes for it.
+inline int64_t xq_row(int64_t j, int64_t rows, int64_t groups) { return (j / rows) * groups * rows * 4 + (j % rows) * 4; }
 
 }  // namespace pysparse::qs8

@@ -208,7 +208,7 @@ void qs8_quantize__neon(const QuantizeArgs& a) {
     qs8::row_max_tail(x, k, a.cols, amax, bad);
     const qs8::RowScale s = qs8::row_scale(amax, bad);
     a.scale[j] = s.scale;
-    int8_t* q0 = a.xq + j * 4;
+    int8_t* q0 = a.xq + qs8::xq_row(j, a.rows, a.groups);
     const int64_t step = a.rows * 4;
     if (s.zero) {
       qs8::write_zero_row(q0, a.groups, step, a.flip);

@@ -21,9 +21,17 @@
 // would need two different activation words per instruction. Wide batches on
 // AVX-512 take 16 columns per vpdpbusd (zmm), 8 for the remainder.
 //
-// Wide batches (n a multiple of 8): tiles of 8 columns of the interleaved
+// Wide batches (n a multiple of 8, nx): tiles of 8 columns of the interleaved
 // activations (32 bytes: 8 columns x 4 inputs) against one broadcast 32-bit
-// word of weights per row.
+// word of weights per row; the driver transposes Y^T into y. AVX2 runs them.
+//
+// Token tiles (nt, the VNNI levels): the lanes are the R rows of a block, the
+// weights are loaded once per block and serve 16 tokens (EVEX: 16 ymm
+// accumulators of its 32 registers; VEX: two sweeps of 8), each token's
+// activation word is one broadcast. Outputs leave as R contiguous floats of a
+// token's row of y, so the transpose of nx and its Y^T buffer are gone. On the
+// MiniLM shapes at 128 tokens (Zen 4, 1 thread) this is what made int8 beat
+// the fp32 sparse path (bench/results/int8_kernels.txt).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -103,6 +111,18 @@ QS8_AVX2 inline void store_cols8(__m256i acc, const QView& w, int64_t i, int64_t
     for (int j = 0; j < 8; ++j) out[j * a.y_cs] = t[j];
   }
 }
+
+// The nt kernels' vectors of R int32 rows (qs8-spmm-vnni.inl).
+template <int R>
+struct NtVec {
+  using V = __m256i;
+  using F = __m256;
+};
+template <>
+struct NtVec<4> {
+  using V = __m128i;
+  using F = __m128;
+};
 
 // Four int8 activations, sign-extended, in every 64-bit lane.
 QS8_AVX2 inline __m256i x16_broadcast(const int8_t* x) {
@@ -190,12 +210,14 @@ void qs8_spmm_dense_8x4_nx__avx2(const QArgs& a) { avx2_nx<8, true>(a); }
 #define QS8_DP128 _mm_dpbusd_avx_epi32
 #define QS8_VNNI_NAME(f) f##__avxvnni
 #define QS8_VNNI_NS vnni_vex
+#define QS8_NT_TOKENS 8
 #include "kernels/qs8-spmm-vnni.inl"
 #undef QS8_VNNI_TARGET
 #undef QS8_DP256
 #undef QS8_DP128
 #undef QS8_VNNI_NAME
 #undef QS8_VNNI_NS
+#undef QS8_NT_TOKENS
 
 #define QS8_VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")))
 #define QS8_DP256 _mm256_dpbusd_epi32
@@ -203,6 +225,7 @@ void qs8_spmm_dense_8x4_nx__avx2(const QArgs& a) { avx2_nx<8, true>(a); }
 #define QS8_VNNI_NAME(f) f##__avx512vnni
 #define QS8_VNNI_NS vnni_evex
 #define QS8_VNNI_ZMM 1  // wide batches in 512-bit tiles of 16 columns
+#define QS8_NT_TOKENS 16
 #include "kernels/qs8-spmm-vnni.inl"
 
 // The prologue: max |x| per row with a NaN / infinity flag, then
@@ -229,7 +252,7 @@ QS8_AVX2 void qs8_quantize__avx2(const QuantizeArgs& a) {
     qs8::row_max_tail(x, k, a.cols, amax, bad);
     const qs8::RowScale s = qs8::row_scale(amax, bad);
     a.scale[j] = s.scale;
-    int8_t* q0 = a.xq + j * 4;           // group 0 of row j
+    int8_t* q0 = a.xq + qs8::xq_row(j, a.rows, a.groups);  // group 0 of row j
     const int64_t step = a.rows * 4;     // bytes from group g to g + 1
     if (s.zero) {
       qs8::write_zero_row(q0, a.groups, step, a.flip);
@@ -244,6 +267,54 @@ QS8_AVX2 void qs8_quantize__avx2(const QuantizeArgs& a) {
       const int32_t w0 = _mm_cvtsi128_si32(p8), w1 = _mm_extract_epi32(p8, 1);
       std::memcpy(q0 + (k >> 2) * step, &w0, 4);
       std::memcpy(q0 + ((k >> 2) + 1) * step, &w1, 4);
+    }
+    qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv, a.flip);
+  }
+}
+
+// The same prologue in 512-bit vectors for the AVX-512 VNNI level (16 inputs
+// per step; vpmovsdb saturates to int8, the max with -127 gives the contract's
+// [-127, 127]): the bytes and scales of the AVX2 and scalar ones. At 128 tokens
+// the prologue is a tenth of an int8 Linear's time, so its width counts.
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw"))) void qs8_quantize__avx512(const QuantizeArgs& a) {
+  const __m512 fmax = _mm512_set1_ps(3.4028234663852886e38f);
+  const __m512i nlim = _mm512_set1_epi32(-127);
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(a.flip));
+  const int64_t step = a.rows * 4;  // bytes from group g to g + 1
+  for (int64_t j = a.row_begin; j < a.row_end; ++j) {
+    const float* x = a.x + j * a.ldx;
+    __m512 vmax = _mm512_setzero_ps();
+    __mmask16 vbad = 0;
+    int64_t k = 0;
+    for (; k + 16 <= a.cols; k += 16) {
+      const __m512 v = _mm512_abs_ps(_mm512_loadu_ps(x + k));
+      vbad |= _mm512_cmp_ps_mask(v, fmax, _CMP_NLE_UQ);
+      vmax = _mm512_max_ps(vmax, v);
+    }
+    alignas(64) float m16[16];
+    _mm512_store_ps(m16, vmax);
+    float amax = 0.0f;
+    for (float v : m16) amax = v > amax ? v : amax;
+    bool bad = vbad != 0;
+    qs8::row_max_tail(x, k, a.cols, amax, bad);
+    const qs8::RowScale s = qs8::row_scale(amax, bad);
+    a.scale[j] = s.scale;
+    int8_t* q0 = a.xq + qs8::xq_row(j, a.rows, a.groups);
+    if (s.zero) {
+      qs8::write_zero_row(q0, a.groups, step, a.flip);
+      continue;
+    }
+    const __m512 inv = _mm512_set1_ps(s.inv);
+    for (k = 0; k + 16 <= a.cols; k += 16) {
+      const __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv)), nlim);
+      const __m128i p8 = _mm_xor_si128(_mm512_cvtsepi32_epi8(q), flip);
+      const int32_t w0 = _mm_cvtsi128_si32(p8), w1 = _mm_extract_epi32(p8, 1);
+      const int32_t w2 = _mm_extract_epi32(p8, 2), w3 = _mm_extract_epi32(p8, 3);
+      int8_t* o = q0 + (k >> 2) * step;
+      std::memcpy(o, &w0, 4);
+      std::memcpy(o + step, &w1, 4);
+      std::memcpy(o + 2 * step, &w2, 4);
+      std::memcpy(o + 3 * step, &w3, 4);
     }
     qs8::write_tail(q0, step, k, a.cols, a.groups, x, s.inv, a.flip);
   }

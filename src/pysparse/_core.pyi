@@ -184,6 +184,9 @@ def qlinear(
     relu: bool = False,
     threads: int = 0,
     kernel: str | None = None,
+    *,
+    activation: Literal["none", "relu", "relu6", "gelu_erf", "gelu_tanh"] = "none",
+    residual: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def qs8_quantize(x: npt.NDArray[np.float32], isa: str) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]: ...
 def get_qisa() -> str: ...

@@ -82,7 +82,7 @@ SHAPES = [(1, 1), (3, 5), (8, 4), (9, 7), (17, 33), (33, 130), (64, 301)]
 
 
 @pytest.mark.parametrize("fmt", ["bsr8", "bsr4", "dense"])
-@pytest.mark.parametrize("batch", [1, 2, 8, 13])
+@pytest.mark.parametrize("batch", [1, 2, 8, 13, 16, 33])  # 16, 33: whole and partial token tiles (nt)
 def test_linear_matches_the_exact_integer_reference_on_every_isa(qisa, fmt, batch, rng):
     for m, k in SHAPES:
         r = 4 if fmt == "bsr4" else 8
@@ -125,6 +125,35 @@ def test_every_isa_gives_the_same_bits(rng):
     for (name, fmt, batch), got in outs.items():
         assert got == outs["scalar", fmt, batch], (name, fmt, batch)
     assert "scalar" in QISAS and len(QISAS) >= 1
+
+
+@pytest.mark.parametrize("batch", [1, 5, 33, 64])
+def test_qlinear_epilogue_is_the_fp32_epilogue_on_the_plain_output(qisa, batch, rng):
+    """activation= / residual= (qlinear.h): what _core.gelu (to an ulp or two: another kernel; the
+    ctest compares with the epilogue kernel bit for bit) and an add give on the plain output, for
+    every int8 ISA, format and thread count."""
+    a = block_sparse(rng, 45, 203, 8, 0.4)
+    x = rng.standard_normal((batch, 203)).astype(np.float32)
+    bias = rng.standard_normal(45).astype(np.float32)
+    res = rng.standard_normal((batch, 45)).astype(np.float32)
+    for w in (BSRInt8Matrix.from_dense(a, block=(8, 4)), BSRInt8Matrix.from_dense(a, block=(4, 4)),
+              DenseInt8Matrix.from_dense(a)):
+        plain = _core.qlinear(x, w._m, bias)
+        acts = {"gelu_erf": _core.gelu(plain), "gelu_tanh": _core.gelu(plain, "tanh"),
+                "relu6": np.minimum(np.maximum(plain, np.float32(0)), np.float32(6))}
+        for act, y in acts.items():
+            want = y + res
+            for threads in (1, 2, 3):
+                got = _core.qlinear(x, w._m, bias, False, threads, activation=act, residual=res)
+                if act == "relu6":
+                    np.testing.assert_array_equal(got, want)
+                else:  # the epilogue's GELU and _core.gelu's are separate kernels: within an ulp or two
+                    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, residual=res), plain + res)
+    with pytest.raises(ValueError, match="residual must have the output's shape"):
+        _core.qlinear(x, w._m, bias, residual=res[:, :3])
+    with pytest.raises(ValueError):
+        _core.qlinear(x, w._m, bias, activation="swish")
 
 
 def test_non_finite_rows_give_nan_rows_and_zero_rows_give_the_bias(qisa, rng):

@@ -6,12 +6,13 @@ graph).
 output is read by that one consumer, once, and is not a graph output; the fused node keeps the
 consumer's (the last node's) name, so errors and profiles name it, and its op reads
 ``"producer+consumer"``. A builder returns the fused function, or None when the pair cannot fuse
-here (e.g. a dense or int8 weight); every fused function computes exactly what the two nodes
+here (e.g. a dense float32 weight); every fused function computes exactly what the two nodes
 compute (tests/runtime/test_fuse.py runs both graphs).
 
-The linear entries put the activation and the residual add into the fp32 sparse product's
-epilogue (``_core.linear(..., activation=, residual=)``, csrc/epilogue.h): one pass over the
-output while it is in cache instead of two more nodes over memory.
+The linear entries put the activation and the residual add into the sparse product's epilogue
+(``_core.linear`` / ``_core.qlinear(..., activation=, residual=)`` for fp32 / int8 weights,
+csrc/epilogue.h): one pass over the output while it is in cache instead of two more nodes over
+memory.
 """
 
 from __future__ import annotations
@@ -33,22 +34,25 @@ Builder = Callable[[Any, Any, Fn, Fn], "Fn | None"]
 
 
 def _sparse_linear(fn: Fn) -> Any:
-    """The fp32 sparse LinearPlan behind a runtime linear node's fn, or None (dense, int8)."""
-    plan = getattr(fn, "plan", None)
-    return None if plan is None or plan._quantized else plan
+    """The LinearPlan behind a runtime linear node's fn (fp32 sparse or int8), or None (dense)."""
+    return getattr(fn, "plan", None)
 
 
 def _linear_run(name: str, plan: Any, activation: str) -> Callable[[Any, Any], np.ndarray]:
     """The linear node's computation with the epilogue: y = act(x W^T + b) (+ residual)."""
     k = plan.weight.shape[1]
     m, bias, threads = plan._m, plan._bias, plan._threads
+    quantized = plan._quantized  # int8: the same epilogue after the int8 kernel (qlinear.h)
 
     def run(x: Any, residual: Any = None) -> np.ndarray:
         x = _tensor(x, name)
         if x.ndim == 0 or x.shape[-1] != k:
             raise ValueError(f"node {name!r}: input last dimension must be {k}, got shape {x.shape}")
-        y = _core.linear(np.ascontiguousarray(x.reshape(-1, k)), m, bias, threads, activation=activation,
-                         residual=residual)
+        x2 = np.ascontiguousarray(x.reshape(-1, k))
+        if quantized:
+            y = _core.qlinear(x2, m, bias, False, threads, activation=activation, residual=residual)
+        else:
+            y = _core.linear(x2, m, bias, threads, activation=activation, residual=residual)
         return y.reshape(*x.shape[:-1], -1)
 
     return run
