@@ -8,7 +8,7 @@
 
 namespace pysparse {
 
-enum class Isa : int { scalar = 0, avx2 = 1, neon = 2 };
+enum class Isa : int { scalar = 0, avx2 = 1, neon = 2, avx512 = 3 };
 enum class Batch : int { n1 = 0, nx = 1 };
 
 struct CpuFeatures {
@@ -18,6 +18,10 @@ struct CpuFeatures {
   bool bmi1 = false;  // bextr: every AVX2 CPU shipped has it, but it is a separate flag
   bool f16c = false;
   bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512dq = false;
+  bool avx512vl = false;
+  bool avx512_os = false;  // XCR0: the OS saves opmask and all 32 ZMM registers
   bool avx512vnni = false;
   bool avx512bf16 = false;
   bool neon = false;
@@ -41,6 +45,9 @@ const CpuFeatures& cpu_features();
 bool isa_built(Isa isa);
 bool isa_supported(Isa isa);  // built and this CPU can run it
 std::vector<Isa> runnable_isas();  // best first; scalar always last
+// The ISA whose kernels run when `isa` has none for a slot: avx512 -> avx2 ->
+// scalar, neon -> scalar, scalar -> scalar. Every select_* walks this one chain.
+Isa isa_fallback(Isa isa);
 
 // The ISA the dispatcher uses: the best runnable one, or PYSPARSE_ISA if set.
 Isa active_isa();
@@ -49,9 +56,9 @@ void set_active_isa(Isa isa);
 
 const std::vector<KernelInfo>& all_kernels();  // every kernel built into this module
 const KernelInfo* find_kernel(const std::string& name);
-// The kernel for (format, block_r, batch) at `isa`, falling back to scalar.
+// The kernel for (format, block_r, batch) at `isa`, else at isa_fallback(isa), ... scalar.
 const KernelInfo& select_kernel(Isa isa, Format format, int block_r, Batch batch);
-// The transpose for `isa` (scalar if the ISA has none).
+// The transpose for `isa`, else for the first ISA down isa_fallback(isa) that has one.
 TransposeFn select_transpose(Isa isa);
 
 }  // namespace pysparse

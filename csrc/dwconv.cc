@@ -48,13 +48,12 @@ const std::vector<DwKernelInfo>& all_dw_kernels() {
 }
 
 const DwKernelInfo& select_dw_kernel(Isa isa) {
-  const DwKernelInfo* fallback = nullptr;
-  for (const DwKernelInfo& k : all_dw_kernels()) {
-    if (k.isa == isa) return k;
-    if (k.isa == Isa::scalar) fallback = &k;
+  for (;; isa = isa_fallback(isa)) {
+    for (const DwKernelInfo& k : all_dw_kernels()) {
+      if (k.isa == isa) return k;
+    }
+    if (isa == Isa::scalar) throw std::logic_error("no scalar depthwise kernel; kernels-dwconv.inc is incomplete");
   }
-  if (fallback == nullptr) throw std::logic_error("no scalar depthwise kernel; kernels-dwconv.inc is incomplete");
-  return *fallback;
 }
 
 void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel) {

@@ -19,13 +19,14 @@ Activation activation_from_name(const std::string& name) {
 }
 
 EpilogueFn select_epilogue(Isa isa) {
+  for (; isa != Isa::scalar; isa = isa_fallback(isa)) {
 #if PYSPARSE_HAVE_AVX2
-  if (isa == Isa::avx2) return &f32_epilogue__avx2;
+    if (isa == Isa::avx2) return &f32_epilogue__avx2;
 #endif
 #if PYSPARSE_HAVE_NEON
-  if (isa == Isa::neon) return &f32_epilogue__neon;
+    if (isa == Isa::neon) return &f32_epilogue__neon;
 #endif
-  (void)isa;
+  }
   return &f32_epilogue__scalar;
 }
 

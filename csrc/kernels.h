@@ -9,6 +9,9 @@
 #ifndef PYSPARSE_HAVE_AVX2
 #define PYSPARSE_HAVE_AVX2 0
 #endif
+#ifndef PYSPARSE_HAVE_AVX512
+#define PYSPARSE_HAVE_AVX512 0
+#endif
 #ifndef PYSPARSE_HAVE_NEON
 #define PYSPARSE_HAVE_NEON 0
 #endif

@@ -114,8 +114,10 @@ std::vector<QIsa> runnable_qisas() {
 }
 
 QIsa qisa_at_most(const std::string& name) {
-  const QIsa cap = qisa_from_name(name);
-  if (!qisa_supported(cap)) {
+  // "avx512" is an f32 level (dispatch.h), between avxvnni and avx512vnni on this ladder.
+  const bool f32_avx512 = name == "avx512";
+  const QIsa cap = f32_avx512 ? QIsa::avxvnni : qisa_from_name(name);
+  if (f32_avx512 ? !isa_supported(Isa::avx512) : !qisa_supported(cap)) {
     throw std::invalid_argument("PYSPARSE_ISA / set_isa level '" + name +
                                 "' is not runnable here (not built into this module, or this CPU lacks it)");
   }

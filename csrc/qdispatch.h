@@ -2,8 +2,9 @@
 //   x86-64:  scalar < avx2 < avxvnni < avx512vnni
 //   aarch64: scalar < neon < neondot
 // PYSPARSE_ISA names a level: f32 kernels run the best f32 ISA at or below it
-// (avxvnni and avx512vnni -> avx2, neondot -> neon), int8 kernels the best int8
-// ISA at or below it (PYSPARSE_ISA=avx2 forces the AVX2 int8 path on a VNNI
+// (avxvnni -> avx2, avx512vnni -> avx512, neondot -> neon), int8 kernels the best
+// int8 ISA at or below it (avx512, an f32 level, -> avxvnni or avx2;
+// PYSPARSE_ISA=avx2 forces the AVX2 int8 path on a VNNI
 // CPU); unset, both run the best the CPU has. At run time _core.set_qisa sets
 // the int8 ISA alone; _core.set_isa with an f32 name sets the f32 ISA alone,
 // with an int8 level both (bindings/qmatrix.cc).

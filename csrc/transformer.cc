@@ -93,14 +93,12 @@ const std::vector<TfKernelInfo>& all_tf_kernels() {
 }
 
 const TfKernelInfo& select_tf_kernel(Isa isa, TfOp op) {
-  const TfKernelInfo* fallback = nullptr;
-  for (const TfKernelInfo& k : all_tf_kernels()) {
-    if (k.op != op) continue;
-    if (k.isa == isa) return k;
-    if (k.isa == Isa::scalar) fallback = &k;
+  for (;; isa = isa_fallback(isa)) {
+    for (const TfKernelInfo& k : all_tf_kernels()) {
+      if (k.op == op && k.isa == isa) return k;
+    }
+    if (isa == Isa::scalar) throw std::logic_error("no scalar kernel for this op; kernels-transformer.inc is incomplete");
   }
-  if (fallback == nullptr) throw std::logic_error("no scalar kernel for this op; kernels-transformer.inc is incomplete");
-  return *fallback;
 }
 
 int64_t attention_scratch_floats(int64_t keys, int64_t dim) {

@@ -33,7 +33,7 @@ py::dict cpu_info() {
   d["arch"] = f.arch;
   py::list runnable, built;
   for (Isa isa : runnable_isas()) runnable.append(isa_name(isa));
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::neon})
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
     if (isa_built(isa)) built.append(isa_name(isa));
   d["runnable"] = runnable;
   d["built"] = built;
@@ -43,6 +43,10 @@ py::dict cpu_info() {
   feats["bmi1"] = f.bmi1;
   feats["f16c"] = f.f16c;
   feats["avx512f"] = f.avx512f;
+  feats["avx512bw"] = f.avx512bw;
+  feats["avx512dq"] = f.avx512dq;
+  feats["avx512vl"] = f.avx512vl;
+  feats["avx512_os"] = f.avx512_os;
   feats["avx512vnni"] = f.avx512vnni;
   feats["avx512bf16"] = f.avx512bf16;
   feats["neon"] = f.neon;

@@ -15,6 +15,7 @@ struct Neon {
   static constexpr int kWidth = 4;
   static constexpr bool kMaskedTail = false;  // the last < 4 columns run scalar
   static constexpr bool kPanels = false;      // CSR's L1 panels: not measured on an ARM core yet
+  static constexpr int kTileAcc = 8;         // accumulator vectors per register tile (spmm-nx.inl)
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V load(const float* p) { return vld1q_f32(p); }

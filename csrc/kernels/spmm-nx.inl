@@ -1,5 +1,5 @@
 // CSR, BSR and SELL at any batch: the tile engine, written once over vector
-// traits S (simd-avx2.h: 8 floats; simd-neon.h: 4). Each ISA's kernel files
+// traits S (simd-avx512.h: 16 floats; simd-avx2.h: 8; simd-neon.h: 4). Each ISA's kernel files
 // include this after their traits header and define their entry points as
 // nx::run<S, R>(args) / nx::sell<S>(args); the code below is compiled once per
 // ISA file, with that file's flags.
@@ -9,13 +9,16 @@
 // and two issue per cycle, so a tile needs 8 independent accumulator chains to
 // run at full rate: when RB * NV < 8 the loop over stored blocks is unrolled
 // U = 8 / (RB * NV) times with U separate accumulator sets, summed once at the
-// end. Tiles are as wide as the batch allows (NV = 8 / RB, then halving down
-// to one vector), so batch 32 in CSR on AVX2 is one 1 x 32 tile with U = 2,
-// not four passes of one chain each. Blocks of R = 16 rows take two passes of
-// 8. Per block column a tile does NV loads of X and RB broadcasts of weights
+// end. Tiles are as wide as the batch allows (NV = S::kTileAcc / RB, then
+// halving down to one vector), so batch 32 in CSR on AVX2 is one 1 x 32 tile
+// with U = 2, not four passes of one chain each. kTileAcc is 8 where there are
+// 16 registers (AVX2, NEON), 16 with AVX-512's 32: a (4, 1) block row at 128
+// columns is two passes of 4 x 64 there, not eight of 4 x 16 as on AVX2, so
+// each pass over the block row's indices and weights feeds 4x the FMAs. Blocks
+// of R = 16 rows take two passes of 8. Per block column a tile does NV loads of X and RB broadcasts of weights
 // for RB * NV FMAs, so it is FMA-bound while X's rows stay in L1/L2. The last
-// < W columns run as one masked vector where the ISA has masked loads (AVX2),
-// scalar otherwise (NEON).
+// < W columns run as one masked vector where the ISA has masked loads (AVX2's
+// vmaskmov, AVX-512's opmasks), scalar otherwise (NEON).
 //
 // Accumulators live in registers only: the epilogue copies them to a stack
 // buffer once per tile and writes Y from there, so no runtime-indexed access to
@@ -239,7 +242,7 @@ void csr_panels(const SpmmArgs& a, int64_t n32, int64_t row_begin, int64_t row_e
 template <class S, class Index, int R, bool kC1>
 void spmm_nx(const SpmmArgs& a) {
   constexpr int RB = R < 8 ? R : 8;
-  constexpr int NV = 8 / RB;
+  constexpr int NV = S::kTileAcc / RB;
   auto tiles = [&](int64_t b0, int64_t b1, int64_t j) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t rows_left = a.w->rows - b * R;
@@ -291,7 +294,7 @@ void sell(const SpmmArgs& a) {
     using Index = decltype(index);
     for (int64_t s = a.block_begin; s < a.block_end; ++s)
       for (int l = 0; l < 8; ++l)
-        if (a.w->row_of[s * 8 + l] >= 0) columns<S, Index, 1, 1, 8, true, true>(a, s, l, 1, 0);
+        if (a.w->row_of[s * 8 + l] >= 0) columns<S, Index, 1, 1, S::kTileAcc, true, true>(a, s, l, 1, 0);
   });
 }
 

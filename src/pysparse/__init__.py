@@ -46,7 +46,9 @@ def get_num_threads() -> int:
 
 
 def cpu_info() -> dict[str, Any]:
-    """The ISA in use ('avx2' | 'neon' | 'scalar'), CPU features, threads and kernels in use;
+    """The ISA in use ('avx512' | 'avx2' | 'neon' | 'scalar'), CPU features, threads and the
+    kernel in use per slot (a slot the ISA has no kernel for runs the next rung down's:
+    avx512 -> avx2 -> scalar);
     ``int8_isa`` / ``int8_runnable``: the int8 kernels' ISA ('avx512vnni', 'avxvnni', 'avx2',
     'neondot', 'neon' or 'scalar') and every one this CPU runs."""
     info = _core.cpu_info()

@@ -135,7 +135,7 @@ def test_set_num_threads_bounds():
 def test_set_isa_rejects_unknown_or_unrunnable():
     with pytest.raises(ValueError, match="unknown ISA"):
         _core.set_isa("avx9000")
-    for name in ("avx2", "neon", "scalar"):
+    for name in ("avx2", "avx512", "neon", "scalar"):
         if name not in _core.runnable_isas():
             with pytest.raises(ValueError, match="not runnable"):
                 _core.set_isa(name)

@@ -2,8 +2,9 @@
 
 Sizes follow ruy/XNNPACK practice: 1-10, tile-1 / tile / tile+1 around 8 and 64,
 odd primes; densities from empty to fully dense; empty rows; every block shape;
-uint16 and uint32 column indices; batches around the 8-wide vector and the
-64-wide register tile.
+uint16 and uint32 column indices; batches around the 8-wide (AVX2) and 16-wide
+(AVX-512) vectors, every masked tail of 1-15 columns, and the register tiles up
+to AVX-512's 256 columns.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import pytest
 import pysparse as ps
 from pysparse import _core
 
-from pstest import F32_PATHS_RTOL, F32_SUM_RTOL, random_nm, random_sparse, relerr
+from pstest import F32_PATHS_RTOL, F32_SUM_RTOL, kernel_isa_for, random_nm, random_sparse, relerr
 
 ROWS = [1, 2, 7, 8, 9, 17, 63, 64, 65]
 COLS = [1, 3, 8, 31, 64, 97]
 DENSITIES = [0.0, 0.01, 0.1, 0.5, 1.0]
-BATCHES = [1, 3, 8, 17, 32, 65, 129]
+BATCHES = [1, 3, 8, 13, 16, 17, 32, 65, 129]
 BLOCKS = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (1, 4), (4, 2), (8, 3)]
 
 KERNELS = [k for k in _core.kernels() if k["runnable"]]
@@ -84,7 +85,7 @@ def test_every_simd_kernel_has_a_scalar_twin():
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k["name"])
 def test_kernel_matches_float64_reference(kernel, rng):
-    batches = [1] if kernel["batch"] == "n1" else [2, 3, 8, 9, 17, 64, 65, 129]
+    batches = [1] if kernel["batch"] == "n1" else [2, 3, 8, 9, 11, 15, 16, 17, 31, 47, 64, 65, 129, 257]
     for block in blocks_for(kernel):
         for m, k in itertools.product([1, 7, 16, 17, 33], [5, 8, 61]):
             if block[0] != "nm" and block[1] > k:
@@ -103,7 +104,7 @@ def test_kernel_matches_float64_reference(kernel, rng):
 @pytest.mark.parametrize("kernel", SIMD_KERNELS, ids=lambda k: k["name"])
 def test_simd_kernel_matches_scalar_twin(kernel, rng):
     scalar = twin(kernel)
-    batches = [1] if kernel["batch"] == "n1" else [2, 7, 8, 15, 16, 24, 63, 64, 65, 130]
+    batches = [1] if kernel["batch"] == "n1" else [2, 5, 7, 8, 13, 15, 16, 17, 24, 33, 63, 64, 65, 130, 271]
     for block in blocks_for(kernel):
         for m, k in [(1, 1), (9, 10), (63, 64), (65, 67), (130, 257)]:
             if block[0] != "nm" and block[1] > k:
@@ -188,7 +189,7 @@ def test_every_thread_count_gives_identical_results(isa, rng, threads, block):
     previous = ps.get_num_threads()
     try:
         ps.set_num_threads(threads)
-        for n in (1, 32):
+        for n in (1, 32, 47):
             x = rng.standard_normal((257, n)).astype(np.float32)
             assert _core.testing.threads_for(w._m, n) == threads
             y1 = ps.spmm(w, x, threads=1)
@@ -213,7 +214,7 @@ def test_linear_batched_every_thread_count(isa, rng, threads, block, shape):
     previous = ps.get_num_threads()
     try:
         ps.set_num_threads(threads)
-        for batch in (3, 17, 129):
+        for batch in (3, 11, 17, 129):
             x = rng.standard_normal((batch, shape[1])).astype(np.float32)
             y1 = ps.linear(x, w, threads=1)
             yt = ps.linear(x, w)
@@ -228,9 +229,35 @@ def test_default_isa_is_the_best_runnable():
     info = ps.cpu_info()
     assert info["isa"] == _core.runnable_isas()[0]
     assert "scalar" in info["runnable"]
-    if info["features"]["avx2"] and info["features"]["fma"] and "avx2" in info["built"]:
+    f = info["features"]
+    avx2 = f["avx2"] and f["fma"] and f["bmi1"] and "avx2" in info["built"]
+    avx512 = avx2 and "avx512" in info["built"] and all(
+        f[name] for name in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_os"))
+    if avx512:
+        assert info["isa"] == "avx512" and info["runnable"][:2] == ["avx512", "avx2"]
+        assert info["kernels"]["bsr_4xc_nx"] == "f32_spmm_bsr_4xc_nx__avx512"
+        assert info["kernels"]["csr_n1"] == "f32_spmm_csr_n1__avx2"  # no avx512 rung: the avx2 one runs
+    elif avx2:
         assert info["isa"] == "avx2"
         assert info["kernels"]["csr_n1"] == "f32_spmm_csr_n1__avx2"
+
+
+def test_every_slot_runs_the_first_rung_down_that_has_a_kernel():
+    """dispatch.h's isa_fallback: avx512 -> avx2 -> scalar, neon -> scalar, for every slot."""
+    slots = {}
+    for k in _core.kernels():
+        slots.setdefault((k["format"], k["block_r"], k["batch"]), {})[k["isa"]] = k["name"]
+    previous = _core.get_isa()
+    try:
+        for name in _core.runnable_isas():
+            _core.set_isa(name)
+            in_use = ps.cpu_info()["kernels"]
+            for (fmt, r, batch), by_isa in slots.items():
+                scalar = by_isa["scalar"]
+                slot = scalar[len("f32_spmm_"):scalar.index("__")]
+                assert in_use[slot] == by_isa[kernel_isa_for(name, by_isa.__contains__)], (name, slot)
+    finally:
+        _core.set_isa(previous)
 
 
 @pytest.mark.parametrize("nm", NM_PATTERNS)
@@ -292,7 +319,7 @@ def _same_nonfinite(y, ref):
 @pytest.mark.parametrize("kernel", SIMD_KERNELS, ids=lambda k: k["name"])
 def test_simd_kernel_nonfinite_pattern_matches_scalar_twin(kernel, rng):
     scalar = twin(kernel)
-    batches = [1] if kernel["batch"] == "n1" else [2, 9, 32, 65]
+    batches = [1] if kernel["batch"] == "n1" else [2, 9, 16, 21, 32, 65, 129]
     for block in blocks_for(kernel):
         for m, k in [(2, 4), (9, 10), (33, 64), (65, 300)]:
             if block[0] != "nm" and block[1] > k:
@@ -316,7 +343,7 @@ def test_simd_kernel_nonfinite_pattern_matches_scalar_twin(kernel, rng):
 def test_nonfinite_weights_reach_only_their_rows(kernel, rng):
     # With finite x, the float64 dense product is the reference: a row without
     # a non-finite weight must come out finite and right.
-    batches = [1] if kernel["batch"] == "n1" else [3, 32, 40]
+    batches = [1] if kernel["batch"] == "n1" else [3, 13, 32, 40]
     block = SELL if kernel["format"] == "sell" else (1, 1)
     for m, k in [(2, 4), (17, 9), (64, 600)]:
         for density in (0.05, 0.3, 1.0):

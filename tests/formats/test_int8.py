@@ -367,7 +367,18 @@ def test_pysparse_isa_env_forces_the_int8_path(name):
     assert r.returncode == 0, r.stderr
     f32, q = r.stdout.split()
     assert q == name
-    assert f32 == {"avxvnni": "avx2", "avx512vnni": "avx2", "neondot": "neon"}.get(name, name)
+    avx512 = "avx512" in _core.runnable_isas()
+    assert f32 == {"avxvnni": "avx2", "avx512vnni": "avx512" if avx512 else "avx2", "neondot": "neon"}.get(name, name)
+
+
+def test_pysparse_isa_avx512_is_an_f32_level_that_caps_int8_below_avx512vnni():
+    if "avx512" not in _core.runnable_isas():
+        r = _run("import pysparse", "avx512")
+        assert r.returncode != 0 and "not runnable" in r.stderr
+        return
+    r = _run("from pysparse import _core; print(_core.get_isa(), _core.get_qisa())", "avx512")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["avx512", "avxvnni" if "avxvnni" in QISAS else "avx2"]
 
 
 def test_set_isa_with_an_int8_level_and_errors():
@@ -376,7 +387,11 @@ def test_set_isa_with_an_int8_level_and_errors():
         for name in QISAS:
             if name in ("avxvnni", "avx512vnni", "neondot"):
                 _core.set_isa(name)
-                assert _core.get_qisa() == name and _core.get_isa() in ("avx2", "neon")
+                assert _core.get_qisa() == name and _core.get_isa() in ("avx2", "avx512", "neon")
+        if "avx512" in _core.runnable_isas():  # an f32 name: sets the f32 ISA alone
+            q = _core.get_qisa()
+            _core.set_isa("avx512")
+            assert _core.get_isa() == "avx512" and _core.get_qisa() == q
         with pytest.raises(ValueError, match="unknown ISA"):
             _core.set_qisa("avx9000")
         for name in ("avx2", "avxvnni", "avx512vnni", "neon", "neondot"):
@@ -406,5 +421,5 @@ def test_cpu_info_names_the_int8_isa():
     info = ps.cpu_info()
     assert info["int8_isa"] == _core.get_qisa() and info["int8_runnable"] == QISAS
     assert QISAS[-1] == "scalar"
-    if _core.get_isa() == "avx2":
+    if _core.get_isa() in ("avx2", "avx512"):
         assert set(QISAS) <= {"avx512vnni", "avxvnni", "avx2", "scalar"} and "avx2" in QISAS

@@ -85,3 +85,22 @@ def python_command() -> list[str]:
     (the aarch64 job: the arm64 interpreter under qemu; the host's sys.executable is x86-64 there),
     else this one."""
     return shlex.split(os.environ.get("PYSPARSE_TEST_PYTHON", "")) or [sys.executable]
+
+
+# dispatch.h's isa_fallback, written out: the rungs a slot without a kernel of its own falls
+# down, best first (avx512 -> avx2 -> scalar, neon -> scalar).
+ISA_FALLBACK = {"avx512": "avx2", "avx2": "scalar", "neon": "scalar", "scalar": None}
+
+
+def isa_chain(isa: str) -> list[str]:
+    """``isa`` and the ISAs below it that its empty kernel slots fall back to, best first."""
+    out = []
+    while isa is not None:
+        out.append(isa)
+        isa = ISA_FALLBACK[isa]
+    return out
+
+
+def kernel_isa_for(isa: str, has) -> str:
+    """The ISA whose kernel runs a slot at ``isa``: the first rung down the chain that ``has`` one."""
+    return next(i for i in isa_chain(isa) if has(i))
