@@ -63,4 +63,5 @@ PYBIND11_MODULE(_core, m) {
 
   // Depthwise convolution (bindings/dwconv.cc).
   bind::def_dwconv(m);
+  bind::def_conv(m);
 }

@@ -1,0 +1,136 @@
+// The checked direct dense convolution: _core.conv2d_direct and the kernel
+// list conv_kernels(). Every argument is checked here (dtype, rank, shapes,
+// geometry, sizes) before a pointer reaches the core; x that is not
+// C-contiguous and aligned is copied by numpy (MemoryError when that fails).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "bindings/arrays.h"
+#include "bindings/bindings.h"
+#include "conv.h"
+#include "dispatch.h"
+
+namespace pysparse::bind {
+
+namespace {
+
+// As the depthwise binding: any real network's kernel sizes, strides and paddings; and the padded
+// planes of one image (cin of them) at most this many floats (4 GiB), far beyond any stem.
+constexpr int64_t kMaxKernel = 16, kMaxStride = 16, kMaxPadding = 64;
+constexpr int64_t kMaxPlaneFloats = int64_t{1} << 30;
+
+DwAct act_arg(const py::object& obj) {
+  if (!py::isinstance<py::str>(obj)) throw py::type_error("activation must be a str: 'none', 'relu' or 'relu6'");
+  const std::string s = obj.cast<std::string>();
+  if (s == "none") return DwAct::none;
+  if (s == "relu") return DwAct::relu;
+  if (s == "relu6") return DwAct::relu6;
+  throw py::value_error("activation must be 'none', 'relu' or 'relu6', got '" + s.substr(0, 40) + "'");
+}
+
+const ConvKernelInfo* conv_kernel_by_name(const py::object& name) {
+  if (name.is_none()) return nullptr;
+  if (!py::isinstance<py::str>(name)) throw py::type_error("kernel must be None or a kernel name (str)");
+  const std::string s = name.cast<std::string>();
+  for (const ConvKernelInfo& k : all_conv_kernels()) {
+    if (s != k.name) continue;
+    if (!isa_supported(k.isa)) throw py::value_error("kernel '" + s + "' cannot run on this CPU");
+    return &k;
+  }
+  throw py::value_error("unknown kernel '" + s + "'; see pysparse._core.conv_kernels()");
+}
+
+std::array<int64_t, 2> bounded_pair(const py::object& v, const char* what, int64_t lo, int64_t hi) {
+  const auto p = pair_arg(v, what);
+  for (int64_t x : p) {
+    if (x < lo || x > hi) {
+      throw py::value_error(std::string(what) + " must be between " + std::to_string(lo) + " and " +
+                            std::to_string(hi) + ", got " + py::str(v).cast<std::string>().substr(0, 40));
+    }
+  }
+  return p;
+}
+
+py::array conv2d_direct(const py::object& x_obj, const py::object& w_obj, const py::object& bias,
+                        const py::object& stride, const py::object& padding, const py::object& activation,
+                        const py::object& threads_obj, const py::object& kernel_name) {
+  const int threads = threads_arg(threads_obj);
+  const DwAct act = act_arg(activation);
+  const ConvKernelInfo* kernel = conv_kernel_by_name(kernel_name);
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
+  py::array w = float32_array(w_obj, "weight");
+  if (w.ndim() != 4) {
+    throw py::value_error("weight must be 4-D (Cout, Cin, kh, kw) like conv.weight, got " + std::to_string(w.ndim()) +
+                          "-D");
+  }
+  const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), wd = x.shape(3);
+  const int64_t cout = w.shape(0), kh = w.shape(2), kw = w.shape(3);
+  if (w.shape(1) != c) {
+    throw py::value_error("channel mismatch: weight takes " + std::to_string(w.shape(1)) + " input channels, x has " +
+                          std::to_string(c) + "; the weight is (Cout, Cin, kh, kw) (groups 1)");
+  }
+  if (kh < 1 || kw < 1 || kh > kMaxKernel || kw > kMaxKernel) {
+    throw py::value_error("kernel size must be between 1 and " + std::to_string(kMaxKernel) + ", got " +
+                          std::to_string(kh) + "x" + std::to_string(kw));
+  }
+  const auto s = bounded_pair(stride, "stride", 1, kMaxStride);
+  const auto p = bounded_pair(padding, "padding", 0, kMaxPadding);
+  const int64_t hp = h + 2 * p[0], wp = wd + 2 * p[1];
+  if (hp < kh || wp < kw) {
+    throw py::value_error("input " + std::to_string(h) + "x" + std::to_string(wd) + " is too small for a " +
+                          std::to_string(kh) + "x" + std::to_string(kw) + " kernel with padding " +
+                          std::to_string(p[0]) + "x" + std::to_string(p[1]));
+  }
+  const int64_t ho = (hp - kh) / s[0] + 1, wo = (wp - kw) / s[1] + 1;
+  if (h > (int64_t{1} << 31) / std::max<int64_t>(1, wd)) {
+    throw py::value_error("each image must have fewer than 2**31 pixels");
+  }
+  // c and the padded plane are each below 2**31 here (x's size and the pixel bound), so the product fits.
+  if (c * dwconv_scratch_floats(ho, wo, kh, kw, s[0], s[1]) > kMaxPlaneFloats) {
+    throw py::value_error("the padded input planes (" + std::to_string(c) + " channels of " + std::to_string(h) + "x" +
+                          std::to_string(wd) + ") would pass 4 GiB; the direct convolution is for a network's stem");
+  }
+  if (!(x.flags() & py::array::c_style) || !aligned(x)) x = contiguous<float>(x);
+  auto wc = contiguous<float>(w);
+  py::object keep;
+  const float* b = bias_ptr(bias, cout, keep);
+  py::array_t<float> y({n, cout, ho, wo});
+  const ConvDirectProblem prob{static_cast<const float*>(x.data()), wc.data(), b, y.mutable_data(),
+                               n, c, cout, h, wd, ho, wo, kh, kw, s[0], s[1], p[0], p[1], act};
+  {
+    py::gil_scoped_release nogil;
+    conv2d_direct(prob, threads, kernel);
+  }
+  return y;
+}
+
+py::list conv_kernels() {
+  py::list out;
+  const ConvKernelInfo& active = select_conv_kernel(active_isa());
+  for (const ConvKernelInfo& k : all_conv_kernels()) {
+    py::dict d;
+    d["name"] = k.name;
+    d["isa"] = isa_name(k.isa);
+    d["runnable"] = isa_supported(k.isa);
+    d["active"] = &active == &k;
+    out.append(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+void def_conv(py::module_& m) {
+  m.def("conv2d_direct", &conv2d_direct, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("stride") = py::make_tuple(1, 1), py::arg("padding") = py::make_tuple(0, 0),
+        py::arg("activation") = "none", py::arg("threads") = 0, py::arg("kernel") = py::none(),
+        "Direct dense conv2d (groups 1, dilation 1, zero padding) of x (N, Cin, H, W) float32 with weight "
+        "(Cout, Cin, kh, kw), bias (Cout,) or None, then 'none' | 'relu' | 'relu6'. Returns y (N, Cout, Ho, Wo).");
+  m.def("conv_kernels", &conv_kernels, "The direct conv kernels built: name, isa, runnable, active.");
+}
+
+}  // namespace pysparse::bind
