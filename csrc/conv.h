@@ -9,7 +9,7 @@
 // (kernels-conv.inc) share one engine (kernels/conv-direct.inl); the driver
 // (conv.cc) splits (channel block, row band) tasks across the pool and picks
 // the kernel by the active ISA. Nothing here checks its arguments:
-// bindings/conv.cc does.
+// bindings/dwconv.cc does.
 #pragma once
 
 #include <cstdint>

@@ -57,7 +57,5 @@ void set_isa_level(const std::string& name);  // f32 and int8 ISA from one PYSPA
 
 // Depthwise convolution (dwconv.cc): dwconv2d, dwconv_kernels.
 void def_dwconv(py::module_& m);
-// conv2d_direct, conv_kernels (conv.cc): the direct dense convolution of network stems.
-void def_conv(py::module_& m);
 
 }  // namespace pysparse::bind

@@ -63,5 +63,4 @@ PYBIND11_MODULE(_core, m) {
 
   // Depthwise convolution (bindings/dwconv.cc).
   bind::def_dwconv(m);
-  bind::def_conv(m);
 }

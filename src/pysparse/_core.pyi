@@ -207,7 +207,7 @@ def dwconv2d(
 ) -> npt.NDArray[np.float32]: ...
 def dwconv_kernels() -> list[dict[str, Any]]: ...
 
-# Direct dense convolution of network stems (bindings/conv.cc)
+# Direct dense convolution of network stems (bindings/dwconv.cc)
 def conv2d_direct(
     x: npt.NDArray[np.float32],
     weight: npt.NDArray[np.float32],
