@@ -1,5 +1,6 @@
-// The checked depthwise convolution: _core.dwconv2d and the kernel list
-// dwconv_kernels(). Every argument is checked here (dtype, rank, shapes,
+// The checked convolution kernels: the depthwise _core.dwconv2d, the direct
+// dense _core.conv2d_direct (network stems) and their kernel lists
+// dwconv_kernels() / conv_kernels(). Every argument is checked here (dtype, rank, shapes,
 // geometry, sizes) before a pointer reaches the core; x that is not
 // C-contiguous and aligned is copied by numpy (MemoryError when that fails).
 #include <pybind11/numpy.h>
@@ -7,9 +8,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "conv.h"
 #include "dispatch.h"
 #include "dwconv.h"
 
@@ -20,6 +23,9 @@ namespace {
 // Kernel sizes, strides and paddings this far are any real network's; beyond
 // them the scratch and loops would only serve a mistake.
 constexpr int64_t kMaxKernel = 16, kMaxStride = 16, kMaxPadding = 64;
+// The direct convolution's padded planes of one image (cin of them): at most this many floats
+// (4 GiB), far beyond any stem.
+constexpr int64_t kMaxPlaneFloats = int64_t{1} << 30;
 
 DwAct act_arg(const py::object& obj) {
   if (!py::isinstance<py::str>(obj)) throw py::type_error("activation must be a str: 'none', 'relu' or 'relu6'");
@@ -40,6 +46,18 @@ const DwKernelInfo* dw_kernel_by_name(const py::object& name) {
     return &k;
   }
   throw py::value_error("unknown kernel '" + s + "'; see pysparse._core.dwconv_kernels()");
+}
+
+const ConvKernelInfo* conv_kernel_by_name(const py::object& name) {
+  if (name.is_none()) return nullptr;
+  if (!py::isinstance<py::str>(name)) throw py::type_error("kernel must be None or a kernel name (str)");
+  const std::string s = name.cast<std::string>();
+  for (const ConvKernelInfo& k : all_conv_kernels()) {
+    if (s != k.name) continue;
+    if (!isa_supported(k.isa)) throw py::value_error("kernel '" + s + "' cannot run on this CPU");
+    return &k;
+  }
+  throw py::value_error("unknown kernel '" + s + "'; see pysparse._core.conv_kernels()");
 }
 
 std::array<int64_t, 2> bounded_pair(const py::object& v, const char* what, int64_t lo, int64_t hi) {
@@ -103,10 +121,11 @@ py::array dwconv2d(const py::object& x_obj, const py::object& w_obj, const py::o
   return y;
 }
 
-py::list dwconv_kernels() {
+// A kernel table as dicts: name, isa, runnable, active.
+template <class Info>
+py::list kernel_list(const std::vector<Info>& all, const Info& active) {
   py::list out;
-  const DwKernelInfo& active = select_dw_kernel(active_isa());
-  for (const DwKernelInfo& k : all_dw_kernels()) {
+  for (const Info& k : all) {
     py::dict d;
     d["name"] = k.name;
     d["isa"] = isa_name(k.isa);
@@ -117,6 +136,65 @@ py::list dwconv_kernels() {
   return out;
 }
 
+py::list dwconv_kernels() { return kernel_list(all_dw_kernels(), select_dw_kernel(active_isa())); }
+
+py::list conv_kernels() { return kernel_list(all_conv_kernels(), select_conv_kernel(active_isa())); }
+
+py::array conv2d_direct(const py::object& x_obj, const py::object& w_obj, const py::object& bias,
+                        const py::object& stride, const py::object& padding, const py::object& activation,
+                        const py::object& threads_obj, const py::object& kernel_name) {
+  const int threads = threads_arg(threads_obj);
+  const DwAct act = act_arg(activation);
+  const ConvKernelInfo* kernel = conv_kernel_by_name(kernel_name);
+  py::array x = float32_array(x_obj, "x");
+  if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
+  py::array w = float32_array(w_obj, "weight");
+  if (w.ndim() != 4) {
+    throw py::value_error("weight must be 4-D (Cout, Cin, kh, kw) like conv.weight, got " + std::to_string(w.ndim()) +
+                          "-D");
+  }
+  const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), wd = x.shape(3);
+  const int64_t cout = w.shape(0), kh = w.shape(2), kw = w.shape(3);
+  if (w.shape(1) != c) {
+    throw py::value_error("channel mismatch: weight takes " + std::to_string(w.shape(1)) + " input channels, x has " +
+                          std::to_string(c) + "; the weight is (Cout, Cin, kh, kw) (groups 1)");
+  }
+  if (kh < 1 || kw < 1 || kh > kMaxKernel || kw > kMaxKernel) {
+    throw py::value_error("kernel size must be between 1 and " + std::to_string(kMaxKernel) + ", got " +
+                          std::to_string(kh) + "x" + std::to_string(kw));
+  }
+  const auto s = bounded_pair(stride, "stride", 1, kMaxStride);
+  const auto p = bounded_pair(padding, "padding", 0, kMaxPadding);
+  const int64_t hp = h + 2 * p[0], wp = wd + 2 * p[1];
+  if (hp < kh || wp < kw) {
+    throw py::value_error("input " + std::to_string(h) + "x" + std::to_string(wd) + " is too small for a " +
+                          std::to_string(kh) + "x" + std::to_string(kw) + " kernel with padding " +
+                          std::to_string(p[0]) + "x" + std::to_string(p[1]));
+  }
+  const int64_t ho = (hp - kh) / s[0] + 1, wo = (wp - kw) / s[1] + 1;
+  if (h > (int64_t{1} << 31) / std::max<int64_t>(1, wd)) {
+    throw py::value_error("each image must have fewer than 2**31 pixels");
+  }
+  // c and the padded plane are each below 2**31 here (x's size and the pixel bound), so the product fits.
+  if (c * dwconv_scratch_floats(ho, wo, kh, kw, s[0], s[1]) > kMaxPlaneFloats) {
+    throw py::value_error("the padded input planes (" + std::to_string(c) + " channels of " + std::to_string(h) + "x" +
+                          std::to_string(wd) + ") would pass 4 GiB; the direct convolution is for a network's stem");
+  }
+  if (!(x.flags() & py::array::c_style) || !aligned(x)) x = contiguous<float>(x);
+  auto wc = contiguous<float>(w);
+  py::object keep;
+  const float* b = bias_ptr(bias, cout, keep);
+  py::array_t<float> y({n, cout, ho, wo});
+  const ConvDirectProblem prob{static_cast<const float*>(x.data()), wc.data(), b, y.mutable_data(),
+                               n, c, cout, h, wd, ho, wo, kh, kw, s[0], s[1], p[0], p[1], act};
+  {
+    py::gil_scoped_release nogil;
+    conv2d_direct(prob, threads, kernel);
+  }
+  return y;
+}
+
+
 }  // namespace
 
 void def_dwconv(py::module_& m) {
@@ -126,6 +204,12 @@ void def_dwconv(py::module_& m) {
         "Depthwise conv2d (groups == channels, dilation 1, zero padding) of x (N, C, H, W) float32 with "
         "weight (C, kh, kw), bias (C,) or None, then 'none' | 'relu' | 'relu6'. Returns y (N, C, Ho, Wo).");
   m.def("dwconv_kernels", &dwconv_kernels, "The depthwise kernels built: name, isa, runnable, active.");
+  m.def("conv2d_direct", &conv2d_direct, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("stride") = py::make_tuple(1, 1), py::arg("padding") = py::make_tuple(0, 0),
+        py::arg("activation") = "none", py::arg("threads") = 0, py::arg("kernel") = py::none(),
+        "Direct dense conv2d (groups 1, dilation 1, zero padding) of x (N, Cin, H, W) float32 with weight "
+        "(Cout, Cin, kh, kw), bias (Cout,) or None, then 'none' | 'relu' | 'relu6'. Returns y (N, Cout, Ho, Wo).");
+  m.def("conv_kernels", &conv_kernels, "The direct conv kernels built: name, isa, runnable, active.");
 }
 
 }  // namespace pysparse::bind

@@ -206,3 +206,16 @@ def dwconv2d(
     kernel: str | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def dwconv_kernels() -> list[dict[str, Any]]: ...
+
+# Direct dense convolution of network stems (bindings/dwconv.cc)
+def conv2d_direct(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None = None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    activation: str = "none",
+    threads: int = 0,
+    kernel: str | None = None,
+) -> npt.NDArray[np.float32]: ...
+def conv_kernels() -> list[dict[str, Any]]: ...

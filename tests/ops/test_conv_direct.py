@@ -371,7 +371,8 @@ def test_plan_picks_its_path(rng):
     assert ops.Conv2dPlan(nm, kernel_size=3).path == "im2col"
     assert ops.Conv2dPlan(ps.BSRMatrix.from_dense(w2d, block=(4, 2)), kernel_size=3).path == "im2col"
     assert ops.Conv2dPlan(ps.CSRMatrix.from_dense(w2d[:, :4]), kernel_size=1).path == "1x1"
-    assert ops.Conv2dPlan(w2d, kernel_size=3, padding=1).path == "im2col"  # dense: numpy
+    assert ops.Conv2dPlan(w2d, kernel_size=3, padding=1).path == "direct"  # dense, 4 input channels: the stem kernel
+    assert ops.Conv2dPlan(random_sparse(rng, (8, 5 * 9), 0.3), kernel_size=3, padding=1).path == "im2col"  # numpy
 
 
 def test_plan_copies_and_bias_override(rng):

@@ -62,6 +62,12 @@ SHIFTED_MAX_WASTE = 200.0
 # dilation 1) takes kernel sizes, strides and paddings up to these; past them
 # the numpy path runs.
 DWCONV_MAX_KERNEL, DWCONV_MAX_STRIDE, DWCONV_MAX_PADDING = 16, 16, 64
+# The C++ direct convolution (_core.conv2d_direct: dense weight, groups 1, dilation 1, not a plain
+# 1x1) takes a network's stem: at most this many input channels (an image's), where an im2col copies
+# Cin * kh * kw rows per output pixel for a product of only Cout rows (MobileNetV2's 3x3 stride-2
+# stem, 3 -> 32 at 224x224: numpy's im2col + BLAS 3 ms on one thread); the same size limits as the
+# depthwise kernel.
+DIRECT_MAX_CHANNELS = 4
 # What a plan may fuse after the convolution (the depthwise kernel does it in
 # its epilogue; the other paths in numpy, in place).
 ACTIVATIONS = ("none", "relu", "relu6")
@@ -149,6 +155,15 @@ class Conv2dPlan:
             and max(k) <= DWCONV_MAX_KERNEL and max(s) <= DWCONV_MAX_STRIDE and max(p) <= DWCONV_MAX_PADDING
         )
         self._dw_weight = np.ascontiguousarray(w.reshape(cout, k[0], k[1])) if self.depthwise else None
+        # groups 1, few input channels, dense weight, dilation 1: the C++ direct kernel.
+        self.stem = (
+            not self.sparse and groups == 1 and not self.direct and self.in_channels <= DIRECT_MAX_CHANNELS
+            and self.dilation == (1, 1)
+            and max(k) <= DWCONV_MAX_KERNEL and max(s) <= DWCONV_MAX_STRIDE and max(p) <= DWCONV_MAX_PADDING
+        )
+        self._stem_weight = (
+            np.ascontiguousarray(w.reshape(cout, self.in_channels, k[0], k[1])) if self.stem else None
+        )
         self._waste_per_col = w.nnz / kdim if self.shifted and kdim else 0.0
         self._offsets: dict[tuple[int, int, int], Any] = {}
         self._lock = threading.Lock()  # a plan may run on several Python threads at once
@@ -162,7 +177,8 @@ class Conv2dPlan:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # plans pickled before the depthwise path and the fused activation
-        state = {"activation": "none", "depthwise": False, "_dw_weight": None, **state}
+        state = {"activation": "none", "depthwise": False, "_dw_weight": None, "stem": False, "_stem_weight": None,
+                 **state}
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
@@ -184,29 +200,50 @@ class Conv2dPlan:
     def path(self) -> str:
         """The path the plan picked from its attributes: '1x1', 'shifted' (stride-1 CSR / SELL /
         BSR (R, 1): direct on the padded image when the shape does not waste too much), 'depthwise'
-        (dense, groups == channels, dilation 1: the C++ kernel) or 'im2col'."""
+        (dense, groups == channels, dilation 1: the C++ kernel), 'direct' (dense, groups 1, at most
+        DIRECT_MAX_CHANNELS input channels, dilation 1: the C++ direct kernel of network stems) or 'im2col'."""
         if self.depthwise:
             return "depthwise"
+        if self.stem:
+            return "direct"
         return "1x1" if self.direct else "shifted" if self.shifted else "im2col"
 
     def __call__(self, x: Any, bias: Any = None) -> Any:
         xa, torch_in = check_x(x)
         return as_output(self.run(xa, self.bias if bias is None else self.check_bias(bias)), torch_in)
 
-    def run(self, xa: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    def run(self, xa: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None = None) -> np.ndarray:
         """The convolution of a checked 4-D float32 numpy x (see check_x), with a checked bias,
-        then the plan's activation."""
+        then the plan's activation, then + residual (float32 of the output's shape, C-contiguous;
+        the caller checks it). The sparse kernels apply activation and residual in their
+        epilogue (csrc/epilogue.h); the other paths in place on the fresh output."""
         if self.depthwise and xa.shape[1:2] == (self.in_channels,):
             # the kernel checks the geometry (ValueError: input too small) and fuses bias + activation
-            return _core.dwconv2d(xa, self._dw_weight, bias, self.stride, self.padding, self.activation, self.threads)
-        y = self._run(xa, bias)
+            y = _core.dwconv2d(xa, self._dw_weight, bias, self.stride, self.padding, self.activation, self.threads)
+            if residual is not None:
+                np.add(y, residual, out=y)
+            return y
+        if self.stem and xa.shape[1:2] == (self.in_channels,):
+            y = _core.conv2d_direct(xa, self._stem_weight, bias, self.stride, self.padding, self.activation,
+                                    self.threads)
+            if residual is not None:
+                np.add(y, residual, out=y)
+            return y
+        y, done = self._run(xa, bias, residual)
+        if done:
+            return y
         if self.activation != "none":  # in place; NaN stays NaN as in torch
             np.maximum(y, 0.0, out=y)
             if self.activation == "relu6":
                 np.minimum(y, 6.0, out=y)
+        if residual is not None:
+            np.add(y, residual, out=y)
         return y
 
-    def _run(self, xa: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    def _run(
+        self, xa: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None = None
+    ) -> tuple[np.ndarray, bool]:
+        """(y, whether the epilogue, activation and residual, is already applied)."""
         n, c, h, wd = xa.shape
         k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
         if c != self.in_channels:
@@ -223,9 +260,9 @@ class Conv2dPlan:
             )
         cout = self.out_channels
         if n and self.shifted and self._shifted_fits(wd + 2 * p[1], out_hw[1]):
-            y = _conv_shifted(xa, self, bias)
+            y = _conv_shifted(xa, self, bias, residual)
             if y is not None:
-                return y
+                return y, True
         if self.direct:
             xa = np.ascontiguousarray(xa)
             win = None
@@ -235,13 +272,19 @@ class Conv2dPlan:
             def win(i: int, j: int) -> np.ndarray:
                 return view[i:j]
 
+        done = False
         if n == 0:
             y = np.zeros((0, cout, out_hw[0] * out_hw[1]), dtype=np.float32)
         elif self.sparse:
-            y = _conv_sparse(xa, self.weight, bias, self.direct, win, out_hw, self.threads)
+            if n == 1:  # one product: the epilogue in the kernel
+                y = _conv_sparse(xa, self.weight, bias, self.direct, win, out_hw, self.threads, self.activation,
+                                 residual)
+                done = True
+            else:
+                y = _conv_sparse(xa, self.weight, bias, self.direct, win, out_hw, self.threads)
         else:
             y = conv_dense(xa, self.weight, bias, self.direct, win, out_hw, self.groups)
-        return y.reshape(n, cout, out_hw[0], out_hw[1])
+        return y.reshape(n, cout, out_hw[0], out_hw[1]), done
 
     def _shifted_fits(self, wp: int, wo: int) -> bool:
         """Whether this input width runs direct (else im2col); wp, wo: padded and output widths."""
@@ -282,7 +325,7 @@ class Conv2dPlan:
             return dict(self._offsets)
 
 
-def _conv_shifted(xa: np.ndarray, plan: Conv2dPlan, bias: Any) -> np.ndarray | None:
+def _conv_shifted(xa: np.ndarray, plan: Conv2dPlan, bias: Any, residual: Any = None) -> np.ndarray | None:
     """The direct convolution (stride 1) of xa (N, C, H, W); None when offsets would overflow."""
     n, c, h, wd = xa.shape
     p = plan.padding
@@ -295,20 +338,24 @@ def _conv_shifted(xa: np.ndarray, plan: Conv2dPlan, bias: Any) -> np.ndarray | N
     if m is None:
         return None
     return _core.conv2d_shifted(
-        m, np.ascontiguousarray(xa), plan.kernel_size, p, plan.dilation, per_chunk, bias, plan.threads
+        m, np.ascontiguousarray(xa), plan.kernel_size, p, plan.dilation, per_chunk, bias, plan.threads,
+        activation=plan.activation, residual=residual,
     )
 
 
 def _conv_sparse(
-    xa: np.ndarray, w: SparseMatrixBase, bias: Any, direct: bool, win: Any, out_hw: tuple[int, int], threads: int
+    xa: np.ndarray, w: SparseMatrixBase, bias: Any, direct: bool, win: Any, out_hw: tuple[int, int], threads: int,
+    activation: str = "none", residual: Any = None,
 ) -> np.ndarray:
+    """The product; ``activation`` and ``residual`` only for one image (n == 1)."""
     n, c = xa.shape[:2]
     cout, kdim = w.shape
     pixels = out_hw[0] * out_hw[1]
     m = w._m
     if n == 1:  # the kernel's output is the result: no copy
         cols = xa[0].reshape(c, pixels) if direct else win(0, 1).reshape(kdim, pixels)
-        return _core.spmm(m, cols, bias, threads).reshape(1, cout, pixels)
+        r = None if residual is None else residual.reshape(cout, pixels)
+        return _core.spmm(m, cols, bias, threads, activation=activation, residual=r).reshape(1, cout, pixels)
     y = np.empty((n, cout, pixels), dtype=np.float32)
     if direct and pixels >= PER_IMAGE_PIXELS:
         # 1x1, stride 1: W[Cout, Cin] @ X[Cin, H*W] per image, X a view of the input.

@@ -25,7 +25,7 @@ from .. import _core
 from ..ops import LinearPlan
 from .graph import _Node
 from .ops.base import Fn, _tensor
-from .ops.matmul import conv_with_activation
+from .ops.matmul import conv_with_activation, conv_with_batch_norm, conv_with_residual
 
 
 # builder(producer node, consumer node, producer fn, consumer fn) -> fused fn(*fused inputs) or None.
@@ -102,6 +102,23 @@ FUSIONS.update({
     ("conv2d", act): (lambda prod, cons, prod_fn, cons_fn: conv_with_activation(cons.name, prod_fn, cons.op, cons.attrs))
     for act in ("relu", "relu6", "hardtanh", "clamp")
 })
+
+
+def _conv_bn(prod: Any, cons: Any, prod_fn: Fn, cons_fn: Fn) -> Fn | None:
+    affine = getattr(cons_fn, "affine", None)
+    return None if affine is None else conv_with_batch_norm(cons.name, prod_fn, *affine)
+
+
+# issue 15 (conv): a batch norm after a conv2d folds into its weight and bias (to float32 rounding; the
+# fused node then acts as a conv2d for the next pass, see _ACTS_AS), and a residual add after a conv2d
+# goes into the kernels' epilogue, so conv -> bn -> relu6 and conv -> bn -> add each run as one node.
+FUSIONS.update({
+    ("conv2d", "batch_norm"): _conv_bn,
+    ("conv2d", "add"): lambda prod, cons, prod_fn, cons_fn: conv_with_residual(cons.name, prod_fn, cons_fn),
+})
+
+# Fused ops that compute what their first op does with other arrays, so later passes fuse them like it.
+_ACTS_AS = {"conv2d+batch_norm": "conv2d"}
 
 
 # issue 13 (tfpar): the query, key and value Linears of one attention as one sparse product.
@@ -197,10 +214,20 @@ def _readers(nodes: list[Any]) -> dict[str, list[int]]:
 
 def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
     """The run plan: nodes and fns with every fusable (producer, consumer) pair replaced by one
-    node at the consumer's place (op "producer+consumer", the consumer's name). A producer is fused into at most one consumer.
-    First, each attention's Q/K/V Linears stack into one product (``_fuse_qkv``), if FUSE_QKV."""
+    node at the consumer's place (op "producer+consumer", the consumer's name), pass after pass
+    until nothing more fuses (conv2d+batch_norm, then +relu6). A producer is fused into at most
+    one consumer per pass. First, each attention's Q/K/V Linears stack into one product
+    (``_fuse_qkv``), if FUSE_QKV."""
     if FUSE_QKV:
         nodes, fns = _fuse_qkv(nodes, fns, outputs, _readers(nodes))
+    while True:
+        fused_nodes, fused_fns = _fuse_pass(nodes, fns, outputs)
+        if len(fused_nodes) == len(nodes):
+            return fused_nodes, fused_fns
+        nodes, fns = fused_nodes, fused_fns
+
+
+def _fuse_pass(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any], list[Fn]]:
     readers = _readers(nodes)
     index = {n.name: i for i, n in enumerate(nodes)}
     fused_into: dict[int, tuple[_Node, Fn]] = {}  # consumer index -> fused node
@@ -211,7 +238,7 @@ def fuse(nodes: list[Any], fns: list[Fn], outputs: list[str]) -> tuple[list[Any]
                 continue
             i = index[r]
             prod = nodes[i]
-            build = FUSIONS.get((prod.op, cons.op))
+            build = FUSIONS.get((_ACTS_AS.get(prod.op, prod.op), cons.op))
             if build is None or i in dropped or i in fused_into or j in fused_into or r in outputs:
                 continue
             if readers.get(r) != [j]:  # another node (or this one twice) reads the intermediate

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from ... import ops as _ops
-from ...formats import SparseMatrixBase, format_class
+from ... import _core
+from ...formats import BSRMatrix, SparseMatrixBase, format_class
+from ...ops.geometry import output_hw
 from ...formats import csr as _csr_codec
 from ..schema import _F32, ModelFileError, _Param
 from .base import DENSE_MAC, MAC, Cost, Fn, _prod, _tensor, _window
@@ -71,15 +73,21 @@ def _build_linear(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
         run.plan = plan  # type: ignore[attr-defined]  # for the load-time fusion (runtime/fuse.py)
         return run
     wt = np.ascontiguousarray(w.T)
+    own = _own_kernel_weight(w)._m if w.size <= OWN_KERNEL_MAX_WEIGHTS else None
 
     def run_dense(x: Any) -> np.ndarray:
         x = _tensor(x, node)
         if x.ndim == 0 or x.shape[-1] != k:
             raise ValueError(f"node {node!r}: input last dimension must be {k}, got shape {x.shape}")
-        # One 2-D GEMM over all leading dims: numpy's stacked matmul loops over them (3x slower at (1, 16, K)).
-        y = x.reshape(-1, k) @ wt
-        if bias is not None:
-            y += bias
+        x2 = x.reshape(-1, k)
+        if own is not None and x2.shape[0] <= OWN_KERNEL_MAX_ROWS:
+            # a few rows: our kernel on our pool (numpy's BLAS threads would fight it, see OWN_KERNEL_MAX_ROWS)
+            y = _core.linear(np.ascontiguousarray(x2, dtype=np.float32), own, bias, 0)
+        else:
+            # One 2-D GEMM over all leading dims: numpy's stacked matmul loops over them (3x slower at (1, 16, K)).
+            y = x2 @ wt
+            if bias is not None:
+                y += bias
         return y.reshape(*x.shape[:-1], -1)
 
     return run_dense
@@ -105,11 +113,31 @@ def _conv_params(a: dict[str, Any], where: str) -> dict[str, _Param]:
     return ps
 
 
+# Dense weights of linear and (groups == 1) conv2d nodes run through the fp32 SpMM kernels as BSR (4, 1)
+# at density 1, on the package's own thread pool, rather than numpy's BLAS: at batch 1 the two are within
+# 1-1.6x on one core (Zen 4, MobileNetV2's 1x1 convs and its 1280 -> 1000 classifier), but OpenBLAS's
+# own threads and our pool fight for the cores from two threads on (MobileNetV2's stem, 3x3 stride 2,
+# 3 -> 32: 3 ms on one BLAS thread, 34 ms with OpenBLAS's default threads on a loaded 2-core VM; the
+# classifier 0.06 ms against 10 ms). A linear with more rows than OWN_KERNEL_MAX_ROWS (a transformer's
+# tokens) keeps BLAS, which wins there; weights beyond OWN_KERNEL_MAX_WEIGHTS are not copied.
+OWN_KERNEL_BLOCK = (4, 1)
+OWN_KERNEL_MAX_ROWS = 8
+OWN_KERNEL_MAX_WEIGHTS = 1 << 24
+
+
+def _own_kernel_weight(w: np.ndarray) -> Any:
+    """A dense float32 weight as the BSR matrix our kernels run (every block stored but all-zero ones)."""
+    return BSRMatrix.from_dense(np.ascontiguousarray(w, dtype=np.float32), block=OWN_KERNEL_BLOCK)
+
+
 def _build_conv(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
     w = _build_matrix(a, p, a["out_channels"], _conv_cols(a, node))
     bias = p.get("bias")
     kwargs = {k: a[k] for k in ("kernel_size", "stride", "padding", "dilation", "groups")}
     plan = _ops.Conv2dPlan(w, bias, **kwargs)  # attributes checked and the path chosen once, here
+    if not plan.sparse and plan.path in ("1x1", "im2col") and a["groups"] == 1 and w.size <= OWN_KERNEL_MAX_WEIGHTS:
+        # see OWN_KERNEL_BLOCK; the depthwise and direct (stem) kernels and grouped weights keep their paths
+        plan = _ops.Conv2dPlan(_own_kernel_weight(w), bias, **kwargs)
     return _conv_run(node, plan)
 
 
@@ -121,10 +149,70 @@ def _conv_run(node: str, plan: Any) -> Fn:
         x = _tensor(x, node)
         if x.ndim != 4 or x.shape[1] != cin:
             raise ValueError(f"node {node!r}: conv2d needs input (N, {cin}, H, W), got shape {x.shape}")
-        return plan(x)
+        if x.dtype == np.float32:  # a runtime value: numpy, checked here (plan(x) would check it again)
+            return plan.run(x, plan.bias)
+        return plan(x)  # says what is wrong with it
 
     run.conv_plan = plan  # type: ignore[attr-defined]
     return run
+
+
+def _plan_with(plan: Any, w: Any, bias: np.ndarray | None) -> Any:
+    """A plan like ``plan`` (attributes, threads, activation) for another weight and bias."""
+    k, s, p, d, g, threads = plan.attrs
+    return _ops.Conv2dPlan(w, bias, kernel_size=k, stride=s, padding=p, dilation=d, groups=g,
+                           threads=threads or None, activation=plan.activation)
+
+
+# A batch norm folds into the conv before it when the weight has at most this many entries
+# (a sparse weight is scaled through its dense form, then packed again in its format).
+FOLD_MAX_WEIGHTS = 1 << 24
+
+
+def conv_with_batch_norm(name: str, conv_fn: Fn, scale: np.ndarray, shift: np.ndarray) -> Fn | None:
+    """conv2d followed by batch_norm (y * scale + shift per channel, ``norm.py``'s folded form) as
+    one conv2d with the weight's rows scaled and bias * scale + shift (computed in float64, rounded
+    once: the result equals the two nodes' to float32 rounding, not bitwise). The weight keeps its
+    format; zeros stay zeros. None when the pair does not fold (not a conv2d node, an activation
+    already fused, a weight too large, non-finite scale or shift)."""
+    plan = getattr(conv_fn, "conv_plan", None)
+    if plan is None or plan.activation != "none" or scale.shape != (plan.out_channels,):
+        return None
+    w = plan.weight
+    if w.shape[0] * w.shape[1] > FOLD_MAX_WEIGHTS or not (np.isfinite(scale).all() and np.isfinite(shift).all()):
+        return None
+    s64 = scale.astype(np.float64)
+    if isinstance(w, SparseMatrixBase):
+        if w.quantized:
+            return None
+        dense = w.to_dense().astype(np.float64) * s64[:, None]
+        w2: Any = type(w).pack(dense.astype(np.float32), **w.file_attrs())
+    else:
+        w2 = (w.astype(np.float64) * s64[:, None]).astype(np.float32)
+    b = np.zeros(plan.out_channels) if plan.bias is None else plan.bias.astype(np.float64)
+    bias = (b * s64 + shift.astype(np.float64)).astype(np.float32)
+    return _conv_run(name, _plan_with(plan, w2, bias))
+
+
+def conv_with_residual(name: str, conv_fn: Fn, add_fn: Fn) -> Fn | None:
+    """conv2d followed by add(conv, r) (either order): fn(x, r) with r added in the kernels'
+    epilogue when r is float32, C-contiguous and exactly the output's shape; anything else runs
+    the two nodes as they are (``add_fn`` broadcasts, casts and checks)."""
+    plan = getattr(conv_fn, "conv_plan", None)
+    if plan is None:
+        return None
+    cin, cout = plan.in_channels, plan.out_channels
+
+    def fused(x: Any, r: Any) -> Any:
+        if (isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[1] == cin and x.dtype == np.float32
+                and isinstance(r, np.ndarray) and r.dtype == np.float32 and r.flags.c_contiguous and r.ndim == 4
+                and r.shape[:2] == (x.shape[0], cout)):
+            out_hw = output_hw(x.shape[2:], plan.kernel_size, plan.stride, plan.padding, plan.dilation)
+            if r.shape[2:] == out_hw:
+                return plan.run(x, plan.bias, r)
+        return add_fn(conv_fn(x), r)
+
+    return fused
 
 
 # The activation nodes a conv2d can take into its plan: op -> the plan's activation for that node's

@@ -28,6 +28,7 @@ def _build_batch_norm(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) ->
         shape = (1, c) + (1,) * (x.ndim - 2)
         return x * scale32.reshape(shape) + shift32.reshape(shape)
 
+    run.affine = (np.asarray(scale, dtype=np.float64), np.asarray(shift, dtype=np.float64))  # type: ignore[attr-defined]  # for the load-time fold into a conv (runtime/fuse.py)
     return run
 
 
