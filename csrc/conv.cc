@@ -48,13 +48,12 @@ const std::vector<ConvKernelInfo>& all_conv_kernels() {
 }
 
 const ConvKernelInfo& select_conv_kernel(Isa isa) {
-  const ConvKernelInfo* fallback = nullptr;
-  for (const ConvKernelInfo& k : all_conv_kernels()) {
-    if (k.isa == isa) return k;
-    if (k.isa == Isa::scalar) fallback = &k;
+  for (;; isa = isa_fallback(isa)) {  // the next rung down when this ISA has no stem kernel (avx512 -> avx2)
+    for (const ConvKernelInfo& k : all_conv_kernels()) {
+      if (k.isa == isa) return k;
+    }
+    if (isa == Isa::scalar) throw std::logic_error("no scalar direct conv kernel; kernels-conv.inc is incomplete");
   }
-  if (fallback == nullptr) throw std::logic_error("no scalar direct conv kernel; kernels-conv.inc is incomplete");
-  return *fallback;
 }
 
 void conv2d_direct(const ConvDirectProblem& p, int nthreads, const ConvKernelInfo* kernel) {

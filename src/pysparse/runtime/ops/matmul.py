@@ -85,7 +85,7 @@ def _build_linear(node: str, a: dict[str, Any], p: dict[str, np.ndarray]) -> Fn:
             y = _core.linear(np.ascontiguousarray(x2, dtype=np.float32), own, bias, 0)
         else:
             # One 2-D GEMM over all leading dims: numpy's stacked matmul loops over them (3x slower at (1, 16, K)).
-            y = x2 @ wt
+            y = np.ascontiguousarray(x2) @ wt  # one layout into BLAS: a strided view gives other bits
             if bias is not None:
                 y += bias
         return y.reshape(*x.shape[:-1], -1)
