@@ -172,13 +172,21 @@ QS8_VNNI_TARGET void nt512(const QArgs& a) {
 #pragma GCC unroll 16
       for (int u = 0; u < NA; ++u) {
         if (u * P >= nh) break;
+        // The x scales of this vector's P tokens; the tile's last vector may hold fewer than P real
+        // tokens, whose scales are copied so nothing past x_scale[n - 1] is read.
+        const float* xp = xs + u * P;
+        alignas(16) float xpad[4] = {};
+        if (nh - u * P < P) {
+          std::copy_n(xp, nh - u * P, xpad);
+          xp = xpad;
+        }
         __m512 xsv;
         if constexpr (R == 8) {
           double d;
-          std::memcpy(&d, xs + u * 2, 8);
+          std::memcpy(&d, xp, 8);
           xsv = _mm512_castpd_ps(_mm512_set1_pd(d));
         } else {
-          xsv = _mm512_broadcast_f32x4(_mm_loadu_ps(xs + u * 4));
+          xsv = _mm512_broadcast_f32x4(_mm_loadu_ps(xp));
         }
         __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[u]), ws), xsv, bias);
         if (a.relu) y = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), y);
