@@ -71,6 +71,34 @@ std::array<int64_t, 2> bounded_pair(const py::object& v, const char* what, int64
   return p;
 }
 
+// The sliding-window geometry both convolutions share, validated: kernel size, stride and padding in
+// range, the padded input at least one window, and fewer than 2**31 pixels per image (so every size
+// below fits int64 and the scratch fits memory: such images are far beyond any model).
+struct WindowGeometry {
+  std::array<int64_t, 2> stride, padding;
+  int64_t ho, wo;
+};
+
+WindowGeometry window_geometry(int64_t h, int64_t wd, int64_t kh, int64_t kw, const py::object& stride,
+                               const py::object& padding) {
+  if (kh < 1 || kw < 1 || kh > kMaxKernel || kw > kMaxKernel) {
+    throw py::value_error("kernel size must be between 1 and " + std::to_string(kMaxKernel) + ", got " +
+                          std::to_string(kh) + "x" + std::to_string(kw));
+  }
+  const auto s = bounded_pair(stride, "stride", 1, kMaxStride);
+  const auto p = bounded_pair(padding, "padding", 0, kMaxPadding);
+  const int64_t hp = h + 2 * p[0], wp = wd + 2 * p[1];
+  if (hp < kh || wp < kw) {
+    throw py::value_error("input " + std::to_string(h) + "x" + std::to_string(wd) + " is too small for a " +
+                          std::to_string(kh) + "x" + std::to_string(kw) + " kernel with padding " +
+                          std::to_string(p[0]) + "x" + std::to_string(p[1]));
+  }
+  if (h > (int64_t{1} << 31) / std::max<int64_t>(1, wd)) {
+    throw py::value_error("each image must have fewer than 2**31 pixels");
+  }
+  return {s, p, (hp - kh) / s[0] + 1, (wp - kw) / s[1] + 1};
+}
+
 py::array dwconv2d(const py::object& x_obj, const py::object& w_obj, const py::object& bias,
                    const py::object& stride, const py::object& padding, const py::object& activation,
                    const py::object& threads_obj, const py::object& kernel_name) {
@@ -90,23 +118,7 @@ py::array dwconv2d(const py::object& x_obj, const py::object& w_obj, const py::o
     throw py::value_error("channel mismatch: weight has " + std::to_string(w.shape(0)) + " channels, x has " +
                           std::to_string(c) + "; a depthwise weight is (C, kh, kw)");
   }
-  if (kh < 1 || kw < 1 || kh > kMaxKernel || kw > kMaxKernel) {
-    throw py::value_error("kernel size must be between 1 and " + std::to_string(kMaxKernel) + ", got " +
-                          std::to_string(kh) + "x" + std::to_string(kw));
-  }
-  const auto s = bounded_pair(stride, "stride", 1, kMaxStride);
-  const auto p = bounded_pair(padding, "padding", 0, kMaxPadding);
-  const int64_t hp = h + 2 * p[0], wp = wd + 2 * p[1];
-  if (hp < kh || wp < kw) {
-    throw py::value_error("input " + std::to_string(h) + "x" + std::to_string(wd) + " is too small for a " +
-                          std::to_string(kh) + "x" + std::to_string(kw) + " kernel with padding " +
-                          std::to_string(p[0]) + "x" + std::to_string(p[1]));
-  }
-  const int64_t ho = (hp - kh) / s[0] + 1, wo = (wp - kw) / s[1] + 1;
-  // Every size below fits int64 and the scratch fits memory: images of 2**31 pixels are far beyond any model.
-  if (h > (int64_t{1} << 31) / std::max<int64_t>(1, wd)) {
-    throw py::value_error("each image must have fewer than 2**31 pixels");
-  }
+  const auto [s, p, ho, wo] = window_geometry(h, wd, kh, kw, stride, padding);
   if (!(x.flags() & py::array::c_style) || !aligned(x)) x = contiguous<float>(x);
   auto wc = contiguous<float>(w);
   py::object keep;
@@ -159,22 +171,7 @@ py::array conv2d_direct(const py::object& x_obj, const py::object& w_obj, const 
     throw py::value_error("channel mismatch: weight takes " + std::to_string(w.shape(1)) + " input channels, x has " +
                           std::to_string(c) + "; the weight is (Cout, Cin, kh, kw) (groups 1)");
   }
-  if (kh < 1 || kw < 1 || kh > kMaxKernel || kw > kMaxKernel) {
-    throw py::value_error("kernel size must be between 1 and " + std::to_string(kMaxKernel) + ", got " +
-                          std::to_string(kh) + "x" + std::to_string(kw));
-  }
-  const auto s = bounded_pair(stride, "stride", 1, kMaxStride);
-  const auto p = bounded_pair(padding, "padding", 0, kMaxPadding);
-  const int64_t hp = h + 2 * p[0], wp = wd + 2 * p[1];
-  if (hp < kh || wp < kw) {
-    throw py::value_error("input " + std::to_string(h) + "x" + std::to_string(wd) + " is too small for a " +
-                          std::to_string(kh) + "x" + std::to_string(kw) + " kernel with padding " +
-                          std::to_string(p[0]) + "x" + std::to_string(p[1]));
-  }
-  const int64_t ho = (hp - kh) / s[0] + 1, wo = (wp - kw) / s[1] + 1;
-  if (h > (int64_t{1} << 31) / std::max<int64_t>(1, wd)) {
-    throw py::value_error("each image must have fewer than 2**31 pixels");
-  }
+  const auto [s, p, ho, wo] = window_geometry(h, wd, kh, kw, stride, padding);
   // c and the padded plane are each below 2**31 here (x's size and the pixel bound), so the product fits.
   if (c * dwconv_scratch_floats(ho, wo, kh, kw, s[0], s[1]) > kMaxPlaneFloats) {
     throw py::value_error("the padded input planes (" + std::to_string(c) + " channels of " + std::to_string(h) + "x" +
