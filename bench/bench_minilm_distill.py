@@ -300,7 +300,8 @@ def run_rung(name: str, spec: dict[str, Any], teacher: torch.nn.Module, tokenize
             losses["attention"] = distill.AttentionLoss(student, teacher, layer_map, weight=args.attention_weight)
         torch.manual_seed(0)
         history = distill.fit(student, teacher, batches, 1, pruner=pruner, lr=args.lr, max_steps=steps,
-                              loss=losses, lr_schedule=args.lr_schedule, warmup=args.warmup)
+                              loss=losses, lr_schedule=args.lr_schedule, warmup=args.warmup,
+                              dropout=not args.no_dropout)
         for term in (hints, losses.get("attention")):
             if term is not None:
                 term.remove()
@@ -363,6 +364,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     ap.add_argument("--attention-weight", type=float, default=0.0,
                     help="weight of MiniLM's attention-distribution KL on the mapped layers (0: off)")
+    ap.add_argument("--no-dropout", action="store_true",
+                    help="train the student with dropout off (distill.fit(dropout=False)): the teacher has none")
     ap.add_argument("--tag", help="appended to the rung names in the results (runs of one rung with other settings)")
     ap.add_argument("--prune-end", type=float, default=0.7,
                     help="fraction of the steps over which the gradual schedule reaches the target sparsity")
@@ -392,7 +395,8 @@ def main() -> None:
                  f"lee.cor 50 documents x 1225 human-rated pairs; read from {Path(data['source']).name}"),
         "budget": (f"{args.steps} steps x batch {args.batch}, Adam lr {args.lr}, {TRAIN_TOKENS} tokens, "
                    f"hidden weight {args.hidden_weight}, pruned by step {args.prune_end:.0%}, lr schedule "
-                   f"{args.lr_schedule} (warm-up {args.warmup}), attention weight {args.attention_weight}"),
+                   f"{args.lr_schedule} (warm-up {args.warmup}), attention weight {args.attention_weight}"
+                   f"{', student dropout off' if args.no_dropout else ''}"),
     }
     print(meta, flush=True)
     out = Path(args.out)

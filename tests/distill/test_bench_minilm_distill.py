@@ -57,21 +57,27 @@ def test_quality_figures_against_hand_made_embeddings():
     assert bench._ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]
 
 
-@pytest.mark.parametrize("rung, attention, schedule", [("50% 4x1", 0.0, "constant"),
-                                                       ("6->3 layers + 80% 4x1", 0.5, "cosine")])
-def test_a_rung_on_a_tiny_bert(tokenizer, tmp_path, rung, attention, schedule):
+@pytest.mark.parametrize("rung, attention, schedule, no_dropout", [("50% 4x1", 0.0, "constant", False),
+                                                                   ("6->3 layers + 80% 4x1", 0.5, "cosine", True)])
+def test_a_rung_on_a_tiny_bert(tokenizer, tmp_path, rung, attention, schedule, no_dropout):
     teacher = tiny_bert(4, hidden=32)
     teacher.resize_token_embeddings(len(tokenizer))
+    for m in teacher.modules():  # the tiny config has none; the real MiniLM has 0.1
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.1
     rng = np.random.default_rng(0)
     text = [" ".join(rng.choice(WORDS, size=rng.integers(4, 9))) + " ." for _ in range(300)]
     data = {"train": text[:256], "retrieval": text[256:296], "lee": text[296:300],
             "human": rng.random(6)}
     args = argparse.Namespace(steps=4, batch=8, lr=1e-3, hidden_weight=bench.HIDDEN_WEIGHT, prune_end=0.7,
-                              lr_schedule=schedule, warmup=1, attention_weight=attention)
+                              lr_schedule=schedule, warmup=1, attention_weight=attention,
+                              no_dropout=no_dropout)
     spec = bench.RUNGS[rung]
     student, info = bench.run_rung(rung, spec, teacher, tokenizer, data, args)
     assert info["layers"] == 4 - spec.get("drop", 0) and info["steps"] == 4
     assert ("attention" in info["losses"]) == (attention > 0)
+    rates = {m.p for m in student.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {0.1}  # restored after training, dropout off or not
     assert info["encoder_sparsity"] == pytest.approx(spec["sparsity"], abs=0.02)
     assert info["layer_sparsity_min_max"][1] <= bench.layer_cap(spec["sparsity"]) + 1e-9
     _, ref = bench.evaluate(teacher, tokenizer, data, None)

@@ -449,3 +449,44 @@ def test_lr_schedule_bad_arguments(digits, teacher):
     with pytest.raises(ValueError, match="run's length"):
         distill.fit(student, teacher, torch.utils.data.DataLoader(Endless(), batch_size=None), 1,
                     lr_schedule="linear", progress=False)
+
+
+class _Recorder(torch.nn.Module):
+    """A dropout layer's input and output, every training forward."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.drop = torch.nn.Dropout(p)
+        self.pairs = []
+
+    def forward(self, x):
+        y = self.drop(x)
+        if self.training:
+            self.pairs.append((x.detach().clone(), y.detach().clone()))
+        return y
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_dropout_off_trains_without_it_and_restores_the_rates(digits, teacher, keep):
+    x, y = digits[0].tensors
+    batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)]
+    rec = _Recorder(0.5)
+    student = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), rec, torch.nn.Linear(32, 10))
+    torch.manual_seed(0)
+    distill.fit(student, teacher, batches, 1, lr=1e-2, progress=False, dropout=keep)
+    assert len(rec.pairs) == 3
+    same = [torch.equal(a, b) for a, b in rec.pairs]
+    assert same == [not keep] * 3  # p = 0 passes its input through; p = 0.5 zeroes and rescales
+    assert rec.drop.p == 0.5 and student.training
+
+
+def test_dropout_rates_come_back_when_training_fails(digits, teacher):
+    x, y = digits[0].tensors
+    rec = _Recorder(0.25)
+    student = torch.nn.Sequential(torch.nn.Linear(64, 10), rec)
+    with pytest.raises(FloatingPointError):
+        distill.fit(student, teacher, [(x[:50], y[:50])], 1, progress=False, dropout=False,
+                    loss=lambda s, t, lab: torch.tensor(float("nan")))
+    assert rec.drop.p == 0.25
+    with pytest.raises(TypeError, match="dropout must be True or False"):
+        distill.fit(student, teacher, [(x[:50], y[:50])], 1, progress=False, dropout=0.0)

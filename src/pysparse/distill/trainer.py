@@ -315,6 +315,7 @@ def fit(
     qat: Any = None,
     lr_schedule: str | Callable[[int, int], float] = "constant",
     warmup: int = 0,
+    dropout: bool = True,
 ) -> History:
     """Train ``student`` against a frozen ``teacher`` for ``epochs`` passes over ``train_loader``.
 
@@ -354,6 +355,11 @@ def fit(
       remaining steps). A decaying schedule needs the run's length: ``max_steps``
       or a ``train_loader`` with ``len()``. Recovery after gradual pruning is
       where a decay pays: the last masks are fixed while the rate falls.
+    - ``dropout``: False trains the student with every dropout layer's rate set
+      to 0 (restored afterwards). The teacher runs without dropout, so a student
+      that must reproduce its outputs (embeddings, hidden states) fits a noisy
+      copy of its own forward while dropout stays on; dropout's regularisation
+      is worth keeping when the student learns labels.
     - ``progress``: tqdm bars (rank 0 only when distributed).
     - ``max_steps``: stop after this many optimizer steps (the budget; the last
       epoch ends early).
@@ -384,6 +390,8 @@ def fit(
         raise TypeError("evaluate must be a callable (student) -> {name: figure}")
     number(lr, "lr", strict=True)
     count(warmup, "warmup")
+    if not isinstance(dropout, bool):
+        raise TypeError(f"dropout must be True or False, got {dropout!r}")
     for name, data in (("train_loader", train_loader), ("val_loader", val_loader)):
         if data is None and name == "val_loader":
             continue
@@ -430,7 +438,12 @@ def fit(
     distiller: FeatureDistiller | None = None
     built_distiller = False
     history = History()
+    rates: list[tuple[nn.Module, float]] = []
     try:
+        if not dropout:  # nn.Dropout*, AlphaDropout; HF attention reads its dropout module's p too
+            rates = [(m, m.p) for m in student.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+            for m, _ in rates:
+                m.p = 0.0
         if features is not None and not isinstance(features, FeatureDistiller):
             first = next(iter(train_loader), None)
             if first is None:
@@ -574,6 +587,8 @@ def fit(
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: {shown} ({row['time']:.1f} s)")
         history.layers_ = layer_sparsity(student)
     finally:
+        for m, p in rates:
+            m.p = p
         if teacher_state is not None:
             was_training, flags = teacher_state
             teacher.train(was_training)
