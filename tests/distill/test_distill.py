@@ -490,3 +490,10 @@ def test_dropout_rates_come_back_when_training_fails(digits, teacher):
     assert rec.drop.p == 0.25
     with pytest.raises(TypeError, match="dropout must be True or False"):
         distill.fit(student, teacher, [(x[:50], y[:50])], 1, progress=False, dropout=0.0)
+
+
+def test_dropout_off_knows_every_dropout_layer_torch_has():
+    from pysparse.distill.trainer import _DROPOUTS
+
+    # torch's own dropout classes share a private base; a new one there must be listed here
+    assert set(torch.nn.modules.dropout._DropoutNd.__subclasses__()) <= set(_DROPOUTS)

@@ -37,6 +37,9 @@ from .losses import FeatureDistiller, KDLoss
 
 __all__ = ["History", "fit", "layer_sparsity", "measured_sparsity"]
 
+# torch's dropout layers by their public names (their common base class is private)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
 LossFn = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
 
 
@@ -441,7 +444,7 @@ def fit(
     rates: list[tuple[nn.Module, float]] = []
     try:
         if not dropout:  # nn.Dropout*, AlphaDropout; HF attention reads its dropout module's p too
-            rates = [(m, m.p) for m in student.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+            rates = [(m, m.p) for m in student.modules() if isinstance(m, _DROPOUTS)]
             for m, _ in rates:
                 m.p = 0.0
         if features is not None and not isinstance(features, FeatureDistiller):
