@@ -37,6 +37,18 @@ def load_both(path, monkeypatch):
     return fused, plain
 
 
+def assert_same_bits(fused, plain, rng, threads):
+    """Both runtimes give the same bits on padded batches of several shapes, on ``threads`` threads."""
+    previous = ps.get_num_threads()
+    ps.set_num_threads(threads)
+    try:
+        for b, s in [(1, 1), (1, 16), (2, 9), (3, 40)]:
+            xs = batch(rng, b, s)
+            np.testing.assert_array_equal(fused(*xs), plain(*xs))
+    finally:
+        ps.set_num_threads(previous)
+
+
 def plan_ops(m):
     return [n.op for n in m._plan_nodes]
 
@@ -86,14 +98,44 @@ def test_tiny_bert_qkv_stacked_equals_unfused(tmp_path, rng, monkeypatch, format
     assert sorted(n.name for n in stacked) == want
     if formats != ("sell",):
         assert len(stacked) == 2  # both layers
-    previous = ps.get_num_threads()
-    ps.set_num_threads(threads)
-    try:
-        for b, s in [(1, 1), (1, 16), (2, 9), (3, 40)]:
-            xs = batch(rng, b, s)
-            np.testing.assert_array_equal(fused(*xs), plain(*xs))
-    finally:
-        ps.set_num_threads(previous)
+    assert_same_bits(fused, plain, rng, threads)
+
+
+def prune_blocks_(model, r=4, frac=0.8):
+    """Zero the weakest (r, 4) blocks of every Linear: a weight bsr_int8 stores (few blocks kept)."""
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear) and mod.weight.shape[0] % r == 0 and mod.weight.shape[1] % 4 == 0:
+                w = mod.weight
+                norms = w.reshape(w.shape[0] // r, r, -1, 4).abs().sum(dim=(1, 3))
+                keep = (norms > norms.flatten().kthvalue(int(frac * norms.numel())).values).float()
+                w.mul_(keep.repeat_interleave(r, 0).repeat_interleave(4, 1))
+
+
+@pytest.mark.parametrize("fmt", ["dense_int8", "bsr_int8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tiny_bert_int8_qkv_stacked_equals_unfused(tmp_path, rng, monkeypatch, fmt, threads):
+    """int8 Q/K/V stack as stored (int8 rows, per-row scales): x is quantized once for the three,
+    to the same bits as three int8 Linears and the attention node."""
+    from pysparse import conversion
+    from pysparse.formats import INT8_FORMATS
+
+    model = tiny_bert(seed=7)
+    prune_blocks_(model)
+    ids, mask, tt = batch(rng, 2, 9)
+    ex = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+          "token_type_ids": torch.from_numpy(tt)}
+    with monkeypatch.context() as mp:  # one int8 format for every Linear, so each Q/K/V triple stacks
+        mp.setattr(conversion, "INT8_FORMATS", {fmt: INT8_FORMATS[fmt]})
+        sm = ps.convert(model, example_inputs=ex, dtype="int8", formats=("dense",), block=(4, 4),
+                        min_speedup=1e-9, threads=1, progress=False)
+    qkv = [la for la in sm.pysparse_report_.layers if la.name.endswith(("query", "key", "value"))]
+    assert len(qkv) == 6 and {la.format.split("(")[0] for la in qkv} == {fmt}
+    ps.save(sm, tmp_path / "m.pspz", ex)
+    fused, plain = load_both(tmp_path / "m.pspz", monkeypatch)
+    stacked = [n for n in fused._plan_nodes if n.op == "linear+attention"]
+    assert len(stacked) == 2  # both layers
+    assert_same_bits(fused, plain, rng, threads)
 
 
 class MLP(torch.nn.Module):

@@ -126,7 +126,9 @@ _ACTS_AS = {"conv2d+batch_norm": "conv2d"}
 # weights are packed as one (CSR, BSR (R, C) with R dividing each part's rows), so the fused node
 # gives the same bits as the four nodes. One pass over x instead of three (one transpose of x,
 # one pool job, one Python call instead of three); attention reads q, k, v as views of the output.
-QKV_FORMATS = ("csr", "bsr")
+# The int8 formats stack their int8 rows and per-row scales as stored (no requantization): x is
+# quantized per row, so once for the three parts instead of three times, to the same bits.
+QKV_FORMATS = ("csr", "bsr", "bsr_int8", "dense_int8")
 FUSE_QKV = True  # tests load a model with it off to compare
 QKV_MAX_DENSE = 1 << 24  # elements of the dense stack (64 MiB; BERT-large's Q/K/V: 3.1M)
 
@@ -145,7 +147,11 @@ def _stacked_qkv(plans: list[Any]) -> Any:
     biases = [p._bias for p in plans]
     if any(b is None for b in biases) and any(b is not None for b in biases):
         return None  # adding a zero bias is not a no-op on -0.0
-    stacked = cls.pack(np.vstack([w.to_dense() for w in ws]), **({"block": tuple(tag["block"])} if "block" in tag else {}))
+    block = {"block": tuple(tag["block"])} if "block" in tag else {}
+    if getattr(cls, "quantized", False):
+        stacked = cls.from_int8(np.vstack([w.to_int8() for w in ws]), np.concatenate([w.scales for w in ws]), **block)
+    else:
+        stacked = cls.pack(np.vstack([w.to_dense() for w in ws]), **block)
     if np.asarray(stacked.data).size != sum(np.asarray(w.data).size for w in ws):
         return None  # a stored zero block would be dropped: not the same products
     plan = LinearPlan(stacked, None if biases[0] is None else np.concatenate(biases))
