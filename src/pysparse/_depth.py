@@ -88,14 +88,6 @@ def _block_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return x if isinstance(x, torch.Tensor) else None
 
 
-def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(tokens, features) float64 rows of a state, the padding left out."""
-    x = x.detach().to(torch.float64)
-    if x.dim() == 3 and mask is not None and tuple(mask.shape) == tuple(x.shape[:2]):
-        return x[mask != 0]
-    return x.reshape(-1, x.shape[-1]) if x.dim() >= 2 else x.reshape(1, -1)
-
-
 def layer_similarity(model: nn.Module, batches: Iterable[Any], *, stack: str | None = None,
                      progress: bool = True) -> LayerSimilarity:
     """Measure each block of the model's stack on ``batches`` (dicts, (inputs, labels) or (inputs,),
@@ -150,9 +142,9 @@ def layer_similarity(model: nn.Module, batches: Iterable[Any], *, stack: str | N
                         f"block {names[missing[0] - 1] if missing[0] else names[0]!r} did not run (or returned no "
                         "tensor) on the batch; layer_similarity needs every block of the stack on the forward path"
                     )
-                reps = [_rows(captured[i], mask) for i in range(n + 1)]
+                reps = [_batches.token_rows(captured[i], mask) for i in range(n + 1)]
                 for i in range(n):
-                    x_in = _rows(captured.get(-(i + 1), captured[i]), mask)
+                    x_in = _batches.token_rows(captured.get(-(i + 1), captured[i]), mask)
                     x_out = reps[i + 1]
                     if x_in.shape != x_out.shape:
                         shape_ok[i] = False

@@ -88,3 +88,20 @@ def test_a_rung_on_a_tiny_bert(tokenizer, tmp_path, rung, attention, schedule, n
                                                rung: info})
     md = (tmp_path / "r.md").read_text()
     assert f"| {rung} |" in md and "encoder.layer.0.attention.self.query" in md
+
+
+@pytest.mark.parametrize("rung", ["50% 4x1 one-shot (no training)",
+                                  "80% 4x1 one-shot, activation criterion (no training)"])
+def test_a_one_shot_rung_on_a_tiny_bert(tokenizer, rung):
+    teacher = tiny_bert(2, hidden=32)
+    teacher.resize_token_embeddings(len(tokenizer))
+    rng = np.random.default_rng(0)
+    text = [" ".join(rng.choice(WORDS, size=rng.integers(4, 9))) + " ." for _ in range(600)]
+    data = {"train": text[:512], "retrieval": text[512:596], "lee": text[596:600], "human": rng.random(6)}
+    args = argparse.Namespace(steps=4, batch=8)
+    spec = bench.RUNGS[rung]
+    student, info = bench.run_rung(rung, spec, teacher, tokenizer, data, args)
+    assert info["steps"] == 0 and info["encoder_sparsity"] == pytest.approx(spec["sparsity"], abs=0.02)
+    assert all(not p.requires_grad or p.grad is None for p in student.parameters())  # no training ran
+    changed = [n for n, p in student.named_parameters() if not torch.equal(p, dict(teacher.named_parameters())[n])]
+    assert changed and all(n.startswith("encoder.") and n.endswith(".weight") for n in changed)

@@ -10,7 +10,8 @@
     print(pruner.report())
     model = pruner.squash()
 
-- criteria (``importance``): "magnitude", "l2", "taylor", "fisher", or a callable
+- criteria (``importance``): "magnitude", "l2", "taylor", "fisher", ``Activation.calibrate(model,
+  batches)`` (Wanda: |w| times its input's norm), or a callable
   ``(module, name) -> scores``;
 - patterns (``patterns``): "unstructured", (R, C) blocks, "N:M", "channel";
 - schedules (``schedules``): ``one_shot``, ``iterative``, ``gradual``;
@@ -25,7 +26,7 @@ from __future__ import annotations
 from .channels import remove_channels
 from .group_pruner import GroupReport, GroupRow
 from .groups import ChannelGraph, ChannelGroup
-from .importance import CRITERIA, L2, BNScale, Fisher, Magnitude, Taylor, get_criterion
+from .importance import CRITERIA, L2, Activation, BNScale, Fisher, Magnitude, Taylor, get_criterion
 from .patterns import NM, Block, Channel, Pattern, Unstructured, parse_pattern
 from .pruner import Pruner
 from .regularizers import l1_regularization
@@ -35,6 +36,7 @@ from .schedules import gradual, iterative, one_shot
 __all__ = [
     "CRITERIA",
     "NM",
+    "Activation",
     "BNScale",
     "Block",
     "Channel",
