@@ -2,14 +2,14 @@
 // vector traits: scores = q k^T * scale + mask, softmax, context = p v, all in
 // the task's scratch, so scores never go to memory the caller sees.
 //
-// Layout (all in `scratch`, sizes rounded up to kAttentionPad = 8 floats, the
-// widest vector, so the scratch size does not depend on the ISA):
+// Layout (all in `scratch`, sizes rounded up to kAttentionPad = 16 floats, the
+// widest vector (AVX-512), so the scratch size does not depend on the ISA):
 //   kt  [dim][Tp]  K^T: keys along a row, so one vector holds the scores of
 //                  `width` keys and q's elements are broadcast: dim FMAs per
 //                  vector of scores, no horizontal sums. Keys past T are 0.
 //   vp  [T][Dp]    V with rows padded to whole vectors (zeros), so context
 //                  rows are whole vectors for any head dim (17, 3, 1 ...);
-//                  unused (V read in place) when dim is a multiple of 8.
+//                  unused (V read in place) when dim is a multiple of 16.
 //   mp  [Tp]       the mask, padded with 0.
 //   sc  [4][Tp]    the score / probability rows of 4 query rows.
 // Copying K (through the ISA's 8x8 register transpose) and V costs dim * T per
