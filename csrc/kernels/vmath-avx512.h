@@ -6,6 +6,14 @@
 // (CMakeLists.txt); they run only where dispatch.cc found the instructions.
 #pragma once
 
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (the
+// `__m512 __Y = __Y` of _mm512_undefined_ps, GCC bug 105593, fixed in 13) at
+// every inlined max / round / convert / extract: silenced for the files that
+// include this header (the AVX-512 transformer kernels) and nothing else.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include "kernels/simd-avx512.h"
