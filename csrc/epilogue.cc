@@ -20,6 +20,9 @@ Activation activation_from_name(const std::string& name) {
 
 EpilogueFn select_epilogue(Isa isa) {
   for (; isa != Isa::scalar; isa = isa_fallback(isa)) {
+#if PYSPARSE_HAVE_AVX512
+    if (isa == Isa::avx512) return &f32_epilogue__avx512;
+#endif
 #if PYSPARSE_HAVE_AVX2
     if (isa == Isa::avx2) return &f32_epilogue__avx2;
 #endif

@@ -46,6 +46,9 @@ void f32_epilogue__scalar(const EpilogueArgs& a);
 #if PYSPARSE_HAVE_AVX2
 void f32_epilogue__avx2(const EpilogueArgs& a);
 #endif
+#if PYSPARSE_HAVE_AVX512
+void f32_epilogue__avx512(const EpilogueArgs& a);
+#endif
 #if PYSPARSE_HAVE_NEON
 void f32_epilogue__neon(const EpilogueArgs& a);
 #endif

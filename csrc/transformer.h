@@ -65,8 +65,12 @@ int64_t attention_scratch_floats(int64_t keys, int64_t dim);
 // The fewest query rows an attention task gets (transformer.cc picks the split
 // from the shape and the thread count; a row's result depends on neither).
 inline constexpr int64_t kAttentionRowBlock = 32;
-// Width every kernel pads to (the widest vector of any ISA).
-inline constexpr int64_t kAttentionPad = 8;
+// Width every kernel pads to (the widest vector of any ISA: AVX-512's 16), so
+// the scratch size does not depend on the ISA. Narrower ISAs pad further than
+// they need; the extra keys are -inf scores (weight 0) and the extra columns
+// zeros never written, so no result changes (a head dim of 8 or 24 now takes
+// the padded copy of V on AVX2 too: T * dim floats, small beside the products).
+inline constexpr int64_t kAttentionPad = 16;
 
 using LayerNormFn = void (*)(const LayerNormArgs&);
 using ElementwiseFn = void (*)(const ElementwiseArgs&);

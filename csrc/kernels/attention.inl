@@ -2,14 +2,15 @@
 // vector traits: scores = q k^T * scale + mask, softmax, context = p v, all in
 // the task's scratch, so scores never go to memory the caller sees.
 //
-// Layout (all in `scratch`, sizes rounded up to kAttentionPad = 8 floats, the
-// widest vector, so the scratch size does not depend on the ISA):
+// Layout (all in `scratch`, sizes rounded up to kAttentionPad = 16 floats, the
+// widest vector (AVX-512), so the scratch size does not depend on the ISA):
 //   kt  [dim][Tp]  K^T: keys along a row, so one vector holds the scores of
 //                  `width` keys and q's elements are broadcast: dim FMAs per
 //                  vector of scores, no horizontal sums. Keys past T are 0.
 //   vp  [T][Dp]    V with rows padded to whole vectors (zeros), so context
 //                  rows are whole vectors for any head dim (17, 3, 1 ...);
-//                  unused (V read in place) when dim is a multiple of 8.
+//                  unused (V read in place) when dim is a multiple of 16
+//                  and V's rows are packed (ldv == dim).
 //   mp  [Tp]       the mask, padded with 0.
 //   sc  [4][Tp]    the score / probability rows of 4 query rows.
 // Copying K (through the ISA's 8x8 register transpose) and V costs dim * T per
@@ -18,7 +19,7 @@
 // are enough heads to go round the threads (transformer.cc).
 //
 // Scores: 4 query rows x 2 vectors of keys per step (8 independent FMA chains,
-// each K^T vector loaded once for 4 rows). Softmax: row max (keys past T are
+// each K^T vector loaded once for 4 rows; 4 vectors on AVX-512: attention_scores). Softmax: row max (keys past T are
 // -inf), exp(s - max) (vmath.inl), sum; the context is accumulated with the
 // unnormalised weights and multiplied by 1 / sum at the end. Context: 4 rows x
 // 2 vectors of the head dim per pass over the keys (attention_context_rows).
@@ -39,6 +40,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "kernels.h"
 #include "kernels/vmath.inl"
@@ -48,41 +50,58 @@ namespace {
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Scores of NR query rows (q_r at q + r * ldq) against all Tp keys into sc.
+// Accumulator vectors a register tile may hold: the traits' kTileAcc (simd-*.h:
+// 8 of AVX2's and NEON's 16 registers, 16 of AVX-512's 32), 8 for traits
+// without one (the scalar twin).
+template <class M, class = void>
+struct TileAcc {
+  static constexpr int value = 8;
+};
+template <class M>
+struct TileAcc<M, std::void_t<decltype(M::kTileAcc)>> {
+  static constexpr int value = M::kTileAcc;
+};
+
+// Scores of NR query rows (q_r at q + r * ldq) against keys [j, j + NC * W).
+template <class M, int NR, int NC>
+void attention_score_tile(const AttentionArgs& a, const float* kt, const float* mp, int64_t Tp, const float* q,
+                          float* sc, int64_t j) {
+  using V = typename M::V;
+  constexpr int64_t W = M::kWidth;
+  V acc[NR][NC];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < NC; ++c) acc[r][c] = M::zero();
+  for (int64_t d = 0; d < a.dim; ++d) {
+    V kv[NC];
+    for (int c = 0; c < NC; ++c) kv[c] = M::load(kt + d * Tp + j + c * W);
+    for (int r = 0; r < NR; ++r) {
+      const V qd = M::broadcast(q + r * a.ldq + d);
+      for (int c = 0; c < NC; ++c) acc[r][c] = M::fma(qd, kv[c], acc[r][c]);
+    }
+  }
+  const V scale = M::set1(a.scale);
+  for (int c = 0; c < NC; ++c) {
+    const V m = M::load(mp + j + c * W);
+    for (int r = 0; r < NR; ++r) M::store(sc + r * Tp + j + c * W, M::fma(acc[r][c], scale, m));
+  }
+}
+
+// Scores of NR query rows against all Tp keys into sc: 4 rows x 2 vectors of
+// keys per step on AVX2 / NEON (8 accumulators), 4 x 4 on AVX-512 (16 of its 32
+// registers: twice the FMAs per broadcast of q and enough independent chains
+// to cover the FMA latency at 16 lanes), then 2- and 1-vector steps for the
+// rest. Each score sums over d in the same order whatever its tile: the same
+// bits as any other blocking.
 template <class M, int NR>
 void attention_scores(const AttentionArgs& a, const float* kt, const float* mp, int64_t Tp, const float* q,
                       float* sc) {
-  using V = typename M::V;
   constexpr int64_t W = M::kWidth;
-  const V scale = M::set1(a.scale);
+  constexpr int NC = TileAcc<M>::value / 4 > 2 ? TileAcc<M>::value / 4 : 2;
   int64_t j = 0;
-  for (; j + 2 * W <= Tp; j += 2 * W) {
-    V acc[NR][2];
-    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = M::zero();
-    for (int64_t d = 0; d < a.dim; ++d) {
-      const V k0 = M::load(kt + d * Tp + j), k1 = M::load(kt + d * Tp + j + W);
-      for (int r = 0; r < NR; ++r) {
-        const V qd = M::broadcast(q + r * a.ldq + d);
-        acc[r][0] = M::fma(qd, k0, acc[r][0]);
-        acc[r][1] = M::fma(qd, k1, acc[r][1]);
-      }
-    }
-    const V m0 = M::load(mp + j), m1 = M::load(mp + j + W);
-    for (int r = 0; r < NR; ++r) {
-      M::store(sc + r * Tp + j, M::fma(acc[r][0], scale, m0));
-      M::store(sc + r * Tp + j + W, M::fma(acc[r][1], scale, m1));
-    }
-  }
-  for (; j < Tp; j += W) {
-    V acc[NR];
-    for (int r = 0; r < NR; ++r) acc[r] = M::zero();
-    for (int64_t d = 0; d < a.dim; ++d) {
-      const V k0 = M::load(kt + d * Tp + j);
-      for (int r = 0; r < NR; ++r) acc[r] = M::fma(M::broadcast(q + r * a.ldq + d), k0, acc[r]);
-    }
-    const V m0 = M::load(mp + j);
-    for (int r = 0; r < NR; ++r) M::store(sc + r * Tp + j, M::fma(acc[r], scale, m0));
-  }
+  for (; j + NC * W <= Tp; j += NC * W) attention_score_tile<M, NR, NC>(a, kt, mp, Tp, q, sc, j);
+  if (NC > 2)
+    for (; j + 2 * W <= Tp; j += 2 * W) attention_score_tile<M, NR, 2>(a, kt, mp, Tp, q, sc, j);
+  for (; j < Tp; j += W) attention_score_tile<M, NR, 1>(a, kt, mp, Tp, q, sc, j);
 }
 
 // sc row -> exp(s - max) in place; returns the factor the context is scaled by
@@ -187,9 +206,14 @@ void attention(const AttentionArgs& a, TransposeFn transpose) {
   float* sc = mp + Tp;
   transpose(TransposeArgs{a.k, a.ldk, 0, T, D, kt, Tp});
   for (int64_t d = 0; d < D; ++d) std::fill(kt + d * Tp + T, kt + (d + 1) * Tp, 0.0f);
-  // V is read in place when its rows are whole vectors of every ISA (dim a
-  // multiple of kAttentionPad: MiniLM's 32, BERT's 64); padded copy otherwise.
-  const bool v_in_place = D == Dp;
+  // V is read in place only when its rows are whole vectors of every ISA (dim
+  // a multiple of kAttentionPad) and already packed (ldv == dim); otherwise it
+  // is copied. A fused QKV output's V rows are 3 * hidden floats apart (4.5 KiB
+  // for MiniLM), which puts a head's 128 rows into 8 of L1's 64 sets: the
+  // context pass, which reads every V row once per block of 4 query rows, then
+  // missed L1 on most of them (perf: 35% of the AVX-512 kernel's samples on the
+  // V loads). The packed copy is T * dim floats per task, 16 KiB at seq 128.
+  const bool v_in_place = D == Dp && a.ldv == Dp;
   const float* vrows = v_in_place ? a.v : vp;
   const int64_t ldv = v_in_place ? a.ldv : Dp;
   if (!v_in_place) {

@@ -220,7 +220,7 @@ def test_every_thread_count_gives_the_same_bits(rng, threads):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("d", [32, 17, 8])  # 32, 8: V read in place (whole vectors); 17: the padded copy
+@pytest.mark.parametrize("d", [32, 17, 8])  # 32: V read in place (whole vectors of 16); 17, 8: the padded copy
 @pytest.mark.parametrize("s", [130, 61, 5])
 def test_attention_query_blocks_follow_threads_not_bits(isa, rng, threads, d, s):
     """Few heads: the query rows split into blocks by the thread count (1 thread: 2 blocks of a
@@ -238,9 +238,34 @@ def test_attention_query_blocks_follow_threads_not_bits(isa, rng, threads, d, s)
         np.testing.assert_array_equal(outs[0], other)
 
 
-def test_isas_agree(rng):
-    qkv, q, k, v = fused_qkv(rng, 2, 33, 4 * 32)
-    x = rng.standard_normal((2, 33, 384)).astype(np.float32)
+@pytest.mark.parametrize("t", [15, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("d", [16, 17, 24])  # 16: V in place at every width; 17, 24: padded to 32
+def test_attention_keys_around_the_vector_widths(isa, rng, threads, t, d):
+    """Keys padded to kAttentionPad (16) whatever the ISA's width: the padded keys must weigh 0
+    with and without a padding mask, on 1 and 2 threads (the same bits)."""
+    heads = 3
+    q = rng.standard_normal((2, 5, heads * d)).astype(np.float32)
+    qkv, _, k, v = fused_qkv(rng, 2, t, heads * d)
+    mask = padding_mask(rng, 2, t, False)
+    for m in (None, mask):
+        outs = []
+        for n in (1, 2):
+            threads(n)
+            outs.append(T.attention(q, k, v, heads, m))
+        assert relerr(outs[0], T.reference_attention(q, k, v, heads, m), np.abs(v).max()) <= ATTN_RTOL
+        np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("s,heads,d,c", [(33, 4, 32, 384), (17, 3, 17, 385), (16, 2, 16, 31), (15, 1, 8, 47)])
+def test_isas_agree(rng, s, heads, d, c):
+    """Every ISA's kernels against the scalar twins: keys and channels on both sides of the
+    vector widths (4, 8, 16), a padding mask, and non-finite values where they are."""
+    qkv, q, k, v = fused_qkv(rng, 2, s, heads * d)
+    mask = padding_mask(rng, 2, s, True)
+    x = rng.standard_normal((2, s, c)).astype(np.float32)
+    g = (rng.standard_normal((2, s, c)) * 4).astype(np.float32)
+    at = np.arange(0, g.size, 7)
+    g.flat[at] = np.resize(np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30], np.float32), at.size)
     results = {}
     previous = _core.get_isa()
     try:
@@ -252,13 +277,19 @@ def test_isas_agree(rng):
             # the ISA's own kernel where it has one, else the next rung down (avx512 -> avx2 -> scalar)
             assert active == {op: kernel_isa_for(name, lambda i, op=op: (op, i) in built) for op in active}, active
             assert len(active) == 5
-            results[name] = (T.attention(q, k, v, 4), T.layer_norm(x, None, None, 1e-12), T.gelu(x), T.gelu(x, "tanh"))
+            results[name] = (T.attention(q, k, v, heads), T.attention(q, k, v, heads, mask),
+                             T.layer_norm(x, None, None, 1e-12), T.gelu(g), T.gelu(g, "tanh"))
     finally:
         _core.set_isa(previous)
     base = results["scalar"]
+    finite = np.isfinite(base[3])
     for name, r in results.items():
         for a, b in zip(r, base):
-            assert relerr(a, b) <= ISA_RTOL, name
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+            ok = np.isfinite(b)
+            np.testing.assert_array_equal(a[~ok], b[~ok], err_msg=name)
+            assert relerr(a[ok], b[ok]) <= ISA_RTOL, name
+    assert not finite.all() and finite.any()  # the GELU inputs did carry NaN / inf
 
 
 def test_pysparse_isa_env_selects_the_transformer_kernels(tmp_path):
