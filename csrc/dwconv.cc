@@ -36,8 +36,12 @@ float* plane_scratch(int64_t floats) {
   return buf.data.get();
 }
 
-DwKernelInfo dw_kernel_info(const char* name, Isa isa, DwConvFn fn) { return {name, isa, DwEngine::planes, fn, nullptr}; }
-DwKernelInfo dw_kernel_info(const char* name, Isa isa, DwBlockFn fn) { return {name, isa, DwEngine::blocked, nullptr, fn}; }
+DwKernelInfo dw_kernel_info(const char* name, Isa isa, int, DwConvFn fn) {
+  return {name, isa, DwEngine::planes, 1, fn, nullptr};
+}
+DwKernelInfo dw_kernel_info(const char* name, Isa isa, int channels, DwBlockFn fn) {
+  return {name, isa, DwEngine::blocked, channels, nullptr, fn};
+}
 
 // The one split of a call's independent units (planes, or blocks of 8 channels and the planes
 // left over) across the pool: body(i, scratch) for every unit i < units, each task with its
@@ -70,7 +74,7 @@ void split_units(int64_t units, int64_t macs, int nthreads, int64_t floats, cons
 
 const std::vector<DwKernelInfo>& all_dw_kernels() {
   static const std::vector<DwKernelInfo> table = {
-#define PYSPARSE_DW_KERNEL(name, isa, engine) dw_kernel_info(#name, Isa::isa, &name),
+#define PYSPARSE_DW_KERNEL(name, isa, engine, channels) dw_kernel_info(#name, Isa::isa, channels, &name),
 #include "kernels-dwconv.inc"
 #undef PYSPARSE_DW_KERNEL
   };
@@ -105,6 +109,13 @@ void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel, 
   if (p.n * p.c <= 0 || p.ho <= 0 || p.wo <= 0) return;
   if (kernel == nullptr) {
     kernel = &select_dw_kernel(active_isa(), engine == DwEngine::automatic ? dwconv_auto_engine(p) : engine);
+    // blocks wider than the channels (AVX-512's 16 for 8..15 channels): the next ISA down's
+    // narrower blocks, if it has them (never a narrower ISA for the same width)
+    while (kernel->channels > p.c && kernel->isa != Isa::scalar) {
+      const DwKernelInfo& down = select_dw_kernel(isa_fallback(kernel->isa), kernel->engine);
+      if (down.channels >= kernel->channels) break;
+      kernel = &down;
+    }
   }
   const int64_t hw = p.h * p.w_in, ohw = p.ho * p.wo, taps = p.kh * p.kw;
   const int64_t macs = p.n * p.c * ohw * taps;
@@ -119,17 +130,17 @@ void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel, 
     split_units(p.n * p.c, macs, nthreads, plane_floats, [&](int64_t i, float* s) { plane(fn, i / p.c, i % p.c, s); });
     return;
   }
-  // Blocked: per image, c / 8 blocks of 8 channels, then the c % 8 channels left as planes
-  // (the planes kernel of the same ISA: the same sums in the same order).
+  // Blocked: per image, c / cb blocks of cb channels, then the c % cb channels left as planes
+  // (the planes kernel of the same ISA, or the one it falls back to: the same sums in the same order).
   const DwBlockFn block = kernel->block;
   const DwConvFn fn = select_dw_kernel(kernel->isa, DwEngine::planes).fn;
-  const int64_t blocks = p.c / kDwBlock, rest = p.c % kDwBlock, per = blocks + rest;
-  const int64_t floats = std::max(dwconv_blocked_scratch_floats(p.ho, p.wo, p.w_in, p.kh, p.kw, p.sh, p.pw),
+  const int64_t cb = kernel->channels, blocks = p.c / cb, rest = p.c % cb, per = blocks + rest;
+  const int64_t floats = std::max(dwconv_blocked_scratch_floats(p.ho, p.wo, p.w_in, p.kh, p.kw, p.sh, p.pw, cb),
                                   rest > 0 ? plane_floats : 0);
   split_units(p.n * per, macs, nthreads, floats, [&](int64_t u, float* s) {
     const int64_t img = u / per, j = u % per;
-    if (j >= blocks) return plane(fn, img, blocks * kDwBlock + (j - blocks), s);
-    const int64_t ch = j * kDwBlock, i = img * p.c + ch;
+    if (j >= blocks) return plane(fn, img, blocks * cb + (j - blocks), s);
+    const int64_t ch = j * cb, i = img * p.c + ch;
     block(DwBlockArgs{p.x + i * hw, p.w + ch * taps, p.bias ? p.bias + ch : nullptr, p.y + i * ohw, s, p.h, p.w_in,
                       p.ho, p.wo, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.act});
   });

@@ -49,7 +49,8 @@ inline int64_t dwconv_scratch_floats(int64_t ho, int64_t wo, int64_t kh, int64_t
 
 using DwConvFn = void (*)(const DwConvArgs&);
 
-// The blocked engine: kDwBlock adjacent channels c0 .. c0 + 7 of one image. Channel k's
+// The blocked engine: DwKernelInfo::channels adjacent channels c0 .. of one image (kDwBlock = 8;
+// 16 for AVX-512), transposed 8 pixels at a time. Channel k's
 // input plane is x + k * h * w_in, its taps w + k * kh * kw, its bias bias[k] (bias null:
 // zeros), its output plane y + k * ho * wo. scratch: dwconv_blocked_scratch_floats(...)
 // floats of the caller's, not shared with another task. Geometry as DwConvArgs.
@@ -70,17 +71,19 @@ struct DwBlockArgs {
 // together at most kDwBandFloats (24 KiB: L1-resident beside the weights; every core
 // this runs on has 32 KiB or more) unless one row alone is larger.
 inline constexpr int64_t kDwBandFloats = 6 * 1024;
-inline int64_t dwconv_band_rows(int64_t ho, int64_t wo, int64_t w_in, int64_t kh, int64_t sh, int64_t pw) {
-  const int64_t row = (w_in + 2 * pw) * kDwBlock;  // one tile row, floats
-  const int64_t fixed = (kh - sh) * row, per = sh * row + wo * kDwBlock;
+// cb: the kernel's channels per block (DwKernelInfo::channels).
+inline int64_t dwconv_band_rows(int64_t ho, int64_t wo, int64_t w_in, int64_t kh, int64_t sh, int64_t pw,
+                                int64_t cb) {
+  const int64_t row = (w_in + 2 * pw) * cb;  // one tile row, floats
+  const int64_t fixed = (kh - sh) * row, per = sh * row + wo * cb;
   const int64_t band = (kDwBandFloats - fixed) / per;
   return band < 1 ? 1 : (band > ho ? ho : band);
 }
 inline int64_t dwconv_blocked_scratch_floats(int64_t ho, int64_t wo, int64_t w_in, int64_t kh, int64_t kw,
-                                             int64_t sh, int64_t pw) {
-  const int64_t band = dwconv_band_rows(ho, wo, w_in, kh, sh, pw);
-  // tile, outputs, the taps and bias in channel-interleaved order, one 8 x 8 bounce block
-  return (((band - 1) * sh + kh) * (w_in + 2 * pw) + band * wo + kh * kw + 1 + kDwBlock) * kDwBlock;
+                                             int64_t sh, int64_t pw, int64_t cb) {
+  const int64_t band = dwconv_band_rows(ho, wo, w_in, kh, sh, pw, cb);
+  // tile, outputs, the taps and bias in channel-interleaved order, one bounce block of 8 pixels
+  return (((band - 1) * sh + kh) * (w_in + 2 * pw) + band * wo + kh * kw + 1 + kDwBlock) * cb;
 }
 
 using DwBlockFn = void (*)(const DwBlockArgs&);
@@ -88,15 +91,17 @@ using DwBlockFn = void (*)(const DwBlockArgs&);
 template <DwEngine E>
 using DwArgsOf = std::conditional_t<E == DwEngine::blocked, DwBlockArgs, DwConvArgs>;
 
-#define PYSPARSE_DW_KERNEL(name, isa, engine) void name(const DwArgsOf<DwEngine::engine>& args);
+#define PYSPARSE_DW_KERNEL(name, isa, engine, channels) void name(const DwArgsOf<DwEngine::engine>& args);
 #include "kernels-dwconv.inc"
 #undef PYSPARSE_DW_KERNEL
 
-// One of fn (planes) and block (blocked) is set, as `engine` says.
+// One of fn (planes) and block (blocked) is set, as `engine` says; channels: per call of the
+// kernel (planes 1, blocked 8 or 16).
 struct DwKernelInfo {
   const char* name;
   Isa isa;
   DwEngine engine;
+  int channels;
   DwConvFn fn;
   DwBlockFn block;
 };

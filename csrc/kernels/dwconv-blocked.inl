@@ -49,17 +49,18 @@ inline void dwconv_transpose8x8_scalar(const float* s, int64_t lds, float* d, in
     for (int64_t j = 0; j < kDwBlock; ++j) d[j * ldd + i] = s[i * lds + j];
 }
 
-// M: vector traits; Tr: the 8 x 8 transpose; OB: output pixels per step (independent fma chains).
-template <class M, DwTransposeFn Tr, int OB, int KH, int KW>
+// M: vector traits; Tr: the 8 x 8 transpose; CB: channels per block (8, or 16 for AVX-512: two
+// 8 x 8 transposes per 8 pixels); OB: output pixels per step (independent fma chains).
+template <class M, DwTransposeFn Tr, int CB, int OB, int KH, int KW>
 void dwconv_blocked_impl(const DwBlockArgs& a) {
   using V = typename M::V;
-  constexpr int64_t C = kDwBlock, W = M::kWidth;
+  constexpr int64_t C = CB, P = kDwBlock, W = M::kWidth;  // P: pixels per transpose
   constexpr int NV = static_cast<int>(C / W);
-  static_assert(C % W == 0, "a pixel of 8 channels is whole vectors");
+  static_assert(C % W == 0 && C % P == 0, "a pixel of CB channels is whole vectors and whole transposes");
   const int64_t kh = KH > 0 ? KH : a.kh, kw = KW > 0 ? KW : a.kw, taps = kh * kw;
   const int64_t hw = a.h * a.w_in, ohw = a.ho * a.wo;
   const int64_t wp = a.w_in + 2 * a.pw, row = wp * C;  // tile row: pixels, floats
-  const int64_t band = dwconv_band_rows(a.ho, a.wo, a.w_in, kh, a.sh, a.pw);
+  const int64_t band = dwconv_band_rows(a.ho, a.wo, a.w_in, kh, a.sh, a.pw, C);
   const int64_t tile_rows = (band - 1) * a.sh + kh;
   float* tile = a.scratch;
   float* out = tile + tile_rows * row;
@@ -89,15 +90,15 @@ void dwconv_blocked_impl(const DwBlockArgs& a) {
     auto next = [&]() {
       if (++iw == a.w_in) iw = 0, ++ih;
     };
-    for (; p + C <= p1; p += C) {
-      if (iw + C <= a.w_in) {
-        Tr(a.x + p, hw, dst(), C);
-        iw += C;
+    for (; p + P <= p1; p += P) {
+      if (iw + P <= a.w_in) {
+        for (int64_t c = 0; c < C; c += P) Tr(a.x + c * hw + p, hw, dst() + c, C);
+        iw += P;
         if (iw == a.w_in) iw = 0, ++ih;
         continue;
       }
-      Tr(a.x + p, hw, bounce, C);
-      for (int64_t q = 0; q < C; ++q, next()) std::memcpy(dst(), bounce + q * C, sizeof(float) * C);
+      for (int64_t c = 0; c < C; c += P) Tr(a.x + c * hw + p, hw, bounce + c, C);
+      for (int64_t q = 0; q < P; ++q, next()) std::memcpy(dst(), bounce + q * C, sizeof(float) * C);
     }
     for (; p < p1; ++p, next()) {
       float* d = dst();
@@ -149,17 +150,18 @@ void dwconv_blocked_impl(const DwBlockArgs& a) {
     const int64_t n = (oh1 - oh0) * a.wo;
     float* y = a.y + oh0 * a.wo;
     int64_t q = 0;
-    for (; q + C <= n; q += C) Tr(out + q * C, C, y + q, ohw);
+    for (; q + P <= n; q += P)
+      for (int64_t c = 0; c < C; c += P) Tr(out + q * C + c, C, y + c * ohw + q, ohw);
     for (; q < n; ++q)
       for (int64_t k = 0; k < C; ++k) y[k * ohw + q] = out[q * C + k];
   }
 }
 
-template <class M, DwTransposeFn Tr, int OB>
+template <class M, DwTransposeFn Tr, int CB, int OB>
 void dwconv_blocked(const DwBlockArgs& a) {
-  if (a.kh == 3 && a.kw == 3) return dwconv_blocked_impl<M, Tr, OB, 3, 3>(a);
-  if (a.kh == 5 && a.kw == 5) return dwconv_blocked_impl<M, Tr, OB, 5, 5>(a);
-  dwconv_blocked_impl<M, Tr, OB, 0, 0>(a);
+  if (a.kh == 3 && a.kw == 3) return dwconv_blocked_impl<M, Tr, CB, OB, 3, 3>(a);
+  if (a.kh == 5 && a.kw == 5) return dwconv_blocked_impl<M, Tr, CB, OB, 5, 5>(a);
+  dwconv_blocked_impl<M, Tr, CB, OB, 0, 0>(a);
 }
 
 }  // namespace

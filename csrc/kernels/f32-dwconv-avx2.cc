@@ -9,6 +9,6 @@
 namespace pysparse {
 
 void f32_dwconv__avx2(const DwConvArgs& a) { dwconv<Avx2Math>(a); }
-void f32_dwconv__avx2_blocked(const DwBlockArgs& a) { dwconv_blocked<Avx2Math, transpose8x8, 4>(a); }
+void f32_dwconv__avx2_blocked(const DwBlockArgs& a) { dwconv_blocked<Avx2Math, transpose8x8, 8, 4>(a); }
 
 }  // namespace pysparse

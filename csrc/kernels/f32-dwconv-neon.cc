@@ -18,6 +18,6 @@ void transpose8x8_neon(const float* s, int64_t lds, float* d, int64_t ldd) {
 }  // namespace
 
 void f32_dwconv__neon(const DwConvArgs& a) { dwconv<NeonMath>(a); }
-void f32_dwconv__neon_blocked(const DwBlockArgs& a) { dwconv_blocked<NeonMath, transpose8x8_neon, 4>(a); }
+void f32_dwconv__neon_blocked(const DwBlockArgs& a) { dwconv_blocked<NeonMath, transpose8x8_neon, 8, 4>(a); }
 
 }  // namespace pysparse

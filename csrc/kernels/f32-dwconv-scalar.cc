@@ -9,7 +9,7 @@ namespace pysparse {
 
 void f32_dwconv__scalar(const DwConvArgs& a) { dwconv<ScalarMath>(a); }
 void f32_dwconv__scalar_blocked(const DwBlockArgs& a) {
-  dwconv_blocked<ScalarMath, dwconv_transpose8x8_scalar, 1>(a);
+  dwconv_blocked<ScalarMath, dwconv_transpose8x8_scalar, 8, 1>(a);
 }
 
 }  // namespace pysparse
