@@ -1,6 +1,6 @@
 // The depthwise convolution driver: the kernel table from kernels-dwconv.inc,
-// the choice by the active ISA, and the split of the N * C channel planes
-// across the pool. Planes are independent and each sums in a fixed order, so
+// the choice by the active ISA and the shape (engine), and the split of the
+// channel planes (or blocks of 8) across the pool. Units are independent and each sums in a fixed order, so
 // the result is bitwise the same on any thread count; the count is only capped
 // for calls too small to pay for waking a thread (parallel.cc: a few us).
 #include "dwconv.h"
@@ -36,57 +36,114 @@ float* plane_scratch(int64_t floats) {
   return buf.data.get();
 }
 
+DwKernelInfo dw_kernel_info(const char* name, Isa isa, int, DwConvFn fn) {
+  return {name, isa, DwEngine::planes, 1, fn, nullptr};
+}
+DwKernelInfo dw_kernel_info(const char* name, Isa isa, int channels, DwBlockFn fn) {
+  return {name, isa, DwEngine::blocked, channels, nullptr, fn};
+}
+
+// The one split of a call's independent units (planes, or blocks of 8 channels and the planes
+// left over) across the pool: body(i, scratch) for every unit i < units, each task with its
+// thread's scratch of `floats`. Threads: as asked, at most one per unit and one per
+// kMinMacsPerThread of the call's `macs`.
+template <class Body>
+void split_units(int64_t units, int64_t macs, int nthreads, int64_t floats, const Body& body) {
+  const int requested = nthreads > 0 ? nthreads : get_num_threads();
+  const int threads = static_cast<int>(std::min<int64_t>({requested, units, std::max<int64_t>(1, macs / kMinMacsPerThread)}));
+  std::atomic<bool> no_memory{false};
+  auto run = [&](int64_t b, int64_t e) {
+    float* s = plane_scratch(floats);
+    if (s == nullptr) {
+      no_memory = true;
+      return;
+    }
+    for (int64_t i = b; i < e; ++i) body(i, s);
+  };
+  if (threads <= 1) {
+    run(0, units);
+  } else {
+    // A few contiguous runs of units per thread: balanced, and neighbours share the weights' cache lines.
+    const int tasks = static_cast<int>(std::min<int64_t>(units, int64_t{4} * threads));
+    parallel_for(tasks, threads, [&](int t) { run(units * t / tasks, units * (t + 1) / tasks); });
+  }
+  if (no_memory) throw std::bad_alloc();
+}
+
 }  // namespace
 
 const std::vector<DwKernelInfo>& all_dw_kernels() {
   static const std::vector<DwKernelInfo> table = {
-#define PYSPARSE_DW_KERNEL(name, isa) DwKernelInfo{#name, Isa::isa, &name},
+#define PYSPARSE_DW_KERNEL(name, isa, engine, channels) dw_kernel_info(#name, Isa::isa, channels, &name),
 #include "kernels-dwconv.inc"
 #undef PYSPARSE_DW_KERNEL
   };
   return table;
 }
 
-const DwKernelInfo& select_dw_kernel(Isa isa) {
+const DwKernelInfo& select_dw_kernel(Isa isa, DwEngine engine) {
+  if (engine == DwEngine::automatic) throw std::logic_error("select_dw_kernel: resolve the engine first");
   for (;; isa = isa_fallback(isa)) {
     for (const DwKernelInfo& k : all_dw_kernels()) {
-      if (k.isa == isa) return k;
+      if (k.isa == isa && k.engine == engine) return k;
     }
     if (isa == Isa::scalar) throw std::logic_error("no scalar depthwise kernel; kernels-dwconv.inc is incomplete");
   }
 }
 
-void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel) {
-  const int64_t planes = p.n * p.c;
-  if (planes <= 0 || p.ho <= 0 || p.wo <= 0) return;
-  const DwConvFn fn = (kernel ? *kernel : select_dw_kernel(active_isa())).fn;
-  const int64_t scratch = dwconv_scratch_floats(p.ho, p.wo, p.kh, p.kw, p.sh, p.sw);
-  const int64_t macs = planes * p.ho * p.wo * p.kh * p.kw;
-  const int requested = nthreads > 0 ? nthreads : get_num_threads();
-  const int threads = static_cast<int>(std::min<int64_t>({requested, planes, std::max<int64_t>(1, macs / kMinMacsPerThread)}));
-  const int64_t hw = p.h * p.w_in, ohw = p.ho * p.wo, taps = p.kh * p.kw;
-  std::atomic<bool> no_memory{false};
-  auto run = [&](int64_t b, int64_t e) {
-    float* s = plane_scratch(scratch);
-    if (s == nullptr) {
-      no_memory = true;
-      return;
+DwEngine dwconv_auto_engine(const DwConvProblem& p) {
+  // Measured (bench: MobileNetV2-like 3x3 pad 1 relu6, c 16 and 96, planes 7..224, medians of 7
+  // interleaved rounds at 1 thread, A/A within ~10-15%, on the Xeon (AVX2 path) at load ~7 on 2
+  // cores): blocked / planes at stride 2 was 0.29-0.52 up to 28x28 inputs, 0.41-0.79 at 56,
+  // 0.46-0.69 at 112, 0.72-0.83 at 160, 0.62-0.94 at 224; at stride 1 0.40-0.68 up to 14x14,
+  // 0.62-0.78 at 28x28, then 1.04-1.09 at 56, 1.05-1.15 at 112, 1.04-1.38 at 160 and 224: the
+  // planes engine's full-width rows catch up once a row is 7+ vectors and its fill is a small
+  // part. So: blocked for every stride 2 plane, and at stride 1 up to 40x40 outputs (between
+  // 28x28, blocked, and 56x56, planes); planes when there is no block of 8 channels.
+  if (p.c < kDwBlock) return DwEngine::planes;
+  if (p.sh > 1 || p.sw > 1) return DwEngine::blocked;
+  return p.ho * p.wo <= 40 * 40 ? DwEngine::blocked : DwEngine::planes;
+}
+
+void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel, DwEngine engine) {
+  if (p.n * p.c <= 0 || p.ho <= 0 || p.wo <= 0) return;
+  if (kernel == nullptr) {
+    kernel = &select_dw_kernel(active_isa(), engine == DwEngine::automatic ? dwconv_auto_engine(p) : engine);
+    // blocks wider than the channels (AVX-512's 16 for 8..15 channels): the next ISA down's
+    // narrower blocks, if it has them (never a narrower ISA for the same width)
+    while (kernel->channels > p.c && kernel->isa != Isa::scalar) {
+      const DwKernelInfo& down = select_dw_kernel(isa_fallback(kernel->isa), kernel->engine);
+      if (down.channels >= kernel->channels) break;
+      kernel = &down;
     }
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t ch = i % p.c;
-      const DwConvArgs a{p.x + i * hw, p.w + ch * taps, p.bias ? p.bias[ch] : 0.0f, p.y + i * ohw, s,
-                         p.h, p.w_in, p.ho, p.wo, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.act};
-      fn(a);
-    }
-  };
-  if (threads <= 1) {
-    run(0, planes);
-  } else {
-    // A few contiguous runs of planes per thread: balanced, and neighbours share the weights' cache lines.
-    const int tasks = static_cast<int>(std::min<int64_t>(planes, int64_t{4} * threads));
-    parallel_for(tasks, threads, [&](int t) { run(planes * t / tasks, planes * (t + 1) / tasks); });
   }
-  if (no_memory) throw std::bad_alloc();
+  const int64_t hw = p.h * p.w_in, ohw = p.ho * p.wo, taps = p.kh * p.kw;
+  const int64_t macs = p.n * p.c * ohw * taps;
+  const int64_t plane_floats = dwconv_scratch_floats(p.ho, p.wo, p.kh, p.kw, p.sh, p.sw);
+  auto plane = [&](const DwConvFn fn, int64_t img, int64_t ch, float* s) {
+    const int64_t i = img * p.c + ch;
+    fn(DwConvArgs{p.x + i * hw, p.w + ch * taps, p.bias ? p.bias[ch] : 0.0f, p.y + i * ohw, s, p.h, p.w_in, p.ho,
+                  p.wo, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.act});
+  };
+  if (kernel->engine == DwEngine::planes) {
+    const DwConvFn fn = kernel->fn;
+    split_units(p.n * p.c, macs, nthreads, plane_floats, [&](int64_t i, float* s) { plane(fn, i / p.c, i % p.c, s); });
+    return;
+  }
+  // Blocked: per image, c / cb blocks of cb channels, then the c % cb channels left as planes
+  // (the planes kernel of the same ISA, or the one it falls back to: the same sums in the same order).
+  const DwBlockFn block = kernel->block;
+  const DwConvFn fn = select_dw_kernel(kernel->isa, DwEngine::planes).fn;
+  const int64_t cb = kernel->channels, blocks = p.c / cb, rest = p.c % cb, per = blocks + rest;
+  const int64_t floats = std::max(dwconv_blocked_scratch_floats(p.ho, p.wo, p.w_in, p.kh, p.kw, p.sh, p.pw, cb),
+                                  rest > 0 ? plane_floats : 0);
+  split_units(p.n * per, macs, nthreads, floats, [&](int64_t u, float* s) {
+    const int64_t img = u / per, j = u % per;
+    if (j >= blocks) return plane(fn, img, blocks * cb + (j - blocks), s);
+    const int64_t ch = j * cb, i = img * p.c + ch;
+    block(DwBlockArgs{p.x + i * hw, p.w + ch * taps, p.bias ? p.bias + ch : nullptr, p.y + i * ohw, s, p.h, p.w_in,
+                      p.ho, p.wo, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw, p.act});
+  });
 }
 
 }  // namespace pysparse

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -27,13 +28,29 @@ constexpr int64_t kMaxKernel = 16, kMaxStride = 16, kMaxPadding = 64;
 // (4 GiB), far beyond any stem.
 constexpr int64_t kMaxPlaneFloats = int64_t{1} << 30;
 
-DwAct act_arg(const py::object& obj) {
-  if (!py::isinstance<py::str>(obj)) throw py::type_error("activation must be a str: 'none', 'relu' or 'relu6'");
+// One of a few names (a str) to its enum value; what: the argument's name in the messages.
+template <class E, size_t N>
+E choice_arg(const py::object& obj, const char* what, const std::pair<const char*, E> (&choices)[N]) {
+  std::string names;
+  for (size_t i = 0; i < N; ++i) names += std::string(i == 0 ? "'" : i + 1 == N ? " or '" : ", '") + choices[i].first + "'";
+  if (!py::isinstance<py::str>(obj)) throw py::type_error(std::string(what) + " must be a str: " + names);
   const std::string s = obj.cast<std::string>();
-  if (s == "none") return DwAct::none;
-  if (s == "relu") return DwAct::relu;
-  if (s == "relu6") return DwAct::relu6;
-  throw py::value_error("activation must be 'none', 'relu' or 'relu6', got '" + s.substr(0, 40) + "'");
+  for (const auto& [name, value] : choices) {
+    if (s == name) return value;
+  }
+  throw py::value_error(std::string(what) + " must be " + names + ", got '" + s.substr(0, 40) + "'");
+}
+
+DwAct act_arg(const py::object& obj) {
+  static const std::pair<const char*, DwAct> choices[] = {
+      {"none", DwAct::none}, {"relu", DwAct::relu}, {"relu6", DwAct::relu6}};
+  return choice_arg(obj, "activation", choices);
+}
+
+DwEngine engine_arg(const py::object& obj) {
+  static const std::pair<const char*, DwEngine> choices[] = {
+      {"auto", DwEngine::automatic}, {"planes", DwEngine::planes}, {"blocked", DwEngine::blocked}};
+  return choice_arg(obj, "engine", choices);
 }
 
 const DwKernelInfo* dw_kernel_by_name(const py::object& name) {
@@ -47,6 +64,8 @@ const DwKernelInfo* dw_kernel_by_name(const py::object& name) {
   }
   throw py::value_error("unknown kernel '" + s + "'; see pysparse._core.dwconv_kernels()");
 }
+
+const char* engine_name(DwEngine e) { return e == DwEngine::blocked ? "blocked" : "planes"; }
 
 const ConvKernelInfo* conv_kernel_by_name(const py::object& name) {
   if (name.is_none()) return nullptr;
@@ -101,10 +120,15 @@ WindowGeometry window_geometry(int64_t h, int64_t wd, int64_t kh, int64_t kw, co
 
 py::array dwconv2d(const py::object& x_obj, const py::object& w_obj, const py::object& bias,
                    const py::object& stride, const py::object& padding, const py::object& activation,
-                   const py::object& threads_obj, const py::object& kernel_name) {
+                   const py::object& threads_obj, const py::object& kernel_name, const py::object& engine_obj) {
   const int threads = threads_arg(threads_obj);
   const DwAct act = act_arg(activation);
   const DwKernelInfo* kernel = dw_kernel_by_name(kernel_name);
+  const DwEngine engine = engine_arg(engine_obj);
+  if (kernel != nullptr && engine != DwEngine::automatic && engine != kernel->engine) {
+    throw py::value_error(std::string("kernel '") + kernel->name + "' is of the '" + engine_name(kernel->engine) +
+                          "' engine, not '" + engine_name(engine) + "'");
+  }
   py::array x = float32_array(x_obj, "x");
   if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W), got " + std::to_string(x.ndim()) + "-D");
   py::array w = float32_array(w_obj, "weight");
@@ -128,29 +152,39 @@ py::array dwconv2d(const py::object& x_obj, const py::object& w_obj, const py::o
                            n, c, h, wd, ho, wo, kh, kw, s[0], s[1], p[0], p[1], act};
   {
     py::gil_scoped_release nogil;
-    dwconv2d(prob, threads, kernel);
+    dwconv2d(prob, threads, kernel, engine);
   }
   return y;
 }
 
-// A kernel table as dicts: name, isa, runnable, active.
-template <class Info>
-py::list kernel_list(const std::vector<Info>& all, const Info& active) {
+// A kernel table as dicts: name, isa, runnable, active (is_active(k): what the active ISA runs).
+template <class Info, class Active>
+py::list kernel_list(const std::vector<Info>& all, const Active& is_active) {
   py::list out;
   for (const Info& k : all) {
     py::dict d;
     d["name"] = k.name;
     d["isa"] = isa_name(k.isa);
     d["runnable"] = isa_supported(k.isa);
-    d["active"] = &active == &k;
+    d["active"] = is_active(k);
     out.append(d);
   }
   return out;
 }
 
-py::list dwconv_kernels() { return kernel_list(all_dw_kernels(), select_dw_kernel(active_isa())); }
+// Plus engine: 'planes' or 'blocked'; one kernel of each engine is active.
+py::list dwconv_kernels() {
+  py::list out = kernel_list(all_dw_kernels(), [](const DwKernelInfo& k) {
+    return &select_dw_kernel(active_isa(), k.engine) == &k;
+  });
+  for (size_t i = 0; i < all_dw_kernels().size(); ++i) out[i]["engine"] = engine_name(all_dw_kernels()[i].engine);
+  return out;
+}
 
-py::list conv_kernels() { return kernel_list(all_conv_kernels(), select_conv_kernel(active_isa())); }
+py::list conv_kernels() {
+  const ConvKernelInfo& active = select_conv_kernel(active_isa());
+  return kernel_list(all_conv_kernels(), [&](const ConvKernelInfo& k) { return &active == &k; });
+}
 
 py::array conv2d_direct(const py::object& x_obj, const py::object& w_obj, const py::object& bias,
                         const py::object& stride, const py::object& padding, const py::object& activation,
@@ -198,8 +232,11 @@ void def_dwconv(py::module_& m) {
   m.def("dwconv2d", &dwconv2d, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("stride") = py::make_tuple(1, 1), py::arg("padding") = py::make_tuple(0, 0),
         py::arg("activation") = "none", py::arg("threads") = 0, py::arg("kernel") = py::none(),
+        py::arg("engine") = "auto",
         "Depthwise conv2d (groups == channels, dilation 1, zero padding) of x (N, C, H, W) float32 with "
-        "weight (C, kh, kw), bias (C,) or None, then 'none' | 'relu' | 'relu6'. Returns y (N, C, Ho, Wo).");
+        "weight (C, kh, kw), bias (C,) or None, then 'none' | 'relu' | 'relu6'. Returns y (N, C, Ho, Wo). "
+        "engine: 'planes' (one channel plane at a time), 'blocked' (8 channels at a time, the rest as planes) "
+        "or 'auto' (the faster for the shape); a named kernel brings its own engine.");
   m.def("dwconv_kernels", &dwconv_kernels, "The depthwise kernels built: name, isa, runnable, active.");
   m.def("conv2d_direct", &conv2d_direct, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("stride") = py::make_tuple(1, 1), py::arg("padding") = py::make_tuple(0, 0),

@@ -204,6 +204,7 @@ def dwconv2d(
     activation: str = "none",
     threads: int = 0,
     kernel: str | None = None,
+    engine: str = "auto",
 ) -> npt.NDArray[np.float32]: ...
 def dwconv_kernels() -> list[dict[str, Any]]: ...
 

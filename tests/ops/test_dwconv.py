@@ -1,8 +1,13 @@
 """The C++ depthwise convolution (_core.dwconv2d, ops.Conv2dPlan's 'depthwise' path) against
 numpy float64 and torch: random odd shapes, 3x3 / 5x5 and other sizes, strides 1-3, paddings,
-every activation, every ISA, every thread count, non-finite values, and bad input."""
+every activation, every ISA, every thread count, non-finite values, and bad input; the blocked
+engine (8 channels at a time) bitwise against the planes engine of the same ISA (the same fma
+order per output) and against float64 within DW_ATOL."""
 
 from __future__ import annotations
+
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -18,7 +23,7 @@ import pysparse as ps
 from pysparse import _core
 from pysparse.ops.conv import Conv2dPlan
 
-from pstest import kernel_isa_for
+from pstest import kernel_isa_for, python_command
 
 # float32 vs float64, per unit of sum |w x| + |b| of the output (the C++ tests' kDwAtol)
 DW_ATOL = 1e-5
@@ -133,6 +138,109 @@ def test_dwconv_isas_agree_and_kernel_forcing(rng):
         check(_core.dwconv2d(x, w, None, (1, 2), (2, 1), kernel=k["name"]), ref, scale, False)
 
 
+# The blocked engine's edges: channel counts below, at and past multiples of 8 (the c % 8 left
+# over run as planes), planes from 1x1 to 15x13, 3x3 and 5x5 (unrolled) and 4x4 (generic).
+BLOCKED_CHANNELS = (1, 7, 8, 9, 17, 96)
+BLOCKED_PLANES = ((1, 1), (3, 5), (7, 7), (14, 14), (15, 13))
+
+
+@pytest.mark.parametrize("c", BLOCKED_CHANNELS)
+@pytest.mark.parametrize("plane", BLOCKED_PLANES, ids=lambda p: f"{p[0]}x{p[1]}")
+def test_dwconv_blocked_equals_planes_bitwise(isa, rng, c, plane):
+    h, wd = plane
+    i = 0
+    for k in (3, 5, 4):
+        for s in (1, 2):
+            for p in (0, 1, 2):
+                if h + 2 * p < k or wd + 2 * p < k:
+                    continue
+                act = ("none", "relu", "relu6")[i % 3]
+                n = 1 + i % 2
+                i += 1
+                x = (rng.standard_normal((n, c, h, wd)) * 3).astype(np.float32)
+                w = rng.standard_normal((c, k, k)).astype(np.float32)
+                b = rng.standard_normal(c).astype(np.float32) if i % 4 else None
+                ref, scale = reference(x, w, b, (s, s), (p, p), act)
+                planes = _core.dwconv2d(x, w, b, (s, s), (p, p), act, 1, engine="planes")
+                check(planes, ref, scale, False)
+                for threads in (1, 2):
+                    blocked = _core.dwconv2d(x, w, b, (s, s), (p, p), act, threads, engine="blocked")
+                    np.testing.assert_array_equal(blocked, planes, err_msg=f"k{k} s{s} p{p} {act} t{threads}")
+                    auto = _core.dwconv2d(x, w, b, (s, s), (p, p), act, threads)
+                    np.testing.assert_array_equal(auto, planes)
+    assert i >= 5  # every plane size ran several geometries
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_dwconv_blocked_random_shapes_and_nonfinite(isa, rng, trial):
+    # random odd shapes (several bands of output rows when wide), NaN/inf where trial is odd:
+    # the same NaN and inf positions and the same finite values as the planes engine
+    nonfinite = trial % 2 == 1
+    x, w, b, s, p, act = random_case(rng, nonfinite)
+    if trial % 4 == 0:  # wide planes: the tile holds a band of rows, not the whole plane
+        n, c = 1, int(rng.integers(8, 20))
+        x = rng.standard_normal((n, c, int(rng.integers(30, 50)), int(rng.integers(100, 180)))).astype(np.float32)
+        w = rng.standard_normal((c, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(c).astype(np.float32)
+    ref, scale = reference(x, w, b, s, p, act)
+    planes = _core.dwconv2d(x, w, b, s, p, act, 1, engine="planes")
+    check(planes, ref, scale, nonfinite)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(_core.dwconv2d(x, w, b, s, p, act, threads, engine="blocked"), planes)
+
+
+def test_dwconv_blocked_nan_and_inf_weights(isa):
+    # a non-finite tap meets the zero padding too (0 * inf = NaN): both engines compute every tap
+    x = np.ones((1, 9, 6, 7), np.float32)
+    w = np.ones((9, 3, 3), np.float32)
+    w[3, 0, 0], w[8, 1, 1] = np.inf, np.nan
+    b = np.zeros(9, np.float32)
+    for act in ("none", "relu6"):
+        planes = _core.dwconv2d(x, w, b, (1, 1), (1, 1), act, engine="planes")
+        assert np.isnan(planes[0, 3, 0, :]).all() and np.isnan(planes[0, 8]).all()
+        np.testing.assert_array_equal(_core.dwconv2d(x, w, b, (1, 1), (1, 1), act, engine="blocked"), planes)
+
+
+def test_dwconv_kernels_list_blocked_twins():
+    kernels = _core.dwconv_kernels()
+    names = {k["name"]: k for k in kernels}
+    for k in kernels:
+        if k["engine"] == "planes":
+            twin = names[k["name"] + "_blocked"]
+            assert twin["engine"] == "blocked" and twin["isa"] == k["isa"]
+    assert {k["engine"] for k in kernels} == {"planes", "blocked"}
+    # one kernel of each engine is the active ISA's
+    assert sorted(k["engine"] for k in kernels if k["active"]) == ["blocked", "planes"]
+
+
+def test_pysparse_isa_env_selects_the_blocked_kernels(tmp_path, rng):
+    # PYSPARSE_ISA forces the blocked engine's ISA like the planes': each forced path in a child
+    # process gives this process's result of that path, bitwise
+    code = (
+        "import numpy as np; from pysparse import _core\n"
+        "a = np.load('in.npz')\n"
+        "np.save('out.npy', _core.dwconv2d(a['x'], a['w'], a['b'], (2, 2), (1, 1), 'relu6', 2, engine='blocked'))\n"
+        "print([k['name'] for k in _core.dwconv_kernels() if k['active']])\n"
+    )
+    x = rng.standard_normal((2, 19, 15, 13)).astype(np.float32)
+    w = rng.standard_normal((19, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(19).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, w=w, b=b)
+    previous = _core.get_isa()
+    try:
+        for name in _core.runnable_isas():
+            env = dict(os.environ, PYSPARSE_ISA=name)
+            out = subprocess.run([*python_command(), "-c", code], check=True, cwd=tmp_path, env=env, timeout=300,
+                                 capture_output=True, text=True).stdout
+            kernel_isa = kernel_isa_for(name, {k["isa"] for k in _core.dwconv_kernels()}.__contains__)
+            assert f"f32_dwconv__{kernel_isa}_blocked" in out
+            _core.set_isa(name)
+            want = _core.dwconv2d(x, w, b, (2, 2), (1, 1), "relu6", 1, engine="planes")
+            np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)
+    finally:
+        _core.set_isa(previous)
+
+
 def test_dwconv_empty_batch():
     y = _core.dwconv2d(np.zeros((0, 4, 6, 6), np.float32), np.ones((4, 3, 3), np.float32), None, (2, 2), (1, 1))
     assert y.shape == (0, 4, 3, 3)
@@ -156,11 +264,15 @@ def test_dwconv_empty_batch():
         (dict(activation=None), TypeError, "activation"),
         (dict(threads=-1), ValueError, "threads"),
         (dict(kernel="f32_dwconv__nope"), ValueError, "unknown kernel"),
+        (dict(engine="fast"), ValueError, "engine must be 'auto', 'planes' or 'blocked'"),
+        (dict(engine=None), TypeError, "engine must be a str"),
+        (dict(kernel="f32_dwconv__scalar", engine="blocked"), ValueError, "'planes' engine, not 'blocked'"),
+        (dict(kernel="f32_dwconv__scalar_blocked", engine="planes"), ValueError, "'blocked' engine, not 'planes'"),
     ],
 )
 def test_dwconv_bad_input(kw, err, match):
     args = dict(x=np.zeros((1, 4, 6, 6), np.float32), weight=np.ones((4, 3, 3), np.float32), bias=None,
-                stride=(1, 1), padding=(0, 0), activation="none", threads=0, kernel=None)
+                stride=(1, 1), padding=(0, 0), activation="none", threads=0, kernel=None, engine="auto")
     args.update(kw)
     with pytest.raises(err, match=match):
         _core.dwconv2d(**args)
