@@ -92,17 +92,20 @@ const DwKernelInfo& select_dw_kernel(Isa isa, DwEngine engine) {
 }
 
 DwEngine dwconv_auto_engine(const DwConvProblem& p) {
-  // Measured (bench: MobileNetV2-like 3x3 pad 1 relu6, c 16 and 96, planes 7..224, medians of 7
-  // interleaved rounds at 1 thread, A/A within ~10-15%, on the Xeon (AVX2 path) at load ~7 on 2
-  // cores): blocked / planes at stride 2 was 0.29-0.52 up to 28x28 inputs, 0.41-0.79 at 56,
-  // 0.46-0.69 at 112, 0.72-0.83 at 160, 0.62-0.94 at 224; at stride 1 0.40-0.68 up to 14x14,
-  // 0.62-0.78 at 28x28, then 1.04-1.09 at 56, 1.05-1.15 at 112, 1.04-1.38 at 160 and 224: the
-  // planes engine's full-width rows catch up once a row is 7+ vectors and its fill is a small
-  // part. So: blocked for every stride 2 plane, and at stride 1 up to 40x40 outputs (between
-  // 28x28, blocked, and 56x56, planes); planes when there is no block of 8 channels.
+  // Measured (3x3 pad 1 relu6, c 16 and 96, square inputs 7..224, 1 thread, medians of 7
+  // interleaved rounds, A/A pair within 1-3%, Xeon at load ~3 on 2 cores), blocked / planes time:
+  //   stride 2, every size:        AVX-512 0.18-0.94, AVX2 0.28-0.80 (the planes fill gathers)
+  //   stride 1, 7x7 .. 28x28:      AVX-512 0.32-0.59, AVX2 0.40-0.73
+  //   stride 1, 56x56:             AVX-512 0.78-0.90, AVX2 0.94-1.00
+  //   stride 1, 112x112:           AVX-512 0.86-0.94, AVX2 0.99-1.05
+  //   stride 1, 160x160, 224x224:  AVX-512 1.29-1.50, AVX2 0.91-1.25
+  // (an earlier run at load ~7 had stride 1 at 56x56 already 1.04-1.09 on AVX2: a tie there).
+  // Past ~128x128 the planes engine's full-width rows win: its fill is a small part and the
+  // blocked engine's two transposes are not. So: blocked for every stride 2 plane, and at stride 1
+  // up to 128x128 outputs; planes when there is no block of 8 channels.
   if (p.c < kDwBlock) return DwEngine::planes;
   if (p.sh > 1 || p.sw > 1) return DwEngine::blocked;
-  return p.ho * p.wo <= 40 * 40 ? DwEngine::blocked : DwEngine::planes;
+  return p.ho * p.wo <= 128 * 128 ? DwEngine::blocked : DwEngine::planes;
 }
 
 void dwconv2d(const DwConvProblem& p, int nthreads, const DwKernelInfo* kernel, DwEngine engine) {
