@@ -21,20 +21,13 @@ import pysparse as ps
 from pysparse import _core
 from pysparse import ops
 
-from pstest import python_command, random_nm, random_sparse
+from pstest import make_matrix as make
+from pstest import python_command, random_sparse
 
 ACTS = ["none", "relu", "relu6", "gelu_erf", "gelu_tanh"]
 FORMATS = ["csr", (4, 1), (8, 1), (2, 1), (1, 4), "sell", "nm"]
 
 
-def make(rng, shape, fmt, density=0.3):
-    if fmt == "nm":
-        return ps.NMMatrix.from_dense(random_nm(rng, shape, 2, 4), (2, 4))
-    if fmt == "sell":
-        return ps.SELLMatrix.from_dense(random_sparse(rng, shape, density))
-    if fmt == "csr":
-        return ps.CSRMatrix.from_dense(random_sparse(rng, shape, density))
-    return ps.BSRMatrix.from_dense(random_sparse(rng, shape, density, block=fmt), block=fmt)
 
 
 def activate(y, act):

@@ -12,7 +12,7 @@ import pytest
 import pysparse as ps
 from pysparse import _core
 
-from pstest import F32_SUM_RTOL, random_sparse, relerr
+from pstest import F32_SUM_RTOL, make_matrix, random_sparse, relerr
 
 
 @pytest.fixture
@@ -115,3 +115,32 @@ def test_pool_works_in_a_forked_child(rng, threads4):
     p.join(timeout=60)
     assert p.exitcode == 0
     assert relerr(y, x.astype(np.float64) @ a.T) <= F32_SUM_RTOL
+
+
+@pytest.mark.parametrize("fmt", ["csr", (4, 1), (8, 1), (16, 1), (2, 1), (1, 4), "sell"], ids=str)
+@pytest.mark.parametrize("batch", [31, 32, 63, 64, 128, 130, 257, 520])
+def test_linear_split_by_tokens_gives_the_bits_of_one_thread(isa, rng, fmt, batch):
+    """Past two of the x86 tile engine's widest tiles of tokens, a multi-thread linear splits x by
+    tokens at multiples of that tile (spmm.cc: token_quantum): every column keeps its tile, so
+    every thread count must give the one-thread bits, with bias, activation and residual fused;
+    batches around the AVX2 and AVX-512 tile widths (16..256 columns by block height)."""
+    m, k = 200, 96
+    w = make_matrix(rng, (m, k), fmt, density=0.5)
+    x = rng.standard_normal((batch, k)).astype(np.float32)
+    x[rng.integers(batch), rng.integers(k)] = np.nan  # one token's row goes NaN, on every thread count
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((batch, m)).astype(np.float32)
+    previous = ps.get_num_threads()
+    try:
+        ps.set_num_threads(1)
+        want = _core.linear(x, w._m, b, activation="gelu_tanh", residual=r)
+        ref = x.astype(np.float64) @ w.to_dense().T.astype(np.float64) + b
+        ok = np.isfinite(ref)
+        plain = _core.linear(x, w._m, b)
+        assert relerr(plain[ok], ref[ok]) < F32_SUM_RTOL * 10
+        for threads in (2, 3, 4):
+            ps.set_num_threads(threads)
+            np.testing.assert_array_equal(_core.linear(x, w._m, b, activation="gelu_tanh", residual=r), want)
+            np.testing.assert_array_equal(_core.linear(x, w._m, b), plain)
+    finally:
+        ps.set_num_threads(previous)

@@ -104,3 +104,16 @@ def isa_chain(isa: str) -> list[str]:
 def kernel_isa_for(isa: str, has) -> str:
     """The ISA whose kernel runs a slot at ``isa``: the first rung down the chain that ``has`` one."""
     return next(i for i in isa_chain(isa) if has(i))
+
+
+def make_matrix(rng, shape, fmt, density=0.3):
+    """A random sparse matrix in ``fmt``: "csr", "sell", "nm" (2:4) or an (R, C) BSR block."""
+    import pysparse as ps
+
+    if fmt == "nm":
+        return ps.NMMatrix.from_dense(random_nm(rng, shape, 2, 4), (2, 4))
+    if fmt == "sell":
+        return ps.SELLMatrix.from_dense(random_sparse(rng, shape, density))
+    if fmt == "csr":
+        return ps.CSRMatrix.from_dense(random_sparse(rng, shape, density))
+    return ps.BSRMatrix.from_dense(random_sparse(rng, shape, density, block=fmt), block=fmt)
