@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/simd-widths.h"
 #include "parallel.h"
 
 namespace pysparse {
@@ -175,19 +176,22 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst, int nth
 
 namespace {
 
-// Columns of the widest register tile of the x86 tile engine (spmm-nx.inl: S::kWidth *
-// (S::kTileAcc / RB), RB = min(R, 8), SELL's lanes R = 1) behind this kernel; 0 for kernels
-// that are not that engine (scalar, N:M) or not measured split by tokens (NEON). The engine
-// tiles [0, n) with these from column 0 and runs the last < q columns through narrower tiles,
-// so parts of n that start at multiples of q (the tail in the last part) give every column the
-// same tile, hence the same sums in the same order, as one call over all of n.
-// tests/core/test_threads.py (linear over tokens) checks those bits on every thread count.
+// Columns of the widest register tile of the tile engine (spmm-nx.inl, simd-widths.h) behind
+// this kernel; 0 for kernels that are not that engine (scalar, N:M). The engine tiles [0, n)
+// with these from column 0 and runs the last < q columns through narrower tiles, so parts of
+// n that start at multiples of q (the tail in the last part) give every column the same tile,
+// hence the same sums in the same order, as one call over all of n. SELL runs each lane as a
+// row of R = 1. tests/core/test_threads.py (linear over tokens) checks those bits on every
+// thread count.
 int64_t token_quantum(const KernelInfo& k) {
   if (k.batch != Batch::nx || k.format == Format::nm) return 0;
-  const int64_t rb = k.format == Format::sell ? 1 : std::min(k.block_r, 8);
-  if (k.isa == Isa::avx512) return 16 * (16 / rb);
-  if (k.isa == Isa::avx2) return 8 * (8 / rb);
-  return 0;
+  const int r = k.format == Format::sell ? 1 : k.block_r;
+  switch (k.isa) {
+    case Isa::avx512: return widths::widest_tile<widths::Avx512>(r);
+    case Isa::avx2: return widths::widest_tile<widths::Avx2>(r);
+    case Isa::neon: return widths::widest_tile<widths::Neon>(r);
+    default: return 0;
+  }
 }
 
 }  // namespace

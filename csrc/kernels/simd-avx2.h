@@ -9,16 +9,19 @@
 
 #include <cstdint>
 
+#include "kernels/simd-widths.h"
+
 namespace pysparse {
 namespace {
 
 struct Avx2 {
+  using Widths = widths::Avx2;
   using V = __m256;
   using Mask = __m256i;
-  static constexpr int kWidth = 8;
+  static constexpr int kWidth = widths::Avx2::kWidth;
   static constexpr bool kMaskedTail = true;  // a tail of < 8 columns as one masked vector
   static constexpr bool kPanels = true;      // CSR's L1 panels (measured on Zen 4; spmm-nx.inl)
-  static constexpr int kTileAcc = 8;         // accumulator vectors per register tile (spmm-nx.inl)
+  static constexpr int kTileAcc = widths::Avx2::kTileAcc;  // accumulator vectors per register tile (spmm-nx.inl)
 
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }

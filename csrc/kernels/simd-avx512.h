@@ -14,18 +14,19 @@
 
 #include <cstdint>
 
+#include "kernels/simd-widths.h"
+
 namespace pysparse {
 namespace {
 
 struct Avx512 {
+  using Widths = widths::Avx512;
   using V = __m512;
   using Mask = __mmask16;
-  static constexpr int kWidth = 16;
+  static constexpr int kWidth = widths::Avx512::kWidth;
   static constexpr bool kMaskedTail = true;  // a tail of < 16 columns as one masked vector
   static constexpr bool kPanels = true;      // CSR's L1 panels (spmm-nx.inl)
-  // Accumulator vectors per register tile (spmm-nx.inl): 32 registers leave
-  // room for 16 next to the X loads and broadcasts.
-  static constexpr int kTileAcc = 16;
+  static constexpr int kTileAcc = widths::Avx512::kTileAcc;
 
   static V zero() { return _mm512_setzero_ps(); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }

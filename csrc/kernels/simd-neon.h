@@ -7,15 +7,18 @@
 
 #include <cstdint>
 
+#include "kernels/simd-widths.h"
+
 namespace pysparse {
 namespace {
 
 struct Neon {
+  using Widths = widths::Neon;
   using V = float32x4_t;
-  static constexpr int kWidth = 4;
+  static constexpr int kWidth = widths::Neon::kWidth;
   static constexpr bool kMaskedTail = false;  // the last < 4 columns run scalar
   static constexpr bool kPanels = false;      // CSR's L1 panels: not measured on an ARM core yet
-  static constexpr int kTileAcc = 8;         // accumulator vectors per register tile (spmm-nx.inl)
+  static constexpr int kTileAcc = widths::Neon::kTileAcc;  // accumulator vectors per register tile (spmm-nx.inl)
 
   static V zero() { return vdupq_n_f32(0.0f); }
   static V load(const float* p) { return vld1q_f32(p); }

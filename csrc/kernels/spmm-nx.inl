@@ -243,6 +243,8 @@ template <class S, class Index, int R, bool kC1>
 void spmm_nx(const SpmmArgs& a) {
   constexpr int RB = R < 8 ? R : 8;
   constexpr int NV = S::kTileAcc / RB;
+  // linear() splits the batch between threads at multiples of this (spmm.cc: token_quantum).
+  static_assert(S::kWidth * NV == widths::widest_tile<typename S::Widths>(R), "simd-widths.h: widest_tile");
   auto tiles = [&](int64_t b0, int64_t b1, int64_t j) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t rows_left = a.w->rows - b * R;
@@ -295,6 +297,7 @@ void sell(const SpmmArgs& a) {
     for (int64_t s = a.block_begin; s < a.block_end; ++s)
       for (int l = 0; l < 8; ++l)
         if (a.w->row_of[s * 8 + l] >= 0) columns<S, Index, 1, 1, S::kTileAcc, true, true>(a, s, l, 1, 0);
+  static_assert(S::kWidth * S::kTileAcc == widths::widest_tile<typename S::Widths>(1), "simd-widths.h: widest_tile");
   });
 }
 
