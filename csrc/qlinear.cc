@@ -1,7 +1,9 @@
 #include "qlinear.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "kernels.h"
@@ -81,33 +83,43 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
                        : kernel != nullptr ? kernel->fn : select_qkernel(isa, v.format, v.block_r, kind).fn;
   const int T = threads_for(v, batch, nthreads);
   const int32_t flip = qisa_flips_input(isa) ? 0x80 : 0;
-  // Activation rows per interleaved tile and the padded batch.
-  const int64_t tile = batch == 1 ? 1 : nt != nullptr ? kQTile : (batch + 7) / 8 * 8;
-  const int64_t npad = (batch + tile - 1) / tile * tile;
-  int8_t* xq = grow(tl_xq, static_cast<size_t>(G * npad * 4 + kQValuePad));
-  // x scales (npad), then for the nx path Y^T (M x npad).
-  float* xs = grow(tl_floats, static_cast<size_t>(npad + (batch == 1 || nt != nullptr ? 0 : M * npad)));
-  float* yt = xs + npad;
-  if (npad != batch) {  // the padding rows of the last tile: zero activations, scale 0
-    std::memset(xq + (npad - tile) * G * 4, nt != nullptr ? flip : 0, static_cast<size_t>(G * tile * 4));
-    std::fill(xs + batch, xs + npad, 0.0f);
-  }
-  std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
   const QuantizeFn quant = select_quantize(isa);
-  const QuantizeArgs qa{x, ldx, 0, batch, tile, v.cols, G, xq, xs, flip};
-  const int Tq = static_cast<int>(std::min<int64_t>(T, batch));
-  if (Tq <= 1) {
-    quant(qa);
-  } else {
-    parallel_for(Tq, Tq, [&](int t) {
-      QuantizeArgs a = qa;
-      a.row_begin = batch * t / Tq;
-      a.row_end = batch * (t + 1) / Tq;
-      quant(a);
-    });
-  }
   const TransposeFn tr = select_transpose(active_isa());
   const EpilogueFn efn = ep.identity() ? nullptr : select_epilogue(active_isa());
+  const int64_t B = v.block_rows();
+  // Tokens [j0, j0 + n) of x, quantized into the calling thread's buffers: activation tiles
+  // of `tile` rows (kQTile for nt, one tile of the padded batch for nx), their scales and,
+  // for the nx path, Y^T (M x npad).
+  struct Act {
+    int64_t j0, n, npad;
+    int8_t* xq;
+    float* xs;
+    float* yt;
+  };
+  auto quantize = [&](int64_t j0, int64_t n, int threads) {
+    const int64_t tile = n == 1 ? 1 : nt != nullptr ? kQTile : (n + 7) / 8 * 8;
+    const int64_t npad = (n + tile - 1) / tile * tile;
+    int8_t* xq = grow(tl_xq, static_cast<size_t>(G * npad * 4 + kQValuePad));
+    float* xs = grow(tl_floats, static_cast<size_t>(npad + (n == 1 || nt != nullptr ? 0 : M * npad)));
+    if (npad != n) {  // the padding rows of the last tile: zero activations, scale 0
+      std::memset(xq + (npad - tile) * G * 4, nt != nullptr ? flip : 0, static_cast<size_t>(G * tile * 4));
+      std::fill(xs + n, xs + npad, 0.0f);
+    }
+    std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
+    const QuantizeArgs qa{x + j0 * ldx, ldx, 0, n, tile, v.cols, G, xq, xs, flip};
+    const int Tq = static_cast<int>(std::min<int64_t>(threads, n));
+    if (Tq <= 1) {
+      quant(qa);
+    } else {
+      parallel_for(Tq, Tq, [&](int t) {
+        QuantizeArgs a = qa;
+        a.row_begin = n * t / Tq;
+        a.row_end = n * (t + 1) / Tq;
+        quant(a);
+      });
+    }
+    return Act{j0, n, npad, xq, xs, xs + npad};
+  };
   // The epilogue on tokens [t0, t1) x output features [r0, r1) of y (batch x M).
   auto finish = [&](int64_t t0, int64_t t1, int64_t r0, int64_t r1) {
     if (efn == nullptr) return;
@@ -117,26 +129,51 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
   };
   // Token chunks of the nt path: the outputs of one chunk are still in cache for the epilogue.
   constexpr int64_t kChunk = 2 * kQTile;
-  auto rows = [&](int64_t b0, int64_t b1) {
+  // Block rows [b0, b1) of W times the tokens of a.
+  auto rows = [&](const Act& a, int64_t b0, int64_t b1) {
     const int64_t r0 = b0 * v.block_r, r1 = std::min(b1 * v.block_r, M);
-    if (batch == 1) {
-      fn(QArgs{&v, b0, b1, 1, xq, xs, y, 1, 1, bias, relu ? 1 : 0, 0});
-      finish(0, 1, r0, r1);
+    const int64_t G4 = G * 4;
+    float* ya = y + a.j0 * M;
+    if (a.n == 1) {
+      fn(QArgs{&v, b0, b1, 1, a.xq, a.xs, ya, 1, 1, bias, relu ? 1 : 0, 0});
+      finish(a.j0, a.j0 + 1, r0, r1);
     } else if (nt != nullptr) {
-      for (int64_t j0 = 0; j0 < batch; j0 += kChunk) {
-        const int64_t n = std::min(kChunk, batch - j0);
-        fn(QArgs{&v, b0, b1, n, xq + j0 * G * 4, xs + j0, y + j0 * M, 1, M, bias, relu ? 1 : 0, 0});
-        finish(j0, j0 + n, r0, r1);
+      for (int64_t j = 0; j < a.n; j += kChunk) {
+        const int64_t n = std::min(kChunk, a.n - j);
+        fn(QArgs{&v, b0, b1, n, a.xq + j * G4, a.xs + j, ya + j * M, 1, M, bias, relu ? 1 : 0, 0});
+        finish(a.j0 + j, a.j0 + j + n, r0, r1);
       }
     } else {
-      fn(QArgs{&v, b0, b1, npad, xq, xs, yt, npad, 1, bias, relu ? 1 : 0, 0});
-      tr(TransposeArgs{yt, npad, r0, r1, batch, y, M});
-      finish(0, batch, r0, r1);
+      fn(QArgs{&v, b0, b1, a.npad, a.xq, a.xs, a.yt, a.npad, 1, bias, relu ? 1 : 0, 0});
+      tr(TransposeArgs{a.yt, a.npad, r0, r1, a.n, ya, M});
+      finish(a.j0, a.j0 + a.n, r0, r1);
     }
   };
-  const int64_t B = v.block_rows();
+  // Several threads and at least two activation tiles per thread (a batch 8 tokens apart for
+  // nx, kQTile for nt): split by tokens. Each thread quantizes its own tokens, multiplies every
+  // row of W with them and writes its own rows of y, as linear() does in f32 (spmm.cc): split by
+  // W's rows, every thread reads all of x's activations, quantized by both cores. The int32
+  // sums and the per-element dequantization do not depend on the split: the same bits.
+  const int64_t quantum = nt != nullptr ? kQTile : 8;
+  if (T > 1 && batch >= 2 * quantum) {
+    const int64_t chunks = batch / quantum;
+    const int parts = static_cast<int>(std::min<int64_t>(T, chunks));
+    std::atomic<bool> no_memory{false};
+    parallel_for(parts, parts, [&](int t) {
+      const int64_t j0 = chunks * t / parts * quantum, j1 = t + 1 == parts ? batch : chunks * (t + 1) / parts * quantum;
+      try {
+        rows(quantize(j0, j1 - j0, 1), 0, B);
+      } catch (const std::bad_alloc&) {
+        no_memory = true;
+      }
+      trim_all();
+    });
+    if (no_memory) throw std::bad_alloc();
+    return;
+  }
+  const Act a = quantize(0, batch, T);
   if (T == 1) {
-    rows(0, B);
+    rows(a, 0, B);
     trim_all();
     return;
   }
@@ -150,7 +187,7 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
   };
   parallel_for(parts, T, [&](int t) {
     const int64_t b0 = boundary(t), b1 = boundary(t + 1);
-    if (b0 < b1) rows(b0, b1);
+    if (b0 < b1) rows(a, b0, b1);
   });
   trim_all();
 }

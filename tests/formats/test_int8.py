@@ -423,3 +423,32 @@ def test_cpu_info_names_the_int8_isa():
     assert QISAS[-1] == "scalar"
     if _core.get_isa() in ("avx2", "avx512"):
         assert set(QISAS) <= {"avx512vnni", "avxvnni", "avx2", "scalar"} and "avx2" in QISAS
+
+
+@pytest.mark.parametrize("batch", [15, 16, 17, 31, 32, 33, 47, 100, 257])
+def test_qlinear_split_by_tokens_gives_the_bits_of_one_thread(qisa, batch, rng):
+    """From two activation tiles of tokens on (8 for the nx kernels, kQTile = 16 for nt), a
+    multi-thread qlinear splits x by tokens, each thread quantizing its own (qlinear.cc): every
+    thread count must give the one-thread bits, with bias, activation and residual fused, a NaN
+    token row and a strided x; batches around both tile sizes."""
+    a = block_sparse(rng, 200, 203, 8, 0.4)
+    wide = rng.standard_normal((batch, 211)).astype(np.float32)
+    x = wide[:, :203]  # rows 211 floats apart
+    x[rng.integers(batch), rng.integers(203)] = np.nan
+    bias = rng.standard_normal(200).astype(np.float32)
+    res = rng.standard_normal((batch, 200)).astype(np.float32)
+    previous = ps.get_num_threads()
+    try:
+        for w in (BSRInt8Matrix.from_dense(a, block=(8, 4)), BSRInt8Matrix.from_dense(a, block=(4, 4)),
+                  DenseInt8Matrix.from_dense(a)):
+            ps.set_num_threads(1)
+            want = _core.qlinear(x, w._m, bias, False, 1, activation="gelu_tanh", residual=res)
+            plain = _core.qlinear(x, w._m, bias, False, 1)
+            assert np.isnan(plain).any(axis=1).sum() == 1
+            ps.set_num_threads(4)
+            for threads in (2, 3, 4):
+                got = _core.qlinear(x, w._m, bias, False, threads, activation="gelu_tanh", residual=res)
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, False, threads), plain)
+    finally:
+        ps.set_num_threads(previous)
