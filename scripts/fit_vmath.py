@@ -1,4 +1,4 @@
-"""Prints the polynomial coefficients of csrc/kernels/vmath.inl (exp, erf, GELU's erfc).
+"""Prints the polynomial coefficients of csrc/kernels/vmath.inl (exp, erf, GELU's rational erf).
 
 Least squares on Chebyshev nodes, reweighted 30 times toward the minimax (equal-ripple)
 solution; the error printed is the fit's in exact arithmetic (float32 evaluation adds its own,
@@ -49,11 +49,26 @@ def main() -> None:
     a = cheb(split, 10.0, 6000)  # erfc(a) = exp(-a^2) R(1 / (1 + a/2)) above it, relative error
     big_r = erfc(a) * np.exp(a * a)
     show("erf tail: R(t), t = 1/(1 + a/2)", *fit(a, big_r, lambda x: np.vander(1 / (1 + 0.5 * x), 9, True), 1 / big_r))
-    a = cheb(0, 9.5, 8000)  # GELU's erfc over the whole range, t = 1/(1 + 0.47 a)
-    big_r = erfc(a) * np.exp(a * a)
-    show("gelu erfc: R(t), t = 1/(1 + 0.47 a)",
-         *fit(a, big_r, lambda x: np.vander(1 / (1 + 0.47 * x), 10, True), 1 / big_r))
+    clamp, dp, dq = 3.8, 6, 5  # GELU's erf(z) = z P(z^2) / Q(z^2), Q(0) = 1, on |z| <= 3.8, absolute error
+    p, q, err = fit_rational(cheb(0, clamp, 6000), erf, dp, dq)
+    show("gelu erf: P(z^2), lowest power first", p, err)
+    show("gelu erf: Q(z^2), lowest power first", q, err)
 
+
+def fit_rational(xs, f, dp, dq, iters=60):
+    """Odd P / even Q (Q(0) = 1) in x: f ~ x P(x^2) / Q(x^2), linearised as x P - f (Q - 1) = f and
+    reweighted toward equal ripple; returns P's and Q's coefficients and the max absolute error."""
+    fx = f(xs)
+    w, big_q = np.ones_like(xs), np.ones_like(xs)
+    for _ in range(iters):
+        a = np.concatenate([xs[:, None] * np.vander(xs * xs, dp, True), -fx[:, None] * np.vander(xs * xs, dq + 1, True)[:, 1:]], 1)
+        c, *_ = np.linalg.lstsq(a * (w / big_q)[:, None], fx * w / big_q, rcond=None)
+        p, q = c[:dp], np.concatenate([[1.0], c[dp:]])
+        big_q = np.vander(xs * xs, dq + 1, True) @ q
+        e = np.abs(xs * (np.vander(xs * xs, dp, True) @ p) / big_q - fx)
+        w = w * (e / e.max()) ** 0.3 + 1e-12
+        w /= w.max()
+    return p, q, float(e.max())
 
 if __name__ == "__main__":
     main()
