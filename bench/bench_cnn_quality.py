@@ -165,6 +165,14 @@ def measure(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
             "nonzero": rep.nonzero, "flops_dense": rep.flops_dense, "flops": rep.flops}
 
 
+def channels_removed(model: nn.Module, ratio: float) -> nn.Module:
+    """A one-shot copy of ``model`` with ``ratio`` of every channel group's channels (l2, the graph's
+    groups: the model's input and output channels stay) cut out: a smaller dense model."""
+    m = copy.deepcopy(model).eval()
+    pr = prune.Pruner(m, sparsity=ratio, pattern="channel", graph=True, scope="layer", criterion="l2")
+    return prune.remove_channels(pr.squash()).eval()
+
+
 def half_flops_ratio(model: nn.Module, x: torch.Tensor, goal: float = 0.5, tol: float = 0.03,
                      tries: int = 8) -> tuple[float, float]:
     """The per-group channel ratio (scope "layer": every group alike, so the FLOPs depend on the
@@ -174,10 +182,7 @@ def half_flops_ratio(model: nn.Module, x: torch.Tensor, goal: float = 0.5, tol: 
     dense = measure(model, x)["flops_dense"]
 
     def fraction(r: float) -> float:
-        m = copy.deepcopy(model).eval()
-        pr = prune.Pruner(m, sparsity=r, pattern="channel", graph=True, scope="layer", criterion="l2")
-        small = prune.remove_channels(pr.squash())
-        return measure(small, x)["flops_dense"] / dense
+        return measure(channels_removed(model, r), x)["flops_dense"] / dense
 
     lo, f_lo = 0.0, 1.0
     hi, f_hi = 0.9, 0.0  # a guess, until a try lands below the goal

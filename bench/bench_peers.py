@@ -8,7 +8,11 @@ torch dense eager (the baseline), pysparse (``ps.convert``'s torch modules) and 
 torch-free pysparse runtime (``ps.save``/``ps.load``), DeepSparse 1.8.0, onnxruntime fp32 and
 dynamic int8, OpenVINO fp32 and int8 (NNCF static PTQ). The sparse contenders run the SAME
 one-shot pruned weights (90% in (4,1) blocks, 90% unstructured); the dense engines run the
-dense model (they do not exploit sparsity on this CPU). MiniLM also runs pysparse int8
+dense model (they do not exploit sparsity on this CPU). MobileNetV2 also has ``channels_half``:
+graph channel pruning (bench_cnn_quality.py's one-shot recipe) to about half the FLOPs, cut out
+into a smaller dense MobileNetV2 (the workers build it from the widths of its state dict) that
+every contender runs: torch, pysparse (``ps.convert`` keeps dense where sparse does not pay),
+DeepSparse and the dense engines in fp32 and int8. MiniLM also runs pysparse int8
 (``ps.convert(dtype="int8")``, int8 Linears everywhere, the torch modules and the runtime) on
 the dense model and on a 90% (8,4)-block variant (the (R, 4) blocks the int8 kernels run),
 against onnxruntime int8 and OpenVINO int8 on the dense model.
@@ -90,12 +94,13 @@ def torch_model(variant):
         transformers.utils.logging.set_verbosity_error()
         cfg = transformers.BertConfig.from_json_file(os.path.join(WORK, "config.json"))
         m = transformers.BertModel(cfg, add_pooling_layer=False).eval()
-    else:
-        sys.path.insert(0, os.environ["BENCH_DIR"])
-        from models.mobilenet_v2 import MobileNetV2
-        m = MobileNetV2().eval()
     sd = safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors"))
-    m.load_state_dict(sd, strict=True)
+    if MODEL == "minilm":
+        m.load_state_dict(sd, strict=True)
+    else:  # the widths of the file (a channel-pruned variant is a smaller MobileNetV2)
+        sys.path.insert(0, os.environ["BENCH_DIR"])
+        from models.mobilenet_v2 import from_state_dict
+        m = from_state_dict(sd)
     call = (lambda t: m(**t).last_hidden_state) if MODEL == "minilm" else (lambda t: m(t["x"]))
     return m, call
 
@@ -190,28 +195,30 @@ if MODEL == "minilm":
         def forward(s, input_ids, attention_mask, token_type_ids):
             return s.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    make = lambda: Wrap(transformers.BertModel(cfg, add_pooling_layer=False))
+    def make(sd):
+        m = Wrap(transformers.BertModel(cfg, add_pooling_layer=False))
+        m.m.load_state_dict(sd, strict=True)
+        return m
     ids = torch.ones(1, 16, dtype=torch.long)
     example, dynamic = (ids, torch.ones_like(ids), torch.zeros_like(ids)), {k: {0: "batch", 1: "seq"} for k in names + ["out"]}
 else:
     sys.path.insert(0, BENCH_DIR)
-    from models.mobilenet_v2 import MobileNetV2
-    names, make, example, dynamic = ["x"], MobileNetV2, (torch.zeros(1, 3, 224, 224),), None
+    from models.mobilenet_v2 import from_state_dict as make  # the widths of the file
+    names, example, dynamic = ["x"], (torch.zeros(1, 3, 224, 224),), None
 for variant in VARIANTS:
-    m = make().eval()
-    sd = safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors"))
-    (m.m if MODEL == "minilm" else m).load_state_dict(sd, strict=True)
+    m = make(safetensors.torch.load_file(os.path.join(WORK, f"{variant}.safetensors"))).eval()
     torch.onnx.export(m, example, os.path.join(WORK, f"{variant}.onnx"), input_names=names, output_names=["out"],
                       opset_version=13, dynamo=False, dynamic_axes=dynamic)
 from onnxruntime.quantization import QuantType, quantize_dynamic
-quantize_dynamic(os.path.join(WORK, "dense.onnx"), os.path.join(WORK, "dense_ort_int8.onnx"),
-                 per_channel=True, weight_type=QuantType.QInt8)
 import nncf, openvino as ov
 z = np.load(os.path.join(WORK, "calibration.npz"))
 calib = [{k: z[f"{k}_{i}"] for k in names} for i in range(int(z["n"]))]
-q = nncf.quantize(ov.Core().read_model(os.path.join(WORK, "dense.onnx")), nncf.Dataset(calib),
-                  subset_size=len(calib), **({"model_type": nncf.ModelType.TRANSFORMER} if MODEL == "minilm" else {}))
-ov.save_model(q, os.path.join(WORK, "dense_ov_int8.xml"))
+for variant in DENSE:  # the int8 peers quantize the dense models
+    quantize_dynamic(os.path.join(WORK, f"{variant}.onnx"), os.path.join(WORK, f"{variant}_ort_int8.onnx"),
+                     per_channel=True, weight_type=QuantType.QInt8)
+    q = nncf.quantize(ov.Core().read_model(os.path.join(WORK, f"{variant}.onnx")), nncf.Dataset(calib),
+                      subset_size=len(calib), **({"model_type": nncf.ModelType.TRANSFORMER} if MODEL == "minilm" else {}))
+    ov.save_model(q, os.path.join(WORK, f"{variant}_ov_int8.xml"))
 '''
 
 
@@ -227,20 +234,40 @@ def prepare(model: str, work: Path, sparsity: float, sizes: list[int]) -> tuple[
     return (prepare_minilm if model == "minilm" else prepare_mobilenet)(work, sparsity, sizes)
 
 
+CHANNELS = "channels_half"  # MobileNetV2 channel-pruned to half the FLOPs: a smaller dense model
+
+
+def dense_variants(variants: list[str]) -> list[str]:
+    """The variants with dense weights: what the dense engines (and the int8 peers) run."""
+    return [v for v in variants if v in ("dense", CHANNELS)]
+
+
 def prepare_mobilenet(work: Path, sparsity: float, sizes: list[int]) -> tuple[list[str], dict[str, Any]]:
-    """Prune the pretrained MobileNetV2's pointwise (1x1) convolutions one-shot; random inputs
-    (no ImageNet images here: the int8 calibration uses 8 random images, said in the output)."""
+    """Prune the pretrained MobileNetV2's pointwise (1x1) convolutions one-shot, and cut it to about
+    half its FLOPs by graph channel pruning (bench_cnn_quality.py's one-shot recipe: the ratio per
+    channel group, l2, whose removed model keeps 0.47-0.50 of the FLOPs); random inputs (no ImageNet
+    images here: the int8 calibration uses 8 random images, said in the output)."""
     import safetensors.torch
     import torch
 
+    from bench_cnn_quality import channels_removed, half_flops_ratio, measure
     from models.mobilenet_v2 import pretrained
     from pysparse import prune
 
-    variants = {"dense": None, f"{int(sparsity * 100)}pct_4x1": (4, 1), f"{int(sparsity * 100)}pct_unstr": "unstructured"}
+    variants = {"dense": None, f"{int(sparsity * 100)}pct_4x1": (4, 1), f"{int(sparsity * 100)}pct_unstr": "unstructured",
+                CHANNELS: "channel"}
     info: dict[str, Any] = {}
     for name, pattern in variants.items():
         m = pretrained()
-        if pattern is not None:
+        if pattern == "channel":
+            x = torch.zeros(1, 3, sizes[0], sizes[0])
+            ratio, _ = half_flops_ratio(m, x)
+            dense = measure(m, x)
+            m = channels_removed(m, ratio)
+            small = measure(m, x)
+            info[name] = dict(ratio=round(ratio, 4), flops_kept=round(small["flops_dense"] / dense["flops_dense"], 4),
+                              params=small["params"], params_dense=dense["params"])
+        elif pattern is not None:
             pw = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
             prune.Pruner(m, sparsity=sparsity, pattern=pattern, criterion="l2" if pattern != "unstructured" else "magnitude",
                          scope="layer", modules=pw).squash()
@@ -325,18 +352,21 @@ def main() -> None:
     else:
         variants, measured = prepare(args.model, work, args.sparsity, args.seq)
         stamp.write_text(json.dumps([variants, measured]))
-    print(f"prepared {variants} in {time.time() - t0:.0f} s; measured encoder sparsity {measured}")
+    print(f"prepared {variants} in {time.time() - t0:.0f} s; measured {measured}")
     ov_py = args.openvino
-    if ov_py and not (work / "dense_ov_int8.xml").exists():
+    dense = dense_variants(variants)
+    exported = [f"{v}.onnx" for v in variants] + [f"{v}_{q}" for v in dense for q in ("ort_int8.onnx", "ov_int8.xml")]
+    if ov_py and not all((work / f).exists() for f in exported):
         prep = worker(ov_py, "ov", 1, str(work), args.model)
-        r = prep.ask({"op": "exec", "code": f"VARIANTS = {variants!r}\nMODEL = {args.model!r}\nBENCH_DIR = {str(HERE)!r}\n"
-                      + EXPORT})
+        r = prep.ask({"op": "exec", "code": f"VARIANTS = {variants!r}\nDENSE = {dense!r}\nMODEL = {args.model!r}\n"
+                      f"BENCH_DIR = {str(HERE)!r}\n" + EXPORT})
         prep.close()
         if "error" in r:
             raise SystemExit(f"ONNX export / quantization failed: {r['error']}")
         print(f"exported ONNX, ORT int8 and NNCF int8 in {time.time() - t0:.0f} s")
-    sparse = variants[1:]
+    sparse = variants[1:]  # what the pysparse contenders and DeepSparse run (the channel-pruned model too)
     plan: list[tuple[str, str, str]] = [("main", "torch", "dense"), ("main", "torch", "dense")]  # the A/A pair
+    plan += [("main", "torch", v) for v in dense[1:]]
     plan += [("main", c, v) for v in sparse for c in ("pysparse", "pysparse_runtime")]
     if args.model == "minilm":  # int8: the (8,4) variant and the dense model the int8 peers run
         plan += [("main", c, v) for v in ("dense", *(v for v in sparse if v.endswith("_8x4")))
@@ -344,7 +374,7 @@ def main() -> None:
     if args.deepsparse:
         plan += [("ds", "deepsparse", v) for v in sparse]
     if ov_py:
-        plan += [("ov", c, "dense") for c in ("ort_fp32", "ort_int8", "ov_fp32", "ov_int8")]
+        plan += [("ov", c, v) for v in dense for c in ("ort_fp32", "ort_int8", "ov_fp32", "ov_int8")]
     pythons = {"main": sys.executable, "ds": args.deepsparse, "ov": ov_py}
     workers = {(venv, t): worker(pythons[venv], venv, t, str(work), args.model) for venv in {p[0] for p in plan} for t in args.threads}
     cells: list[dict[str, Any]] = []
@@ -396,7 +426,7 @@ def main() -> None:
     base = {(c["seq"], c["threads"]): c for c in timed if c["label"] == "torch:dense"}
     lines = [f"# bench/bench_peers.py, {time.strftime('%Y-%m-%d %H:%M')} UTC; {up}",
              f"# {os.uname().machine}, {_cpu()}; {args.rounds} interleaved rounds of {args.sample_ms:.0f} ms samples in "
-             f"{time.time() - start:.0f} s; batch 1; {'all-MiniLM-L6-v2' if args.model == 'minilm' else 'MobileNetV2 (ImageNet weights, random inputs)'}; sparse variants {measured}",
+             f"{time.time() - start:.0f} s; batch 1; {'all-MiniLM-L6-v2' if args.model == 'minilm' else 'MobileNetV2 (ImageNet weights, random inputs)'}; variants {measured}",
              f"{'contender':30} {'seq' if args.model == 'minilm' else 'size':>4} {'thr':>3} {'median ms':>10} {'IQR':>6} {'vs torch':>9} {'cos min':>8}"]
     rows = []
     for c in sorted(timed, key=lambda c: (c["seq"], c["threads"], statistics.median(c["samples"]))):
