@@ -19,6 +19,10 @@ namespace {
 constexpr int64_t kMinQWorkPerThread = 128 * 1024;
 constexpr int64_t kPartsPerThread = 8;
 constexpr int64_t kRowCost = 32;
+// The row split of a batch > 1 (below): work per thread it needs to pay, and activations
+// (tokens x columns) per thread for a parallel quantization.
+constexpr int64_t kMinRowSplitQWork = 2 * 1024 * 1024;
+constexpr int64_t kMinQuantizePerThread = 32 * 1024;
 
 thread_local std::vector<int8_t> tl_xq;
 thread_local std::vector<float> tl_floats;
@@ -52,9 +56,13 @@ struct Costs {
   }
 };
 
+int64_t work_of(const QView& w, int64_t batch) {
+  return (w.nblocks * w.block_r * 4 + w.rows * kRowCost) * std::max<int64_t>(batch, 1);
+}
+
 int threads_for(const QView& w, int64_t batch, int nthreads) {
   nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
-  const int64_t work = (w.nblocks * w.block_r * 4 + w.rows * kRowCost) * std::max<int64_t>(batch, 1);
+  const int64_t work = work_of(w, batch);
   return static_cast<int>(std::min<int64_t>(
       {static_cast<int64_t>(nthreads), std::max<int64_t>(1, work / kMinQWorkPerThread),
        std::max<int64_t>(1, w.block_rows())}));
@@ -107,7 +115,9 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
     }
     std::memset(xq + G * npad * 4, 0, static_cast<size_t>(kQValuePad));
     const QuantizeArgs qa{x + j0 * ldx, ldx, 0, n, tile, v.cols, G, xq, xs, flip};
-    const int Tq = static_cast<int>(std::min<int64_t>(threads, n));
+    // A few tokens quantize faster on the calling thread than a fork-join costs.
+    const int Tq = static_cast<int>(
+        std::min<int64_t>({static_cast<int64_t>(threads), n, std::max<int64_t>(1, n * v.cols / kMinQuantizePerThread)}));
     if (Tq <= 1) {
       quant(qa);
     } else {
@@ -171,13 +181,19 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
     if (no_memory) throw std::bad_alloc();
     return;
   }
-  const Act a = quantize(0, batch, T);
-  if (T == 1) {
+  // Split by W's rows, every thread reads every quantized token (written by the caller) and
+  // writes a strip of every row of y: at MiniLM's sizes with 16 tokens that lost on 2 threads
+  // (384x384 .. 1536x384, 2-core Zen 4 VM: 0.26-0.98x of 1 thread), so a batch > 1 takes a
+  // second thread only for kMinRowSplitQWork of work per thread.
+  const int Tr = batch == 1 ? T
+                             : std::min<int>(T, static_cast<int>(std::max<int64_t>(1, work_of(v, batch) / kMinRowSplitQWork)));
+  const Act a = quantize(0, batch, Tr);
+  if (Tr == 1) {
     rows(a, 0, B);
     trim_all();
     return;
   }
-  const int parts = static_cast<int>(std::min<int64_t>(B, T * kPartsPerThread));
+  const int parts = static_cast<int>(std::min<int64_t>(B, Tr * kPartsPerThread));
   const Costs costs{v};
   // Whole cache lines of y's rows on each side of a boundary (16 floats).
   const int64_t align = std::max(1, 16 / v.block_r);
@@ -185,7 +201,7 @@ void qlinear(const QMatrix& w, const float* x, int64_t ldx, int64_t batch, float
     const int64_t b = costs.boundary(t, parts);
     return b >= B ? B : b / align * align;
   };
-  parallel_for(parts, T, [&](int t) {
+  parallel_for(parts, Tr, [&](int t) {
     const int64_t b0 = boundary(t), b1 = boundary(t + 1);
     if (b0 < b1) rows(a, b0, b1);
   });

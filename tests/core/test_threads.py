@@ -124,23 +124,39 @@ def test_linear_split_by_tokens_gives_the_bits_of_one_thread(isa, rng, fmt, batc
     tokens at multiples of that tile (spmm.cc: token_quantum): every column keeps its tile, so
     every thread count must give the one-thread bits, with bias, activation and residual fused;
     batches around the AVX2 and AVX-512 tile widths (16..256 columns by block height)."""
-    m, k = 200, 96
-    w = make_matrix(rng, (m, k), fmt, density=0.5)
-    x = rng.standard_normal((batch, k)).astype(np.float32)
-    x[rng.integers(batch), rng.integers(k)] = np.nan  # one token's row goes NaN, on every thread count
+    x = rng.standard_normal((batch, 96)).astype(np.float32)
+    x[rng.integers(batch), rng.integers(96)] = np.nan  # one token's row goes NaN, on every thread count
+    _check_linear_bits_on_every_thread_count(make_matrix(rng, (200, 96), fmt, density=0.5), x, "gelu_tanh", rng)
+
+
+def _check_linear_bits_on_every_thread_count(w, x, act, rng):
+    """_core.linear with bias, `act` and a residual fused, and plain, on 2-4 threads: the bits of 1
+    thread; plain against float64 where finite."""
+    m = w.shape[0]
     b = rng.standard_normal(m).astype(np.float32)
-    r = rng.standard_normal((batch, m)).astype(np.float32)
+    r = rng.standard_normal((x.shape[0], m)).astype(np.float32)
     previous = ps.get_num_threads()
     try:
         ps.set_num_threads(1)
-        want = _core.linear(x, w._m, b, activation="gelu_tanh", residual=r)
+        want = _core.linear(x, w._m, b, activation=act, residual=r)
         ref = x.astype(np.float64) @ w.to_dense().T.astype(np.float64) + b
         ok = np.isfinite(ref)
         plain = _core.linear(x, w._m, b)
         assert relerr(plain[ok], ref[ok]) < F32_SUM_RTOL * 10
         for threads in (2, 3, 4):
             ps.set_num_threads(threads)
-            np.testing.assert_array_equal(_core.linear(x, w._m, b, activation="gelu_tanh", residual=r), want)
+            np.testing.assert_array_equal(_core.linear(x, w._m, b, activation=act, residual=r), want)
             np.testing.assert_array_equal(_core.linear(x, w._m, b), plain)
     finally:
         ps.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("fmt", ["csr", (4, 1), (16, 1), (1, 4), "sell"], ids=str)
+@pytest.mark.parametrize("batch", [2, 9, 20])
+def test_linear_row_split_with_few_tokens_gives_the_bits_of_one_thread(isa, rng, fmt, batch):
+    """Under two widest tiles of tokens a multi-thread linear splits W by rows, and only when each
+    thread gets enough work (spmm.cc: kMinRowSplitWork): a layer big enough for 4 threads at a few
+    tokens, with bias, activation and residual fused, must give the one-thread bits on every
+    thread count (the boundaries on whole cache lines of y's rows)."""
+    x = rng.standard_normal((batch, 512)).astype(np.float32)
+    _check_linear_bits_on_every_thread_count(make_matrix(rng, (1024, 512), fmt, density=0.5), x, "gelu_erf", rng)

@@ -452,3 +452,28 @@ def test_qlinear_split_by_tokens_gives_the_bits_of_one_thread(qisa, batch, rng):
                 np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, False, threads), plain)
     finally:
         ps.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("batch", [2, 9, 20])
+def test_qlinear_row_split_with_few_tokens_gives_the_bits_of_one_thread(qisa, batch, rng):
+    """Under two activation tiles of tokens a multi-thread qlinear splits W by rows, and only with
+    enough work per thread (qlinear.cc: kMinRowSplitQWork); the tokens are quantized by several
+    threads only when there are enough of them. A layer big enough for 4 threads at a few tokens
+    must give the one-thread bits on every thread count, bias, activation and residual fused."""
+    a = block_sparse(rng, 1024, 1024, 8, 0.6)
+    x = rng.standard_normal((batch, 1024)).astype(np.float32)
+    bias = rng.standard_normal(1024).astype(np.float32)
+    res = rng.standard_normal((batch, 1024)).astype(np.float32)
+    previous = ps.get_num_threads()
+    try:
+        for w in (BSRInt8Matrix.from_dense(a, block=(8, 4)), DenseInt8Matrix.from_dense(a)):
+            ps.set_num_threads(1)
+            want = _core.qlinear(x, w._m, bias, False, 1, activation="relu6", residual=res)
+            plain = _core.qlinear(x, w._m, bias, False, 1)
+            ps.set_num_threads(4)
+            for threads in (2, 3, 4):
+                np.testing.assert_array_equal(
+                    _core.qlinear(x, w._m, bias, False, threads, activation="relu6", residual=res), want)
+                np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, False, threads), plain)
+    finally:
+        ps.set_num_threads(previous)
