@@ -154,10 +154,14 @@ def test_every_op_is_covered():
 
 
 def test_gelu_erf_accuracy():
+    """Against the float64 GELU: torch's float32 GELU is itself up to ~9e-7 off (its AVX-512
+    kernel, on Zen 4), so a bound against it would add the two errors (1.2e-6 at x = 3.496)."""
     x = torch.linspace(-8, 8, 2001)
     from pysparse.runtime.ops.elementwise import _gelu
 
-    assert np.max(np.abs(_gelu(x.numpy(), "none") - F.gelu(x).numpy())) <= 1e-6
+    exact = F.gelu(x.double()).numpy()
+    assert np.max(np.abs(_gelu(x.numpy(), "none") - exact)) <= 1e-6
+    assert np.max(np.abs(_gelu(x.numpy(), "none") - F.gelu(x).numpy())) <= 2e-6
 
 
 def test_sparse_conv_formats_match_dense(tmp_path, rng):
