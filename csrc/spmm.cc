@@ -82,10 +82,19 @@ float* column_scratch(int64_t floats) {
 
 }  // namespace
 
+namespace {
+
+// Multiply-adds (plus a per-row cost) of w at batch n: what the thread counts are measured in.
+int64_t work_of(const SparseMatrix& w, int64_t n) {
+  return (w.stored_values() + w.rows() * kRowCost) * std::max<int64_t>(n, 1);
+}
+
+}  // namespace
+
 int threads_for(const SparseMatrix& w, int64_t n, int nthreads) {
   // Never more threads than the pool has: set_num_threads() is the ceiling.
   nthreads = nthreads <= 0 ? get_num_threads() : std::min(nthreads, get_num_threads());
-  const int64_t work = (w.stored_values() + w.rows() * kRowCost) * std::max<int64_t>(n, 1);
+  const int64_t work = work_of(w, n);
   const int64_t by_work = std::max<int64_t>(1, work / kMinWorkPerThread);
   const int64_t by_rows = std::max<int64_t>(1, w.block_rows());
   return static_cast<int>(std::min<int64_t>({static_cast<int64_t>(nthreads), by_work, by_rows}));
@@ -221,8 +230,7 @@ void linear(const SparseMatrix& w, const float* x, bool x_transposed, int64_t ba
     // every row of y: with 16 tokens, MiniLM's 384x384 .. 384x1536 (4, 1) layers ran 0.63-1.05x
     // of 1 thread that way on the 2-core Zen 4 VM (1536x384: 1.1-1.17x), so a few tokens take
     // a second thread only for kMinRowSplitWork of work per thread.
-    const int64_t work = (w.stored_values() + w.rows() * kRowCost) * batch;
-    T = static_cast<int>(std::min<int64_t>(T, std::max<int64_t>(1, work / kMinRowSplitWork)));
+    T = static_cast<int>(std::min<int64_t>(T, std::max<int64_t>(1, work_of(w, batch) / kMinRowSplitWork)));
   }
   if (by_tokens) {
     // Split by tokens: each thread transposes its own rows of x, multiplies every row of W

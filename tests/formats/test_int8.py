@@ -431,23 +431,30 @@ def test_qlinear_split_by_tokens_gives_the_bits_of_one_thread(qisa, batch, rng):
     multi-thread qlinear splits x by tokens, each thread quantizing its own (qlinear.cc): every
     thread count must give the one-thread bits, with bias, activation and residual fused, a NaN
     token row and a strided x; batches around both tile sizes."""
-    a = block_sparse(rng, 200, 203, 8, 0.4)
-    wide = rng.standard_normal((batch, 211)).astype(np.float32)
-    x = wide[:, :203]  # rows 211 floats apart
-    x[rng.integers(batch), rng.integers(203)] = np.nan
-    bias = rng.standard_normal(200).astype(np.float32)
-    res = rng.standard_normal((batch, 200)).astype(np.float32)
+    _check_qlinear_bits_on_every_thread_count(block_sparse(rng, 200, 203, 8, 0.4), batch, "gelu_tanh", rng,
+                                              formats=((8, 4), (4, 4), "dense"))
+
+
+def _check_qlinear_bits_on_every_thread_count(a, batch, act, rng, formats):
+    """_core.qlinear of `a` in each of `formats` ((r, 4) blocks or "dense") with bias, `act` and a
+    residual fused, and plain, on a strided x with one NaN token: 2-4 threads give the bits of 1."""
+    m, k = a.shape
+    wide = rng.standard_normal((batch, k + 8)).astype(np.float32)
+    x = wide[:, :k]  # rows k + 8 floats apart
+    x[rng.integers(batch), rng.integers(k)] = np.nan
+    bias = rng.standard_normal(m).astype(np.float32)
+    res = rng.standard_normal((batch, m)).astype(np.float32)
     previous = ps.get_num_threads()
     try:
-        for w in (BSRInt8Matrix.from_dense(a, block=(8, 4)), BSRInt8Matrix.from_dense(a, block=(4, 4)),
-                  DenseInt8Matrix.from_dense(a)):
+        for f in formats:
+            w = DenseInt8Matrix.from_dense(a) if f == "dense" else BSRInt8Matrix.from_dense(a, block=f)
             ps.set_num_threads(1)
-            want = _core.qlinear(x, w._m, bias, False, 1, activation="gelu_tanh", residual=res)
+            want = _core.qlinear(x, w._m, bias, False, 1, activation=act, residual=res)
             plain = _core.qlinear(x, w._m, bias, False, 1)
             assert np.isnan(plain).any(axis=1).sum() == 1
             ps.set_num_threads(4)
             for threads in (2, 3, 4):
-                got = _core.qlinear(x, w._m, bias, False, threads, activation="gelu_tanh", residual=res)
+                got = _core.qlinear(x, w._m, bias, False, threads, activation=act, residual=res)
                 np.testing.assert_array_equal(got, want)
                 np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, False, threads), plain)
     finally:
@@ -460,20 +467,5 @@ def test_qlinear_row_split_with_few_tokens_gives_the_bits_of_one_thread(qisa, ba
     enough work per thread (qlinear.cc: kMinRowSplitQWork); the tokens are quantized by several
     threads only when there are enough of them. A layer big enough for 4 threads at a few tokens
     must give the one-thread bits on every thread count, bias, activation and residual fused."""
-    a = block_sparse(rng, 1024, 1024, 8, 0.6)
-    x = rng.standard_normal((batch, 1024)).astype(np.float32)
-    bias = rng.standard_normal(1024).astype(np.float32)
-    res = rng.standard_normal((batch, 1024)).astype(np.float32)
-    previous = ps.get_num_threads()
-    try:
-        for w in (BSRInt8Matrix.from_dense(a, block=(8, 4)), DenseInt8Matrix.from_dense(a)):
-            ps.set_num_threads(1)
-            want = _core.qlinear(x, w._m, bias, False, 1, activation="relu6", residual=res)
-            plain = _core.qlinear(x, w._m, bias, False, 1)
-            ps.set_num_threads(4)
-            for threads in (2, 3, 4):
-                np.testing.assert_array_equal(
-                    _core.qlinear(x, w._m, bias, False, threads, activation="relu6", residual=res), want)
-                np.testing.assert_array_equal(_core.qlinear(x, w._m, bias, False, threads), plain)
-    finally:
-        ps.set_num_threads(previous)
+    _check_qlinear_bits_on_every_thread_count(block_sparse(rng, 1024, 1024, 8, 0.6), batch, "relu6", rng,
+                                              formats=((8, 4), "dense"))
