@@ -70,6 +70,7 @@ class ConversionReport:
     threads: int | None
     isa: str
     seconds: float
+    forward: str = ""  # how the converted model runs its forward, when not module by module (pysparse.fused)
 
     @property
     def nbytes(self) -> int:
@@ -114,6 +115,8 @@ class ConversionReport:
             lines.append(f"weights: {size(self.nbytes)} vs dense {size(total)} ({self.nbytes / total:.2f}x)")
         else:
             lines.append("weights: none")
+        if self.forward:
+            lines.append(f"forward: {self.forward}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -323,6 +326,7 @@ def convert(
     inplace: bool = False,
     progress: bool = True,
     dtype: str = "float32",
+    fuse: bool = True,
 ) -> torch.nn.Module:
     """A copy of ``model`` for fast CPU inference: every ``nn.Linear`` becomes a
     :class:`pysparse.nn.SparseLinear` and every ``nn.Conv2d`` a :class:`pysparse.nn.SparseConv2d`;
@@ -351,6 +355,13 @@ def convert(
     scales, activations quantized per row inside the kernel) to every Linear's candidates;
     the report's ``dtype`` and ``quant_error`` columns say which layers went int8 and what
     that cost on the example input. Convolutions stay float32.
+
+    A Hugging Face ``BertModel`` (``fuse=True``, ``threads=None``) then runs its whole forward as
+    the runtime graph that ``ps.save`` writes (attention, layer norm, GELU and the epilogues fused
+    in C++; :mod:`pysparse.fused`), once that graph reproduces the torch forward on the example
+    inputs (token ids; a small padded batch without them); calls the graph does not compute run
+    the torch modules. The report's ``forward`` line says which, and why. With ``threads=`` the
+    model runs module by module (the graph runs on :func:`pysparse.set_num_threads`).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -403,6 +414,31 @@ def convert(
     target = new.get(id(target), target)  # a bare Linear / Conv2d converts to its replacement
     for p in target.parameters():
         p.requires_grad_(False)
+    forward = _fuse(target, example_inputs, fuse, threads, reports)
     isa = str(_core.get_isa()) + (f", int8 {_core.get_qisa()}" if dtype == "int8" else "")
-    target.pysparse_report_ = ConversionReport(reports, batch, threads, isa, time.perf_counter() - start)
+    target.pysparse_report_ = ConversionReport(reports, batch, threads, isa, time.perf_counter() - start, forward)
     return target
+
+
+def _fuse(model: torch.nn.Module, example_inputs: Any, fuse: bool, threads: int | None,
+          reports: list[LayerReport]) -> str:
+    """The report's forward line; installs the fused forward on a BertModel (pysparse.fused)."""
+    from .export import bert
+
+    if not bert.is_bert(model):
+        return ""
+    if not fuse:
+        return "module by module (fuse=False)"
+    if threads is not None:
+        return "module by module (threads= given; the fused graph runs on pysparse.set_num_threads)"
+    from .fused import fuse_bert
+    from .io import INT8_RTOL, RTOL
+
+    probe = None
+    if example_inputs is not None:
+        try:
+            probe = bert.bert_inputs(example_inputs)
+        except (TypeError, ValueError):  # e.g. inputs_embeds: the probe batch checks the graph
+            probe = None
+    int8 = any(r.dtype == "int8" for r in reports)
+    return fuse_bert(model, probe, INT8_RTOL if int8 else RTOL)
