@@ -52,13 +52,28 @@ class FusedBertForward:
     def __init__(self, model: torch.nn.Module, runtime: Any) -> None:
         self.model = model
         self.runtime = runtime
-        self._state: list[tuple[int, int]] | None = None  # filled at the first call (deepcopy builds lazily)
+        self._state: tuple[list[int], list[int]] | None = None  # filled at the first call (deepcopy builds lazily)
+        self._mods: list[torch.nn.Module] | None = None
 
-    def _tensors_state(self) -> list[tuple[int, int]]:
-        # identity and version counter of every parameter and buffer: an in-place edit or a swapped
-        # module after convert changes it, and the graph is then exported again (never stale weights)
-        m = self.model
-        return [(id(t), t._version) for t in (*m.parameters(), *m.buffers())]
+    def _tensors_state(self) -> tuple[list[int], list[int]]:
+        # What the graph was exported from: the identity of every submodule, parameter and buffer
+        # (a swapped module or tensor) and the version counter of every tensor (an in-place edit).
+        # When it changes, the graph is exported again: never stale weights. The module list is
+        # cached (walking named_modules per call cost 1.3 ms of a 2.3 ms MiniLM forward at 16 tokens);
+        # a swap shows as a new id in its parent's dicts, and refreshes the cache.
+        mods = getattr(self, "_mods", None)
+        if mods is None:
+            mods = self._mods = list(self.model.modules())
+        ids: list[int] = []
+        versions: list[int] = []
+        for m in mods:
+            ids.extend(map(id, m._modules.values()))
+            for d in (m._parameters, m._buffers):
+                for t in d.values():
+                    ids.append(id(t))
+                    if t is not None:
+                        versions.append(t._version)
+        return ids, versions
 
     def _fresh_runtime(self) -> Any:
         state = self._tensors_state()
@@ -69,7 +84,9 @@ class FusedBertForward:
             from .runtime import Model
 
             graph, arrays = bert.export_bert(self.model, list(bert.INPUT_NAMES), ("last_hidden_state",))
-            self.runtime, self._state = Model(graph, arrays), state
+            self.runtime = Model(graph, arrays)
+            self._mods = None
+            self._state = self._tensors_state()
         return self.runtime
 
     @property

@@ -643,6 +643,12 @@ def test_fused_forward_is_off_when_asked_and_save_checks_against_the_modules(tmp
         stale = off(**example).last_hidden_state  # the unedited model
     np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=STATE_ATOL)
     np.testing.assert_allclose((got - stale).numpy(), 1.0, atol=1e-4)
+    # a module swapped after convert: exported again too
+    torch.manual_seed(3)
+    sm.encoder.layer[1].output.dense = torch.nn.Linear(64, 32).requires_grad_(False)
+    with torch.no_grad():
+        ref = sm.forward.torch_forward(**example).last_hidden_state
+        np.testing.assert_allclose(sm(**example).last_hidden_state.numpy(), ref.numpy(), atol=STATE_ATOL)
     ps.save(sm, tmp_path / "m.pspz", example)
     np.testing.assert_allclose(ps.load(tmp_path / "m.pspz")(*[v.numpy() for v in example.values()]), ref.numpy(),
                                atol=STATE_ATOL)
