@@ -30,7 +30,10 @@ import numpy as np
 import torch
 
 from . import _checks, _core, _table, _timing
+from .export import bert
 from .formats import CHOICES, FORMATS, INT8_FORMATS, parse_block
+from .fused import fuse_bert
+from .io import INT8_RTOL, RTOL
 from .nn import SparseConv2d, SparseLinear, conv_padding
 
 __all__ = ["convert", "ConversionReport", "LayerReport"]
@@ -423,17 +426,12 @@ def convert(
 def _fuse(model: torch.nn.Module, example_inputs: Any, fuse: bool, threads: int | None,
           reports: list[LayerReport]) -> str:
     """The report's forward line; installs the fused forward on a BertModel (pysparse.fused)."""
-    from .export import bert
-
     if not bert.is_bert(model):
         return ""
     if not fuse:
         return "module by module (fuse=False)"
     if threads is not None:
         return "module by module (threads= given; the fused graph runs on pysparse.set_num_threads)"
-    from .fused import fuse_bert
-    from .io import INT8_RTOL, RTOL
-
     probe = None
     if example_inputs is not None:
         try:

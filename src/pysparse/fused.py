@@ -25,6 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .export import UnsupportedOp, bert
+from .export.verify import compare
+from .runtime import Model
+
 __all__ = ["FusedBertForward", "fuse_bert"]
 
 # The keyword arguments a fused call accepts (their default values mean "nothing asked");
@@ -80,9 +84,6 @@ class FusedBertForward:
         if self._state is None:
             self._state = state
         elif state != self._state:
-            from .export import bert
-            from .runtime import Model
-
             graph, arrays = bert.export_bert(self.model, list(bert.INPUT_NAMES), ("last_hidden_state",))
             self.runtime = Model(graph, arrays)
             self._mods = None
@@ -144,10 +145,6 @@ def fuse_bert(model: torch.nn.Module, probe: dict[str, torch.Tensor] | None, rto
     """Install the fused forward on ``model`` (a converted BertModel, in place) once the runtime
     graph reproduces the torch forward on ``probe`` (the example inputs; a small batch with
     padding when None). Returns a line for the conversion report: what runs, or why not."""
-    from .export import UnsupportedOp, bert
-    from .export.verify import compare
-    from .runtime import Model
-
     try:
         graph, arrays = bert.export_bert(model, list(bert.INPUT_NAMES), ("last_hidden_state",))
     except UnsupportedOp as e:
