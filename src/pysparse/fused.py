@@ -38,6 +38,12 @@ _NEUTRAL = {"position_ids": None, "inputs_embeds": None, "encoder_hidden_states"
             "output_attentions": (None, False), "output_hidden_states": (None, False), "return_dict": (None, True, False)}
 
 
+def _runtime_of(model: torch.nn.Module) -> Any:
+    """The runtime Model of the BertModel's graph as it is now (UnsupportedOp if it cannot be exported)."""
+    graph, arrays = bert.export_bert(model, list(bert.INPUT_NAMES), ("last_hidden_state",))
+    return Model(graph, arrays)
+
+
 def _neutral(name: str, value: Any) -> bool:
     want = _NEUTRAL.get(name, ...)
     if want is ...:
@@ -65,7 +71,7 @@ class FusedBertForward:
         # When it changes, the graph is exported again: never stale weights. The module list is
         # cached (walking named_modules per call cost 1.3 ms of a 2.3 ms MiniLM forward at 16 tokens);
         # a swap shows as a new id in its parent's dicts, and refreshes the cache.
-        mods = getattr(self, "_mods", None)
+        mods = self._mods
         if mods is None:
             mods = self._mods = list(self.model.modules())
         ids: list[int] = []
@@ -84,8 +90,7 @@ class FusedBertForward:
         if self._state is None:
             self._state = state
         elif state != self._state:
-            graph, arrays = bert.export_bert(self.model, list(bert.INPUT_NAMES), ("last_hidden_state",))
-            self.runtime = Model(graph, arrays)
+            self.runtime = _runtime_of(self.model)
             self._mods = None
             self._state = self._tensors_state()
         return self.runtime
@@ -146,10 +151,9 @@ def fuse_bert(model: torch.nn.Module, probe: dict[str, torch.Tensor] | None, rto
     graph reproduces the torch forward on ``probe`` (the example inputs; a small batch with
     padding when None). Returns a line for the conversion report: what runs, or why not."""
     try:
-        graph, arrays = bert.export_bert(model, list(bert.INPUT_NAMES), ("last_hidden_state",))
+        runtime = _runtime_of(model)
     except UnsupportedOp as e:
         return f"torch forward (not exportable to the runtime graph: {e})"
-    runtime = Model(graph, arrays)
     if probe is None:
         s = min(12, int(model.config.max_position_embeddings))
         g = torch.Generator().manual_seed(0)
@@ -169,4 +173,4 @@ def fuse_bert(model: torch.nn.Module, probe: dict[str, torch.Tensor] | None, rto
         return f"torch forward (the runtime graph disagreed on the example: {e})"
     model.forward = fwd = FusedBertForward(model, runtime)
     fwd._state = fwd._tensors_state()
-    return f"fused: the whole forward runs as the runtime graph ({len(graph['nodes'])} nodes, checked on the example)"
+    return f"fused: the whole forward runs as the runtime graph ({len(runtime.graph['nodes'])} nodes, checked on the example)"
