@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -592,9 +593,10 @@ class _Spy:
     def __init__(self, inner, calls):
         self.inner, self.calls = inner, calls
 
-    def __call__(self, *xs):
+    def __call__(self, *xs):  # counts the calls the graph answered (not those it refused)
+        out = self.inner(*xs)
         self.calls.append(len(xs))
-        return self.inner(*xs)
+        return out
 
 
 def test_fused_forward_sends_what_the_graph_does_not_compute_to_torch(rng):
@@ -683,3 +685,62 @@ def test_fused_forward_refuses_a_graph_that_disagrees(monkeypatch, rng):
     with torch.no_grad():
         np.testing.assert_allclose(sm(**example).last_hidden_state.numpy(),
                                    model(**example).last_hidden_state.numpy(), atol=STATE_ATOL)
+
+
+def test_fused_forward_runs_hooks_edits_and_tracers_through_torch(rng):
+    import copy
+
+    model = _sparse_bert(11)
+    example = _as_torch(*batch(rng, 2, 8))
+    sm = ps.convert(model, example_inputs=example, formats=("csr",), progress=False)
+    calls = []
+    sm.forward.runtime = _Spy(sm.forward.runtime, calls)
+    with torch.no_grad():
+        want = model(**example).last_hidden_state
+        # a forward hook on a submodule must run: the call goes to the modules, and comes back to
+        # the graph once the hook is removed
+        seen = []
+        handle = sm.encoder.layer[1].register_forward_hook(lambda mod, inp, out: seen.append(mod))
+        np.testing.assert_allclose(sm(**example).last_hidden_state.numpy(), want.numpy(), atol=STATE_ATOL)
+        assert seen == [sm.encoder.layer[1]] and calls == []
+        handle.remove()
+        pre = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, inp: seen.append(type(mod)))
+        try:
+            sm(**example)
+        finally:
+            pre.remove()
+        assert len(seen) > 1 and calls == []  # a global pre-hook ran on the submodules too
+        sm(**example)
+        assert len(calls) == 1
+        # transformers 5 leaves its output-capturing hooks on the layers after output_hidden_states:
+        # idle, they keep the graph; with a collector active (a parent model capturing), torch runs
+        sm(**example, output_hidden_states=True)
+        sm(**example)
+        assert len(calls) == 2
+        capture = sys.modules.get("transformers.utils.output_capturing")
+        if capture is not None and any(m._forward_hooks for m in sm.modules()):
+            token = capture._active_collector.set({"hidden_states": []})
+            try:
+                sm(**example)
+            finally:
+                capture._active_collector.reset(token)
+            assert len(calls) == 2  # the modules ran (their hooks with them)
+        # p.data = other keeps the tensor and its version counter: the data pointer shows the edit
+        ln = sm.encoder.layer[-1].output.LayerNorm
+        ln.bias.data = ln.bias.data + 0.5
+        ref = sm.forward.torch_forward(**example).last_hidden_state
+        got = sm(**example).last_hidden_state
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=STATE_ATOL)
+        np.testing.assert_allclose((got - want).numpy(), 0.5, atol=1e-4)  # (the last layer norm's bias moved it)
+        # a copy taken after an edit that no call has seen yet gets the edited graph
+        sm.encoder.layer[1].output.LayerNorm.weight.mul_(2.0)
+        cp = copy.deepcopy(sm)
+        ref = sm.forward.torch_forward(**example).last_hidden_state
+        np.testing.assert_allclose(cp(**example).last_hidden_state.numpy(), ref.numpy(), atol=STATE_ATOL)
+        # torch.compile and torch.export trace the modules, not the numpy runtime
+        n = len(calls)
+        compiled = torch.compile(sm, backend="eager")
+        np.testing.assert_allclose(compiled(**example).last_hidden_state.numpy(), ref.numpy(), atol=STATE_ATOL)
+        ep = torch.export.export(sm, (), kwargs=example)
+        np.testing.assert_allclose(ep.module()(**example).last_hidden_state.numpy(), ref.numpy(), atol=STATE_ATOL)
+        assert len(calls) == n  # neither ran the graph
