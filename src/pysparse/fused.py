@@ -128,7 +128,10 @@ class FusedBertForward:
 
     def _fresh_runtime(self) -> Any:
         snap = self._snap
-        if snap is None:
+        if self.runtime is None:  # a copy's first call: its own graph (the tables are views of its tensors)
+            self.runtime = _runtime_of(self.model)
+            self._snap = _Snapshot(self.model)
+        elif snap is None:
             self._snap = _Snapshot(self.model)
         elif not snap.unchanged():
             self.runtime = _runtime_of(self.model)
@@ -144,9 +147,9 @@ class FusedBertForward:
         return type(self).__call__.__code__
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FusedBertForward:
-        # The copied model gets a forward bound to itself; the runtime is immutable and shared
-        # (exported again first if the model was edited since the last call, so the copy's is fresh).
-        return FusedBertForward(copy.deepcopy(self.model, memo), self._fresh_runtime())
+        # The copied model gets a forward bound to itself, and its own graph at its first call: the
+        # runtime's embedding tables are views of the model's tensors (export/base.py _np_view).
+        return FusedBertForward(copy.deepcopy(self.model, memo), None)
 
     def __reduce__(self) -> Any:
         raise TypeError("a model converted by pysparse is not picklable (its weights live in C++ matrices); "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import UnsupportedOp, _np, _sparse_kind
+from .base import UnsupportedOp, _np, _np_view, _sparse_kind
 from .modules import ModuleExporter
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "export_bert", "is_bert", "is_transformers_model", "bert_inputs",
@@ -192,7 +192,7 @@ class _BertExporter(ModuleExporter):
         m = _sub(self.model, path, nn.Embedding)
         if m.max_norm is not None:
             raise UnsupportedOp(f"module {path!r}: nn.Embedding with max_norm (renormalises rows) is not exported")
-        w = _np(m.weight)
+        w = _np_view(m.weight)
         return w, {"num_embeddings": int(w.shape[0]), "embedding_dim": int(w.shape[1])}
 
 
