@@ -359,7 +359,8 @@ def convert(
     the report's ``dtype`` and ``quant_error`` columns say which layers went int8 and what
     that cost on the example input. Convolutions stay float32.
 
-    A Hugging Face ``BertModel`` (``fuse=True``, ``threads=None``) then runs its whole forward as
+    A Hugging Face ``BertModel`` (``fuse=True``, ``threads=None``), or each one inside the model
+    (a ``BertForSequenceClassification``'s ``bert``), then runs its whole forward as
     the runtime graph that ``ps.save`` writes (attention, layer norm, GELU and the epilogues fused
     in C++; :mod:`pysparse.fused`), once that graph reproduces the torch forward on the example
     inputs (token ids; a small padded batch without them); calls the graph does not compute run
@@ -425,8 +426,11 @@ def convert(
 
 def _fuse(model: torch.nn.Module, example_inputs: Any, fuse: bool, threads: int | None,
           reports: list[LayerReport]) -> str:
-    """The report's forward line; installs the fused forward on a BertModel (pysparse.fused)."""
-    if not bert.is_bert(model):
+    """The report's forward line; installs the fused forward on each BertModel: the model itself,
+    or the encoders inside it (a BertForSequenceClassification's ``bert``, a sentence-transformers
+    module's ``auto_model``; pysparse.fused)."""
+    berts = [(n, m) for n, m in model.named_modules() if bert.is_bert(m)]
+    if not berts:
         return ""
     if not fuse:
         return "module by module (fuse=False)"
@@ -434,9 +438,10 @@ def _fuse(model: torch.nn.Module, example_inputs: Any, fuse: bool, threads: int 
         return "module by module (threads= given; the fused graph runs on pysparse.set_num_threads)"
     probe = None
     if example_inputs is not None:
-        try:
+        try:  # the example is the model's; an encoder inside it takes it when it holds only ids / masks
             probe = bert.bert_inputs(example_inputs)
-        except (TypeError, ValueError):  # e.g. inputs_embeds: the probe batch checks the graph
+        except (TypeError, ValueError):  # e.g. inputs_embeds or labels: the probe batch checks the graph
             probe = None
     int8 = any(r.dtype == "int8" for r in reports)
-    return fuse_bert(model, probe, INT8_RTOL if int8 else RTOL)
+    lines = [fuse_bert(m, probe, INT8_RTOL if int8 else RTOL) for _, m in berts]
+    return "; ".join(line if not n else f"{n}: {line}" for (n, _), line in zip(berts, lines))

@@ -754,3 +754,31 @@ def test_fused_forward_runs_hooks_edits_and_tracers_through_torch(rng):
         ep = torch.export.export(sm, (), kwargs=example)
         np.testing.assert_allclose(ep.module()(**example).last_hidden_state.numpy(), ref.numpy(), atol=STATE_ATOL)
         assert len(calls) == n  # neither ran the graph
+
+
+def test_an_encoder_inside_a_model_runs_fused_too(rng):
+    import transformers
+
+    from pysparse.fused import FusedBertForward
+
+    torch.manual_seed(12)
+    cfg = tiny_bert().config
+    cfg.num_labels = 3
+    clf = transformers.BertForSequenceClassification(cfg).eval()
+    example = _as_torch(*batch(rng, 2, 8))
+    sm = ps.convert(clf, example_inputs=example, formats=("csr",), progress=False)
+    assert isinstance(sm.bert.forward, FusedBertForward) and not isinstance(sm.forward, FusedBertForward)
+    assert sm.pysparse_report_.forward.startswith("bert: fused")
+    calls = []
+    sm.bert.forward.runtime = _Spy(sm.bert.forward.runtime, calls)
+    for b, s in SHAPES:
+        x = _as_torch(*batch(rng, b, s))
+        with torch.no_grad():
+            np.testing.assert_allclose(sm(**x).logits.numpy(), clf(**x).logits.numpy(), atol=STATE_ATOL)
+    assert len(calls) == len(SHAPES)
+    # labels in the example (not a BERT input): the encoder is checked on the probe batch instead
+    sm2 = ps.convert(clf, example_inputs={**example, "labels": torch.tensor([0, 2])}, formats=("csr",),
+                     progress=False)
+    assert isinstance(sm2.bert.forward, FusedBertForward)
+    off = ps.convert(clf, example_inputs=example, formats=("csr",), progress=False, fuse=False)
+    assert not isinstance(off.bert.forward, FusedBertForward) and "fuse=False" in off.pysparse_report_.forward
