@@ -123,17 +123,11 @@ class FusedBertForward:
 
     def __init__(self, model: torch.nn.Module, runtime: Any) -> None:
         self.model = model
-        self.runtime = runtime
-        self._snap: _Snapshot | None = None  # taken at the first call (deepcopy builds lazily)
+        self.runtime = runtime  # None: built at the first call (a deepcopy)
+        self._snap = None if runtime is None else _Snapshot(model)
 
     def _fresh_runtime(self) -> Any:
-        snap = self._snap
-        if self.runtime is None:  # a copy's first call: its own graph (the tables are views of its tensors)
-            self.runtime = _runtime_of(self.model)
-            self._snap = _Snapshot(self.model)
-        elif snap is None:
-            self._snap = _Snapshot(self.model)
-        elif not snap.unchanged():
+        if self.runtime is None or not self._snap.unchanged():  # type: ignore[union-attr]
             self.runtime = _runtime_of(self.model)
             self._snap = _Snapshot(self.model)
         return self.runtime
@@ -235,6 +229,5 @@ def fuse_bert(model: torch.nn.Module, probe: dict[str, torch.Tensor] | None, rto
         compare(ref, got, rtol)
     except ValueError as e:  # never silently wrong: keep the torch forward and say why
         return f"torch forward (the runtime graph disagreed on the example: {e})"
-    model.forward = fwd = FusedBertForward(model, runtime)
-    fwd._snap = _Snapshot(model)
+    model.forward = FusedBertForward(model, runtime)
     return f"fused: the whole forward runs as the runtime graph ({len(runtime.graph['nodes'])} nodes, checked on the example)"
